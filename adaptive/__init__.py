@@ -1,0 +1,30 @@
+"""adaptive: run a large flow-matching model only where its capacity matters.
+
+FlowBlending (Large -> Small -> Large) with the stage boundaries found automatically.
+The one model contract is ``model(x, sigma, **cond) -> velocity``; see the README.
+"""
+
+from adaptive.denoisers import Denoiser, FunctionDenoiser, GuidedDenoiser, TransformerDenoiser, as_denoiser
+from adaptive.errors import (
+    AdaptiveError,
+    CalibrationError,
+    CurveError,
+    NonFiniteVelocityError,
+    PairMismatchError,
+    ProfileError,
+    ScheduleError,
+    SigmaGridError,
+)
+from adaptive.metering import Meter, count_flops, flops_per_row
+from adaptive.pair import ModelPair
+from adaptive.sampling import SAMPLERS, sample, sample_heun, shift_sigma, sigmas
+from adaptive.schedule import Schedule, Stage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaptiveError", "CalibrationError", "CurveError", "Denoiser", "FunctionDenoiser", "GuidedDenoiser", "Meter",
+    "ModelPair", "NonFiniteVelocityError", "PairMismatchError", "ProfileError", "SAMPLERS", "Schedule",
+    "ScheduleError", "SigmaGridError", "Stage", "TransformerDenoiser", "as_denoiser", "count_flops",
+    "flops_per_row", "sample", "sample_heun", "shift_sigma", "sigmas", "__version__",
+]

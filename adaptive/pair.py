@@ -1,0 +1,89 @@
+"""``ModelPair``: the Large and Small denoisers of one family, checked once at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from adaptive.denoisers import Denoiser, GuidedDenoiser, as_denoiser, underlying_module
+from adaptive.errors import PairMismatchError
+
+
+class ModelPair:
+    """Two (or more) denoisers that share a latent space and conditioning.
+
+    ``large`` and ``small`` may be diffusers transformers (adapted with
+    :class:`~adaptive.denoisers.TransformerDenoiser`) or callables ``model(x, sigma, **cond)``.
+    Extra models (e.g. a medium one for three-stage schedules) are given by keyword.
+    ``sample_shape`` is the per-sample latent shape, used when a caller gives no ``shape``.
+
+    Example:
+        >>> import torch
+        >>> pair = ModelPair(lambda x, s: -x, lambda x, s: -0.9 * x, sample_shape=(3,))
+        >>> sorted(pair.models)
+        ['large', 'small']
+    """
+
+    def __init__(self, large: Any, small: Any, *, sample_shape: tuple[int, ...] | None = None,
+                 name: str | None = None, **others: Any) -> None:
+        self.models: dict[str, Denoiser] = {"large": as_denoiser(large), "small": as_denoiser(small)}
+        self.models.update({k: as_denoiser(v) for k, v in others.items()})
+        self.sample_shape = tuple(sample_shape) if sample_shape is not None else None
+        self.name = name
+        self._checked: set[tuple] = set()
+
+    @property
+    def large(self) -> Denoiser:
+        return self.models["large"]
+
+    @property
+    def small(self) -> Denoiser:
+        return self.models["small"]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.models.items())
+        return f"ModelPair({inner})"
+
+    def guided(self, scale: float, uncond: Mapping[str, Any] | None = None, batched: bool = True) -> ModelPair:
+        """The same pair with classifier-free guidance applied to every model."""
+        wrapped = {k: GuidedDenoiser(v, scale, uncond, batched) for k, v in self.models.items()}
+        large, small = wrapped.pop("large"), wrapped.pop("small")
+        return ModelPair(large, small, sample_shape=self.sample_shape, name=self.name, **wrapped)
+
+    def modules(self) -> dict[str, torch.nn.Module | None]:
+        """The torch module behind each model (None for plain functions)."""
+        return {k: underlying_module(v) for k, v in self.models.items()}
+
+    def check(self, x: torch.Tensor, **cond: Any) -> None:
+        """One tiny dry call of every model on ``x[:1]``: same output shape as the input, finite.
+
+        Runs once per input shape/dtype/cond keys; raises :class:`PairMismatchError` naming the
+        model and the fix. Cheap next to sampling (one row, one call per model).
+        """
+        key = (tuple(x.shape[1:]), x.dtype, x.device, tuple(sorted(cond)))
+        if key in self._checked:
+            return
+        if self.sample_shape is not None and tuple(x.shape[1:]) != self.sample_shape:
+            raise PairMismatchError(f"noise has per-sample shape {tuple(x.shape[1:])} but the pair expects "
+                                    f"{self.sample_shape}; draw noise of shape (batch, *pair.sample_shape)")
+        row = x[:1]
+        row_cond = {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == x.shape[0] else v)
+                    for k, v in cond.items()}
+        with torch.no_grad():
+            for name, model in self.models.items():
+                try:
+                    out = model(row, torch.ones(1, device=x.device), **row_cond)
+                except (RuntimeError, TypeError, ValueError) as err:
+                    raise PairMismatchError(
+                        f"model {name!r} failed on a latent of shape {tuple(row.shape)} with conditioning "
+                        f"{sorted(cond)}: {err}. Check that both models take the same channels, patch "
+                        "size and text embedding width (text_dim), and that cond has their argument names"
+                    ) from err
+                if tuple(out.shape) != tuple(row.shape):
+                    raise PairMismatchError(
+                        f"model {name!r} returned shape {tuple(out.shape)} for input {tuple(row.shape)}; "
+                        "Large and Small must map a latent to a velocity of the same shape "
+                        "(same in/out channels and patch size)")
+        self._checked.add(key)

@@ -1,0 +1,245 @@
+"""Stage schedules in sigma space: which model takes the step that starts at a given sigma.
+
+A schedule is an ordered list of stages ``(sigma_hi, sigma_lo, model)`` that tile (0, 1]. A step from
+``sigma_i`` to ``sigma_{i+1}`` is taken by the stage whose interval ``(sigma_lo, sigma_hi]`` contains
+``sigma_i``. Boundaries live in sigma, so one schedule maps onto any step count and shift.
+
+Example:
+    >>> from adaptive import Schedule, sigmas
+    >>> s = Schedule.lsl(0.8, 0.3)
+    >>> s.model_for(0.5)
+    'small'
+    >>> s.small_steps(sigmas(10))
+    [2, 3, 4, 5, 6]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from adaptive.errors import ScheduleError, SigmaGridError
+
+SCHEDULE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One model over the sigma interval ``(sigma_lo, sigma_hi]``."""
+
+    sigma_hi: float
+    sigma_lo: float
+    model: str
+
+
+def check_grid(sigmas: torch.Tensor | Sequence[float]) -> list[float]:
+    """A sigma grid as a list of floats, checked: >= 2 finite values, strictly descending, in [0, 1]."""
+    values = sigmas.detach().cpu().double().tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError) as err:
+        raise SigmaGridError(f"a sigma grid must be a 1-D sequence of numbers: {err}") from None
+    if len(values) < 2:
+        raise SigmaGridError(f"a sigma grid needs num_steps + 1 >= 2 values, got {len(values)}; "
+                             "build one with adaptive.sigmas(num_steps)")
+    if not all(math.isfinite(v) for v in values):
+        raise SigmaGridError("the sigma grid contains NaN or Inf")
+    if values[0] > 1.0 or values[-1] < 0.0:
+        raise SigmaGridError(f"sigmas must lie in [0, 1], got {values[0]:.4g} .. {values[-1]:.4g}; "
+                             "pass sigma, not training timesteps (divide timesteps by 1000)")
+    if any(b >= a for a, b in zip(values, values[1:])):
+        raise SigmaGridError("sigmas must be strictly descending (from noise at 1 to data at 0)")
+    return values
+
+
+class Schedule:
+    """An ordered, validated tiling of (0, 1] by stages; immutable.
+
+    Build one with :meth:`large_only`, :meth:`lsl`, :meth:`small_first`, :meth:`large_first`,
+    :meth:`from_stages` (any number of models) or :meth:`from_steps` (a per-step list of names).
+    """
+
+    __slots__ = ("stages",)
+
+    def __init__(self, stages: Iterable[Stage]) -> None:
+        object.__setattr__(self, "stages", _validated(_merged(list(stages))))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Schedule is immutable; build a new one")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and self.stages == other.stages
+
+    def __hash__(self) -> int:
+        return hash(self.stages)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{s.model} ({s.sigma_lo:.4g}, {s.sigma_hi:.4g}]" for s in self.stages)
+        return f"Schedule({parts})"
+
+    # Constructors -------------------------------------------------------------------------------
+    @classmethod
+    def from_stages(cls, stages: Iterable[Stage | tuple[float, float, str]]) -> Schedule:
+        """From ``(sigma_hi, sigma_lo, model)`` tuples, highest sigma first; any number of models."""
+        return cls(s if isinstance(s, Stage) else Stage(float(s[0]), float(s[1]), str(s[2])) for s in stages)
+
+    @classmethod
+    def large_only(cls, large: str = "large") -> Schedule:
+        """One model for every step."""
+        return cls([Stage(1.0, 0.0, large)])
+
+    @classmethod
+    def lsl(cls, sigma_in: float, sigma_out: float, large: str = "large", small: str = "small") -> Schedule:
+        """FlowBlending's Large -> Small -> Large: Small takes steps starting in (sigma_out, sigma_in].
+
+        ``1 >= sigma_in >= sigma_out >= 0``; equal values mean Large only.
+        """
+        _check_unit("sigma_in", sigma_in)
+        _check_unit("sigma_out", sigma_out)
+        if sigma_in < sigma_out:
+            raise ScheduleError(f"sigma_in ({sigma_in}) must be >= sigma_out ({sigma_out}): Small runs between "
+                                "them, from high noise (sigma_in) down to low noise (sigma_out)")
+        return cls([Stage(1.0, sigma_in, large), Stage(sigma_in, sigma_out, small), Stage(sigma_out, 0.0, large)])
+
+    @classmethod
+    def small_first(cls, sigma_switch: float, large: str = "large", small: str = "small") -> Schedule:
+        """T-Stitch style Small -> Large: Small for steps starting above ``sigma_switch``."""
+        _check_unit("sigma_switch", sigma_switch)
+        return cls([Stage(1.0, sigma_switch, small), Stage(sigma_switch, 0.0, large)])
+
+    @classmethod
+    def large_first(cls, boundary: float, large: str = "large", small: str = "small") -> Schedule:
+        """Wan 2.2 ``boundary_ratio`` style Large -> Small: Large above ``boundary`` (in sigma)."""
+        _check_unit("boundary", boundary)
+        return cls([Stage(1.0, boundary, large), Stage(boundary, 0.0, small)])
+
+    @classmethod
+    def from_steps(cls, sigmas: torch.Tensor | Sequence[float], models: Sequence[str]) -> Schedule:
+        """The schedule that runs ``models[i]`` for step ``i`` of ``sigmas``.
+
+        Boundaries sit halfway between grid points, so a pipeline that hands the sigma back through
+        a float32 timestep (``sigma * 1000``) still lands in the intended stage.
+        """
+        grid = check_grid(sigmas)
+        if len(models) != len(grid) - 1:
+            raise ScheduleError(f"need one model name per step: {len(grid) - 1} steps, {len(models)} names")
+        cuts = [1.0] + [(grid[i] + grid[i + 1]) / 2 for i in range(len(models) - 1)] + [0.0]
+        return cls(Stage(cuts[i], cuts[i + 1], name) for i, name in enumerate(models))
+
+    # Queries ------------------------------------------------------------------------------------
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The model names used, in order of first appearance."""
+        return tuple(dict.fromkeys(s.model for s in self.stages))
+
+    def model_for(self, sigma: float) -> str:
+        """The model that takes a step starting at ``sigma`` (what a scheduler or pipeline asks)."""
+        sigma = float(sigma)
+        if not (0.0 <= sigma <= 1.0):
+            raise ScheduleError(f"sigma {sigma} is outside [0, 1]; pass sigma, not a training timestep")
+        for stage in self.stages:
+            if sigma > stage.sigma_lo:
+                return stage.model
+        return self.stages[-1].model
+
+    def step_models(self, sigmas: torch.Tensor | Sequence[float]) -> list[str]:
+        """The model name for each step of a grid of ``num_steps + 1`` sigmas."""
+        grid = check_grid(sigmas)
+        return [self.model_for(s) for s in grid[:-1]]
+
+    def steps_of(self, model: str, sigmas: torch.Tensor | Sequence[float]) -> list[int]:
+        """Indices of the steps ``model`` takes on this grid."""
+        return [i for i, name in enumerate(self.step_models(sigmas)) if name == model]
+
+    def small_steps(self, sigmas: torch.Tensor | Sequence[float], small: str = "small") -> list[int]:
+        """Indices of the steps the Small model takes on this grid."""
+        return self.steps_of(small, sigmas)
+
+    def fraction(self, model: str, sigmas: torch.Tensor | Sequence[float]) -> float:
+        """Share of the grid's steps that ``model`` takes."""
+        return len(self.steps_of(model, sigmas)) / (len(check_grid(sigmas)) - 1)
+
+    def check_models(self, available: Iterable[str]) -> None:
+        """Raise :class:`ScheduleError` if a stage names a model not in ``available``."""
+        available = list(available)
+        missing = [m for m in self.models if m not in available]
+        if missing:
+            raise ScheduleError(f"the schedule names model(s) {missing} but the pair has {available}; "
+                                "rename the stages or add the model to the pair")
+
+    # JSON ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"version": SCHEDULE_VERSION,
+                "stages": [{"sigma_hi": s.sigma_hi, "sigma_lo": s.sigma_lo, "model": s.model} for s in self.stages]}
+
+    def to_json(self) -> str:
+        """A JSON string that :meth:`from_json` turns back into an equal schedule."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: object) -> Schedule:
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
+            raise ScheduleError("a schedule must be a JSON object with a 'stages' list")
+        if data.get("version", SCHEDULE_VERSION) != SCHEDULE_VERSION:
+            raise ScheduleError(f"schedule version {data.get('version')!r} is not supported "
+                                f"(this library reads version {SCHEDULE_VERSION})")
+        stages = []
+        for item in data["stages"]:
+            if not isinstance(item, dict) or set(item) != {"sigma_hi", "sigma_lo", "model"}:
+                raise ScheduleError(f"each stage needs exactly sigma_hi, sigma_lo, model; got {item!r}")
+            hi, lo, model = item["sigma_hi"], item["sigma_lo"], item["model"]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (hi, lo)):
+                raise ScheduleError(f"stage sigmas must be numbers, got {hi!r}, {lo!r}")
+            if not isinstance(model, str) or not model:
+                raise ScheduleError(f"stage model must be a non-empty name, got {model!r}")
+            stages.append(Stage(float(hi), float(lo), model))
+        return cls(stages)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Schedule:
+        """Parse :meth:`to_json` output; malformed input raises :class:`ScheduleError`."""
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError) as err:
+            raise ScheduleError(f"not valid schedule JSON: {err}") from None
+        return cls.from_dict(data)
+
+
+def _check_unit(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not (0.0 <= float(value) <= 1.0):
+        raise ScheduleError(f"{name} must be a sigma in [0, 1], got {value!r}")
+
+
+def _merged(stages: list[Stage]) -> list[Stage]:
+    # Empty stages vanish and neighbours of one model merge, so lsl(a, a) *is* large_only().
+    out: list[Stage] = []
+    for stage in stages:
+        if stage.sigma_hi == stage.sigma_lo:
+            continue
+        if out and out[-1].model == stage.model and out[-1].sigma_lo == stage.sigma_hi:
+            out[-1] = Stage(out[-1].sigma_hi, stage.sigma_lo, stage.model)
+        else:
+            out.append(stage)
+    return out
+
+
+def _validated(stages: list[Stage]) -> tuple[Stage, ...]:
+    if not stages:
+        raise ScheduleError("a schedule needs at least one non-empty stage")
+    for s in stages:
+        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in (s.sigma_hi, s.sigma_lo)):
+            raise ScheduleError(f"stage {s} has a sigma outside [0, 1]")
+        if s.sigma_hi < s.sigma_lo:
+            raise ScheduleError(f"stage {s} runs upwards; write (sigma_hi, sigma_lo) with sigma_hi > sigma_lo")
+    if stages[0].sigma_hi != 1.0 or stages[-1].sigma_lo != 0.0:
+        raise ScheduleError(f"stages must cover (0, 1]: they span ({stages[-1].sigma_lo}, {stages[0].sigma_hi}]")
+    for a, b in zip(stages, stages[1:]):
+        if b.sigma_hi > a.sigma_lo:
+            raise ScheduleError(f"stages overlap: {a} and {b}; each must start where the previous ends")
+        if b.sigma_hi < a.sigma_lo:
+            raise ScheduleError(f"gap between {a} and {b}: no model for sigma in ({b.sigma_hi}, {a.sigma_lo}]")
+    return tuple(stages)

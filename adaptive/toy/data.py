@@ -1,0 +1,150 @@
+"""Moving-digit videos and the shared text encoder of the embedded pair.
+
+Everything is generated from scikit-learn's bundled ``load_digits`` images: no download. A video is
+one 8x8 digit glyph, upscaled, moving with constant velocity and bouncing on a square canvas. The
+prompt names the digit and the initial direction; the start position and speed are *not* in the
+prompt, so each prompt has many valid videos (a multimodal target, as real text-to-video is).
+
+Example:
+    >>> import numpy as np
+    >>> batch = make_videos(4, np.random.default_rng(0))
+    >>> batch.videos.shape
+    (4, 1, 8, 32, 32)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+CANVAS = 32
+FRAMES = 8
+GLYPH = 12
+TEXT_DIM = 32
+TEXT_TOKENS = 4
+DIGIT_WORDS = ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
+DIRECTIONS: dict[str, tuple[int, int]] = {
+    "up": (-1, 0),
+    "down": (1, 0),
+    "left": (0, -1),
+    "right": (0, 1),
+    "up-left": (-1, -1),
+    "up-right": (-1, 1),
+    "down-left": (1, -1),
+    "down-right": (1, 1),
+}
+DIRECTION_NAMES = tuple(DIRECTIONS)
+VOCAB = ("<pad>", "a", "moving", *DIGIT_WORDS, *DIRECTION_NAMES)
+_TEXT_SEED = 20251231
+_SPLIT_SEED = 7
+
+
+@dataclass(frozen=True)
+class VideoBatch:
+    """Videos in [-1, 1] with shape (n, 1, frames, canvas, canvas) and their labels."""
+
+    videos: np.ndarray
+    digits: np.ndarray
+    directions: np.ndarray
+
+    @property
+    def prompts(self) -> list[str]:
+        return [prompt_for(int(d), int(m)) for d, m in zip(self.digits, self.directions)]
+
+
+def prompt_for(digit: int, direction: int) -> str:
+    """The prompt text for a digit (0-9) and a direction index into ``DIRECTION_NAMES``."""
+    return f"a {digit} moving {DIRECTION_NAMES[direction]}"
+
+
+def parse_prompt(prompt: str) -> tuple[int, int]:
+    """(digit, direction index) of a prompt made by :func:`prompt_for`; ValueError otherwise."""
+    words = prompt.strip().split()
+    if len(words) != 4 or words[0] != "a" or words[2] != "moving" or words[1] not in DIGIT_WORDS \
+            or words[3] not in DIRECTIONS:
+        raise ValueError(
+            f"prompt {prompt!r} is not in the toy vocabulary; write it as 'a <0-9> moving <direction>' "
+            f"with direction one of {', '.join(DIRECTION_NAMES)}"
+        )
+    return int(words[1]), DIRECTION_NAMES.index(words[3])
+
+
+@functools.lru_cache(maxsize=1)
+def _embedding_table() -> np.ndarray:
+    # A fixed random table stands in for a frozen text encoder (Wan's umT5): shared by both models,
+    # never trained, reproducible on any machine because numpy's PCG64 stream is stable.
+    table = np.random.default_rng(_TEXT_SEED).standard_normal((len(VOCAB), TEXT_DIM)).astype(np.float32)
+    table[0] = 0.0
+    return table
+
+
+def encode_prompts(prompts: list[str] | str) -> torch.Tensor:
+    """Embed prompts as (batch, 4, 32) float32 tokens; ``""`` is the null prompt (all zeros).
+
+    Example:
+        >>> encode_prompts(["a 7 moving up-left", ""]).shape
+        torch.Size([2, 4, 32])
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    table = _embedding_table()
+    out = np.zeros((len(prompts), TEXT_TOKENS, TEXT_DIM), dtype=np.float32)
+    for row, prompt in enumerate(prompts):
+        if prompt.strip() == "":
+            continue
+        parse_prompt(prompt)
+        out[row] = table[[VOCAB.index(w) for w in prompt.split()]]
+    return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=2)
+def glyphs(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Upscaled digit glyphs in [0, 1] and their labels for ``split`` in {"train", "heldout"}."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    from scipy.ndimage import zoom
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(_SPLIT_SEED).permutation(len(digits.images))
+    cut = int(0.8 * len(order))
+    index = order[:cut] if split == "train" else order[cut:]
+    images = np.stack([zoom(digits.images[i] / 16.0, GLYPH / 8, order=1) for i in index])
+    return np.clip(images, 0.0, 1.0).astype(np.float32), digits.target[index]
+
+
+def _trajectory(start: float, velocity: float, span: int) -> np.ndarray:
+    # Reflecting walls: unfold the straight path onto a triangle wave over [0, span].
+    raw = start + velocity * np.arange(FRAMES)
+    period = 2 * span
+    folded = np.mod(raw, period)
+    return np.where(folded > span, period - folded, folded)
+
+
+def make_videos(
+    n: int,
+    rng: np.random.Generator,
+    split: str = "train",
+    digits: np.ndarray | None = None,
+    directions: np.ndarray | None = None,
+) -> VideoBatch:
+    """Draw ``n`` videos; ``digits``/``directions`` fix the labels, otherwise they are random."""
+    images, labels = glyphs(split)
+    digits = rng.integers(0, 10, n) if digits is None else np.asarray(digits)
+    directions = rng.integers(0, len(DIRECTIONS), n) if directions is None else np.asarray(directions)
+    span = CANVAS - GLYPH
+    videos = np.zeros((n, FRAMES, CANVAS, CANVAS), dtype=np.float32)
+    for k in range(n):
+        pool = np.flatnonzero(labels == digits[k])
+        glyph = images[rng.choice(pool)] * rng.uniform(0.7, 1.0)
+        dy, dx = DIRECTIONS[DIRECTION_NAMES[directions[k]]]
+        speed = rng.uniform(1.0, 2.5)
+        ys = _trajectory(rng.uniform(0, span), dy * speed, span)
+        xs = _trajectory(rng.uniform(0, span), dx * speed, span)
+        for f in range(FRAMES):
+            y, x = int(round(ys[f])), int(round(xs[f]))
+            videos[k, f, y:y + GLYPH, x:x + GLYPH] = np.maximum(videos[k, f, y:y + GLYPH, x:x + GLYPH], glyph)
+    return VideoBatch(videos[:, None] * 2.0 - 1.0, np.asarray(digits), np.asarray(directions))

@@ -1,0 +1,161 @@
+"""Train the embedded pair and its quality encoder on generated moving-digit videos.
+
+Run in the background, e.g.::
+
+    nohup python -m adaptive.toy.train all --out adaptive/toy/weights > train.log 2>&1 &
+
+Flow-matching loss in the project's convention: ``x = (1 - sigma) * x0 + sigma * noise`` and the
+model regresses ``v = noise - x0`` given ``timestep = 1000 * sigma`` and the prompt tokens; prompts
+are dropped to the null prompt 10% of the time so classifier-free guidance works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from adaptive.toy.data import encode_prompts, make_videos
+from adaptive.toy.models import VideoEncoder, build_transformer
+
+CFG_DROPOUT = 0.1
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def _lr_factor(step: int, total: int, warmup: int = 50) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _training_sigmas(n: int, gen: torch.Generator) -> torch.Tensor:
+    # Logit-normal (as SD3/Wan train) mixed with uniform so both ends of (0, 1) are seen.
+    logit_normal = torch.sigmoid(torch.randn(n, generator=gen))
+    uniform = torch.rand(n, generator=gen)
+    pick = torch.rand(n, generator=gen) < 0.8
+    return torch.where(pick, logit_normal, uniform).clamp(1e-3, 1.0)
+
+
+def _save_transformer(model, out: Path, record: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    copy.deepcopy(model).to(torch.float16).save_pretrained(out, safe_serialization=True)
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, out: Path,
+                      ema_decay: float = 0.995, save_every: int = 200) -> float:
+    """Train one Wan-architecture denoiser; writes EMA weights (fp16 safetensors) to ``out``."""
+    torch.manual_seed(seed)
+    model = build_transformer(size, seed=seed)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    started, smoothed = time.time(), None
+    record = dict(command=" ".join(sys.argv), size=size, batch=batch, lr=lr, data_seed=seed,
+                  ema_decay=ema_decay, cfg_dropout=CFG_DROPOUT)
+    bar = tqdm(range(steps), desc=f"train {size}", mininterval=10)
+    for step in bar:
+        data = make_videos(batch, rng, "train")
+        x0 = torch.from_numpy(data.videos)
+        prompts = [p if keep else "" for p, keep in zip(data.prompts, rng.random(batch) > CFG_DROPOUT)]
+        cond = encode_prompts(prompts)
+        sigma = _training_sigmas(batch, gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        x = (1 - s) * x0 + s * noise
+        pred = model(x, sigma * NUM_TRAIN_TIMESTEPS, cond, return_dict=False)[0]
+        loss = F.mse_loss(pred, noise - x0)
+        for group in opt.param_groups:
+            group["lr"] = lr * _lr_factor(step, steps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(ema_decay, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{smoothed:.4f}")
+        if step % 25 == 0:
+            print(f"{size} step {step} loss {smoothed:.5f} elapsed {time.time() - started:.0f}s", flush=True)
+        if (step + 1) % save_every == 0 or step + 1 == steps:
+            record.update(steps=step + 1, final_loss=round(smoothed, 5),
+                          train_seconds=round(time.time() - started, 1))
+            _save_transformer(ema, out / size, record)
+    return smoothed
+
+
+def train_encoder(steps: int, batch: int, seed: int, out: Path) -> float:
+    """Train the digit/direction video encoder on real videos; reports held-out accuracy."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = VideoEncoder()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    for step in tqdm(range(steps), desc="train encoder", mininterval=10):
+        data = make_videos(batch, rng, "train")
+        videos = torch.from_numpy(data.videos)
+        videos = videos + 0.1 * torch.randn_like(videos)  # generated videos are never exact
+        digit_logits, direction_logits = model(videos)
+        frame_logits = model.frame_digit_logits(videos)
+        digits = torch.from_numpy(data.digits)
+        loss = (F.cross_entropy(digit_logits, digits)
+                + F.cross_entropy(direction_logits, torch.from_numpy(data.directions))
+                + F.cross_entropy(frame_logits.flatten(0, 1), digits.repeat_interleave(frame_logits.shape[1])))
+        for group in opt.param_groups:
+            group["lr"] = 2e-3 * _lr_factor(step, steps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0:
+            print(f"encoder step {step} loss {loss.item():.4f}", flush=True)
+    model.eval()
+    with torch.no_grad():
+        held = make_videos(512, np.random.default_rng(seed + 1), "heldout")
+        d_logits, m_logits = model(torch.from_numpy(held.videos))
+        acc_d = (d_logits.argmax(1).numpy() == held.digits).mean()
+        acc_m = (m_logits.argmax(1).numpy() == held.directions).mean()
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "encoder.safetensors"))
+    (out / "encoder.json").write_text(json.dumps(dict(
+        command=" ".join(sys.argv), steps=steps, batch=batch, data_seed=seed, final_loss=round(loss.item(), 5),
+        heldout_digit_accuracy=float(acc_d), heldout_direction_accuracy=float(acc_m)), indent=2) + "\n")
+    print(f"encoder held-out accuracy: digit {acc_d:.3f} direction {acc_m:.3f}", flush=True)
+    return float(loss.item())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["large", "small", "encoder", "all"])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    parser.add_argument("--large-steps", type=int, default=1400)
+    parser.add_argument("--small-steps", type=int, default=1400)
+    parser.add_argument("--encoder-steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.what in ("encoder", "all"):
+        train_encoder(args.encoder_steps, 64, args.seed + 100, args.out)
+    if args.what in ("small", "all"):
+        train_transformer("small", args.small_steps, args.batch, 1e-3, args.seed + 1, args.out)
+    if args.what in ("large", "all"):
+        train_transformer("large", args.large_steps, args.batch, 5e-4, args.seed + 2, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The drop-in inside real, unmodified diffusers pipelines with tiny random models built here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_ltx, tiny_wan
+
+from adaptive import GuidedDenoiser, ModelPair, PairMismatchError, Schedule, TransformerDenoiser, sample
+from adaptive.blend import BlendedTransformer, blend, unblend
+
+
+def _wan_pipe(large):
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    return WanPipeline(tokenizer=None, text_encoder=None, transformer=large, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
+def _run_wan(pipe, latents, prompt, null, steps=8):
+    return pipe(prompt_embeds=prompt, negative_prompt_embeds=null, latents=latents.clone(), height=16, width=16,
+                num_frames=5, num_inference_steps=steps, guidance_scale=4.0, output_type="latent").frames
+
+
+def test_wan_blend_equals_hand_written_loop(wan_pair):
+    large, small = wan_pair
+    pipe = _wan_pipe(large)
+    schedule = Schedule.lsl(0.9, 0.4)
+    latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    prompt, null = torch.randn(1, 6, 32), torch.zeros(1, 6, 32)
+    blend(pipe, small, schedule)
+    out = _run_wan(pipe, latents, prompt, null)
+
+    # The same calls, written out: the transformer the schedule names, CFG, the scheduler's step.
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(8)
+    x = latents.clone()
+    chosen = []
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            name = schedule.model_for(float(t) / 1000)
+            chosen.append(name)
+            model = {"large": large, "small": small}[name]
+            cond = model(hidden_states=x, timestep=t.expand(1), encoder_hidden_states=prompt, return_dict=False)[0]
+            uncond = model(hidden_states=x, timestep=t.expand(1), encoder_hidden_states=null, return_dict=False)[0]
+            x = scheduler.step(uncond + 4.0 * (cond - uncond), t, x, return_dict=False)[0]
+    torch.testing.assert_close(out, x, rtol=0, atol=0)
+    assert [name for _, name in pipe.transformer.trace[::2]] == chosen == schedule.step_models(scheduler.sigmas)
+    assert "small" in chosen and chosen[0] == "large" and chosen[-1] == "large"
+
+    # Our own sampler over the contract gives the same video (up to float rounding).
+    pair = ModelPair(large, small).guided(4.0, {"encoder_hidden_states": null}, batched=False)
+    ours = sample(pair, latents, scheduler.sigmas, schedule, encoder_hidden_states=prompt)
+    torch.testing.assert_close(ours, out, rtol=1e-4, atol=1e-5)
+
+
+def test_unblend_restores_the_large_transformer(wan_pair):
+    large, small = wan_pair
+    pipe = _wan_pipe(large)
+    latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(1))
+    prompt, null = torch.randn(1, 6, 32), torch.zeros(1, 6, 32)
+    reference = _run_wan(pipe, latents, prompt, null, steps=4)
+    blend(pipe, small, Schedule.lsl(1.0, 0.0))
+    assert isinstance(pipe.transformer, BlendedTransformer)
+    assert pipe.transformer.config.in_channels == 16 and pipe.transformer.dtype == torch.float32
+    blended = _run_wan(pipe, latents, prompt, null, steps=4)
+    assert not torch.equal(blended, reference)
+    blend(pipe, small, Schedule.large_only())  # re-blending replaces, never nests
+    assert isinstance(pipe.transformer.transformers["large"], type(large))
+    unblend(pipe)
+    assert pipe.transformer is large
+    torch.testing.assert_close(_run_wan(pipe, latents, prompt, null, steps=4), reference, rtol=0, atol=0)
+
+
+def test_blend_rejects_an_incompatible_small_model(wan_pair):
+    large, _ = wan_pair
+    pipe = _wan_pipe(large)
+    with pytest.raises(PairMismatchError, match="in_channels"):
+        blend(pipe, tiny_wan(in_channels=8), Schedule.lsl(0.8, 0.3))
+    with pytest.raises(PairMismatchError, match="family"):
+        blend(pipe, tiny_ltx(in_channels=16), Schedule.lsl(0.8, 0.3))
+
+
+def test_ltx_blend_and_adapter():
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline
+
+    large, small = tiny_ltx(heads=2, layers=2, seed=0), tiny_ltx(heads=2, layers=1, seed=1)
+    torch.manual_seed(0)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False,
+        patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+    )
+    pipe = LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+                       transformer=large)
+    schedule = Schedule.lsl(0.8, 0.35)
+    blend(pipe, small, schedule)
+    frames, height, width = 2, 8, 8  # latent grid of 5 frames, 32x32 pixels
+    video = torch.randn(1, 8, frames, height, width, generator=torch.Generator().manual_seed(0))
+    packed = pipe._pack_latents(video, 1, 1)
+    prompt, mask = torch.randn(1, 5, 16), torch.ones(1, 5, dtype=torch.long)
+    null = torch.zeros(1, 5, 16)
+    out = pipe(prompt_embeds=prompt, prompt_attention_mask=mask, negative_prompt_embeds=null,
+               negative_prompt_attention_mask=mask, latents=packed, height=32, width=32, num_frames=5,
+               num_inference_steps=6, guidance_scale=3.0, output_type="latent").frames
+    grid = pipe.scheduler.sigmas
+    assert [name for _, name in pipe.transformer.trace] == schedule.step_models(grid)
+
+    # The adapter packs (B, C, F, H, W) itself; with the pipeline's rope scale it reproduces the run.
+    rope = (pipe.vae_temporal_compression_ratio / 25, pipe.vae_spatial_compression_ratio,
+            pipe.vae_spatial_compression_ratio)
+    assert TransformerDenoiser(large).layout == "ltx"
+    null_cond = {"encoder_hidden_states": null, "encoder_attention_mask": mask}
+    pair = ModelPair(large, small).guided(3.0, null_cond, batched=True)
+    ours = sample(pair, video, grid, schedule, encoder_hidden_states=prompt, encoder_attention_mask=mask,
+                  rope_interpolation_scale=rope)
+    torch.testing.assert_close(pipe._pack_latents(ours, 1, 1), out, rtol=1e-4, atol=1e-5)
+
+
+def test_guided_pair_keeps_cfg_halves_on_one_model():
+    seen = []
+
+    def recorder(tag):
+        def model(x, sigma, c):
+            seen.append((tag, x.shape[0]))
+            return x * c
+        return model
+
+    pair = ModelPair(recorder("large"), recorder("small")).guided(2.0, {"c": torch.zeros(1, 1)})
+    sample(pair, torch.ones(3, 1), torch.tensor([1.0, 0.5, 0.0]), Schedule.large_first(0.7), c=torch.ones(3, 1))
+    assert seen == [("large", 6), ("small", 6)]
