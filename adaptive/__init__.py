@@ -4,6 +4,7 @@ FlowBlending (Large -> Small -> Large) with the stage boundaries found automatic
 The one model contract is ``model(x, sigma, **cond) -> velocity``; see the README.
 """
 
+from adaptive.calibration import calibrate
 from adaptive.denoisers import Denoiser, FunctionDenoiser, GuidedDenoiser, TransformerDenoiser, as_denoiser
 from adaptive.errors import (
     AdaptiveError,
@@ -15,14 +16,20 @@ from adaptive.errors import (
     ScheduleError,
     SigmaGridError,
 )
+from adaptive.detect import Boundaries, ChangePointDetector
 from adaptive.metering import Meter, count_flops, flops_per_row
+from adaptive.metrics import FeatureSimilarity, LatentSimilarity, Metric, frechet_distance
 from adaptive.pair import ModelPair
+from adaptive.probing import DivergenceCurve, probe
+from adaptive.profiles import Profile, ProfileStore, fingerprint, sampler_signature
 from adaptive.sampling import SAMPLERS, sample, sample_heun, shift_sigma, sigmas
 from adaptive.schedule import Schedule, Stage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Boundaries", "ChangePointDetector", "DivergenceCurve", "FeatureSimilarity", "LatentSimilarity", "Metric",
+    "Profile", "ProfileStore", "calibrate", "fingerprint", "frechet_distance", "probe", "sampler_signature",
     "AdaptiveError", "CalibrationError", "CurveError", "Denoiser", "FunctionDenoiser", "GuidedDenoiser", "Meter",
     "ModelPair", "NonFiniteVelocityError", "PairMismatchError", "ProfileError", "SAMPLERS", "Schedule",
     "ScheduleError", "SigmaGridError", "Stage", "TransformerDenoiser", "as_denoiser", "count_flops",

@@ -55,7 +55,8 @@ class Meter:
         self.seconds = {k: 0.0 for k in pair.models}
         counted = {k: _Counted(k, v, self) for k, v in pair.models.items()}
         large, small = counted.pop("large"), counted.pop("small")
-        self.pair = ModelPair(large, small, sample_shape=pair.sample_shape, name=pair.name, **counted)
+        self.pair = ModelPair(large, small, sample_shape=pair.sample_shape, name=pair.name, metric=pair.metric,
+                              **counted)
         self.pair.check = pair.check  # type: ignore[method-assign]  # the dry run is not a sampling call
 
     def reset(self) -> None:

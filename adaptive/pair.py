@@ -17,7 +17,8 @@ class ModelPair:
     ``large`` and ``small`` may be diffusers transformers (adapted with
     :class:`~adaptive.denoisers.TransformerDenoiser`) or callables ``model(x, sigma, **cond)``.
     Extra models (e.g. a medium one for three-stage schedules) are given by keyword.
-    ``sample_shape`` is the per-sample latent shape, used when a caller gives no ``shape``.
+    ``sample_shape`` is the per-sample latent shape, used when a caller gives no ``shape``;
+    ``metric`` the pair's default quality metric for calibration (see :mod:`adaptive.metrics`).
 
     Example:
         >>> import torch
@@ -27,11 +28,12 @@ class ModelPair:
     """
 
     def __init__(self, large: Any, small: Any, *, sample_shape: tuple[int, ...] | None = None,
-                 name: str | None = None, **others: Any) -> None:
+                 name: str | None = None, metric: Any = None, **others: Any) -> None:
         self.models: dict[str, Denoiser] = {"large": as_denoiser(large), "small": as_denoiser(small)}
         self.models.update({k: as_denoiser(v) for k, v in others.items()})
         self.sample_shape = tuple(sample_shape) if sample_shape is not None else None
         self.name = name
+        self.metric = metric  # the pair's own quality metric (e.g. the toy encoder); None: latent cosine
         self._checked: set[tuple] = set()
 
     @property
@@ -50,7 +52,7 @@ class ModelPair:
         """The same pair with classifier-free guidance applied to every model."""
         wrapped = {k: GuidedDenoiser(v, scale, uncond, batched) for k, v in self.models.items()}
         large, small = wrapped.pop("large"), wrapped.pop("small")
-        return ModelPair(large, small, sample_shape=self.sample_shape, name=self.name, **wrapped)
+        return ModelPair(large, small, sample_shape=self.sample_shape, name=self.name, metric=self.metric, **wrapped)
 
     def modules(self) -> dict[str, torch.nn.Module | None]:
         """The torch module behind each model (None for plain functions)."""

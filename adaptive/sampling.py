@@ -58,17 +58,24 @@ def _models(models: Models) -> dict[str, Denoiser]:
     return {k: as_denoiser(v) for k, v in models.items()}
 
 
-def _plan(models: Models, sigmas: torch.Tensor, schedule: Schedule | None) -> tuple[list[float], list[str]]:
+def _plan(models: Models, sigmas: torch.Tensor, schedule: Schedule | str | None, noise: torch.Tensor,
+          cond: dict[str, Any]) -> tuple[list[float], list[str]]:
     grid = check_grid(sigmas)
     schedule = Schedule.large_only() if schedule is None else schedule
+    if schedule == "auto":
+        from adaptive.auto import resolve
+
+        if not isinstance(models, ModelPair):
+            raise TypeError("schedule='auto' needs a ModelPair (its fingerprint keys the stored profile)")
+        schedule = resolve(models, sigmas, noise, cond)[0]
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be an adaptive.Schedule or None, got {type(schedule).__name__}; "
-                        "for 'auto' or 'online' use adaptive.generate()")
+        raise TypeError(f"schedule must be an adaptive.Schedule, 'auto' or None, got {schedule!r}")
     schedule.check_models(_models(models))
     return grid, schedule.step_models(grid)
 
 
-def _prepare(models: Models, noise: torch.Tensor, cond: dict[str, Any]) -> None:
+def _prepare(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, cond: dict[str, Any]) -> None:
+    check_grid(sigmas)  # before any model call
     if not isinstance(noise, torch.Tensor) or noise.ndim < 2:
         raise ValueError("noise must be a tensor of shape (batch, *sample_shape)")
     if isinstance(models, ModelPair):
@@ -86,15 +93,18 @@ def check_finite(v: torch.Tensor, model_name: str, step: int) -> None:
 
 
 @torch.no_grad()
-def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Schedule | None = None,
+def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Schedule | str | None = None,
            callback: Callback | None = None, check_every: int = 0, **cond: Any) -> torch.Tensor:
     """Euler sampling (diffusers' FlowMatchEulerDiscrete step) with the model the schedule picks.
+
+    ``schedule`` is a :class:`Schedule`, None (Large only) or ``"auto"``: the stored profile for
+    this pair and grid, calibrated once on this batch's conditioning if there is none.
 
     ``check_every=k`` checks the velocity for NaN/Inf every ``k`` steps (0: never; each check is one
     host read). Returns the final ``x`` at sigma = ``sigmas[-1]``.
     """
-    grid, plan = _plan(models, sigmas, schedule)
-    _prepare(models, noise, cond)
+    _prepare(models, noise, sigmas, cond)
+    grid, plan = _plan(models, sigmas, schedule, noise, cond)
     table = _models(models)
     x = noise
     for i, name in enumerate(plan):
@@ -109,15 +119,15 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: 
 
 
 @torch.no_grad()
-def sample_heun(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Schedule | None = None,
+def sample_heun(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Schedule | str | None = None,
                 callback: Callback | None = None, check_every: int = 0, **cond: Any) -> torch.Tensor:
     """Heun's second-order method (trapezoid on the velocity); the last step to sigma 0 is Euler.
 
     Both evaluations of a step use the step's model, so a stage boundary never mixes models inside
     a step. Costs two model calls per step except the last.
     """
-    grid, plan = _plan(models, sigmas, schedule)
-    _prepare(models, noise, cond)
+    _prepare(models, noise, sigmas, cond)
+    grid, plan = _plan(models, sigmas, schedule, noise, cond)
     table = _models(models)
     x = noise
     for i, name in enumerate(plan):

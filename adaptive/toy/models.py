@@ -36,32 +36,40 @@ def build_transformer(size: str, seed: int = 0):
 
 
 class VideoEncoder(nn.Module):
-    """A small 3D CNN that reads digit and direction from a video; its pooled features are the
-    embedded pair's stand-in for DINO/CLIP features."""
+    """A small video encoder that reads digit and direction; its features are the embedded pair's
+    stand-in for DINO/CLIP features.
 
-    feature_dim = 128
+    Features are a motion part (a 3D CNN over the clip) and an appearance part (a 2D CNN per frame,
+    averaged over frames); per-frame digit logits measure temporal coherence.
+    """
+
+    feature_dim = 192
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(
+        self.motion = nn.Sequential(
             nn.Conv3d(1, 32, kernel_size=3, padding=1, stride=(1, 2, 2)), nn.SiLU(),
             nn.Conv3d(32, 64, kernel_size=3, padding=1, stride=(2, 2, 2)), nn.SiLU(),
             nn.Conv3d(64, 128, kernel_size=3, padding=1, stride=(2, 2, 2)), nn.SiLU(),
-            nn.Conv3d(128, self.feature_dim, kernel_size=3, padding=1), nn.SiLU(),
             nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+        )
+        self.appearance = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1, stride=2), nn.SiLU(),
+            nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.SiLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.SiLU(),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
         )
         self.digit_head = nn.Linear(self.feature_dim, len(DIGIT_WORDS))
         self.direction_head = nn.Linear(self.feature_dim, len(DIRECTION_NAMES))
         self.frame_digit_head = nn.Linear(64, len(DIGIT_WORDS))
-        self.frame_body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1, stride=2), nn.SiLU(),
-            nn.Conv2d(32, 64, 3, padding=1, stride=2), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
+
+    def _frames(self, videos: torch.Tensor) -> torch.Tensor:
+        n, c, f, h, w = videos.shape
+        return self.appearance(videos.transpose(1, 2).reshape(n * f, c, h, w)).reshape(n, f, -1)
 
     def features(self, videos: torch.Tensor) -> torch.Tensor:
-        """(n, 128) pooled features of (n, 1, frames, h, w) videos in [-1, 1]."""
-        return self.body(videos)
+        """(n, 192) features of (n, 1, frames, h, w) videos in [-1, 1]."""
+        return torch.cat([self.motion(videos), self._frames(videos).mean(1)], dim=1)
 
     def forward(self, videos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Digit logits (n, 10) and direction logits (n, 8)."""
@@ -70,6 +78,4 @@ class VideoEncoder(nn.Module):
 
     def frame_digit_logits(self, videos: torch.Tensor) -> torch.Tensor:
         """Per-frame digit logits (n, frames, 10), for temporal coherence."""
-        n, c, f, h, w = videos.shape
-        frames = videos.transpose(1, 2).reshape(n * f, c, h, w)
-        return self.frame_digit_head(self.frame_body(frames)).reshape(n, f, -1)
+        return self.frame_digit_head(self._frames(videos))

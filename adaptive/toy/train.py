@@ -143,14 +143,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     parser.add_argument("--large-steps", type=int, default=1400)
     parser.add_argument("--small-steps", type=int, default=1400)
-    parser.add_argument("--encoder-steps", type=int, default=600)
+    parser.add_argument("--encoder-steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.what in ("encoder", "all"):
-        train_encoder(args.encoder_steps, 64, args.seed + 100, args.out)
+        train_encoder(args.encoder_steps, 32, args.seed + 100, args.out)
     if args.what in ("small", "all"):
         train_transformer("small", args.small_steps, args.batch, 1e-3, args.seed + 1, args.out)
     if args.what in ("large", "all"):

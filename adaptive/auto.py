@@ -1,0 +1,57 @@
+"""``schedule="auto"``: use the stored profile for this pair and sampler grid, or calibrate once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from adaptive.errors import CalibrationError
+from adaptive.pair import ModelPair
+from adaptive.profiles import Profile, ProfileStore, sampler_signature
+from adaptive.schedule import Schedule, check_grid
+
+
+def infer_shift(grid: list[float]) -> float | None:
+    """The ``shift`` for which ``adaptive.sigmas(len(grid) - 1, shift)`` is ``grid``; None if none is."""
+    from scipy.optimize import brentq
+
+    from adaptive.sampling import sigmas
+
+    n = len(grid) - 1
+    if n < 2:
+        return 1.0 if torch.allclose(torch.tensor(grid), sigmas(n), atol=1e-5) else None
+
+    def gap(shift: float) -> float:
+        return float(sigmas(n, shift)[1]) - grid[1]
+
+    try:
+        shift = brentq(gap, 0.05, 50.0, xtol=1e-9)
+    except ValueError:
+        return None
+    shift = round(shift, 4)
+    return shift if torch.allclose(sigmas(n, shift), torch.tensor(grid, dtype=torch.float32), atol=1e-4) else None
+
+
+def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: dict[str, Any],
+            store: ProfileStore | None = None, calibrate_if_missing: bool = True) -> tuple[Schedule, Profile]:
+    """The schedule of the stored profile for (pair, grid), calibrating on this batch's prompts if needed."""
+    from adaptive.calibration import calibrate
+
+    grid = check_grid(sigmas)
+    shift = infer_shift(grid)
+    if shift is None:
+        raise CalibrationError("schedule='auto' needs a grid made by adaptive.sigmas(num_steps, shift) (or "
+                               "diffusers' FlowMatchEulerDiscreteScheduler); calibrate custom grids by hand")
+    store = store or ProfileStore()
+    signature = sampler_signature("euler", len(grid) - 1, shift)
+    profile = store.find(pair, signature)
+    if profile is None:
+        if not calibrate_if_missing:
+            raise CalibrationError(f"no stored profile for this pair and {signature}; run `flowblend calibrate`")
+        rows = min(4, noise.shape[0])
+        conds = [{k: (v[i:i + 1] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == noise.shape[0]
+                      else v) for k, v in cond.items()} for i in range(rows)]
+        profile = calibrate(pair, conds, num_steps=len(grid) - 1, seeds=[0, 1], shift=shift,
+                            shape=tuple(noise.shape[1:]), store=store, progress=False)
+    return profile.schedule(), profile

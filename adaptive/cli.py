@@ -1,0 +1,166 @@
+"""``flowblend``: sample, calibrate and benchmark Large/Small flow-matching pairs.
+
+Run ``flowblend --help`` or ``flowblend <command> --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from adaptive.schedule import Schedule
+
+DEFAULT_WINDOW = (0.85, 0.3)
+
+
+def parse_schedule(text: str) -> Schedule:
+    """``large``, ``lsl:SIGMA_IN,SIGMA_OUT``, ``sl:SWITCH``, ``ls:BOUNDARY`` or a schedule JSON file."""
+    kind, _, args = text.partition(":")
+    try:
+        values = [float(v) for v in args.split(",")] if args else []
+        if kind == "large" and not values:
+            return Schedule.large_only()
+        if kind == "lsl" and len(values) == 2:
+            return Schedule.lsl(*values)
+        if kind == "sl" and len(values) == 1:
+            return Schedule.small_first(values[0])
+        if kind == "ls" and len(values) == 1:
+            return Schedule.large_first(values[0])
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if Path(text).is_file():
+        return Schedule.from_json(Path(text).read_text())
+    raise argparse.ArgumentTypeError(f"cannot read schedule {text!r}: use large, lsl:0.85,0.3, sl:0.5, ls:0.5 "
+                                     "or a path to a schedule JSON file")
+
+
+def _dtype(name: str) -> torch.dtype:
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise argparse.ArgumentTypeError(f"dtype must be one of {sorted(table)}")
+    return table[name]
+
+
+def _prompts(args: argparse.Namespace, n: int) -> list[str]:
+    from adaptive.toy.data import DIRECTION_NAMES, prompt_for
+
+    if args.prompt:
+        return [args.prompt[i % len(args.prompt)] for i in range(n)]
+    return [prompt_for(i % 10, (3 * i) % len(DIRECTION_NAMES)) for i in range(n)]
+
+
+def _timed(fn, *a, **k) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    out = fn(*a, **k)
+    if out.is_cuda:
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - start
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Sample the embedded pair Large-only and blended, side by side; print the speed ratio."""
+    from adaptive.toy import generate, load_pair
+    from adaptive.toy.video import save_strip
+
+    pair, _ = load_pair(device=args.device, dtype=args.dtype)
+    schedule = args.schedule or _default_schedule(pair, args)
+    prompts = _prompts(args, args.num)
+    seeds = list(range(args.num))
+    steps = dict(num_steps=args.steps, shift=args.shift)
+    print(f"pair: embedded moving digits (Wan architecture); {args.num} videos, {args.steps} Euler steps, "
+          f"shift {args.shift}; schedule {schedule}")
+    print(f"Small takes steps {schedule.small_steps(_grid(args))} of {args.steps}")
+    generate(pair, prompts[:1], seeds[:1], schedule, num_steps=2)  # warm-up, not timed
+    times: dict[str, float] = {"large": 0.0, "blend": 0.0}
+    for _ in range(args.repeats):  # interleaved, so machine noise hits both alike
+        large, t = _timed(generate, pair, prompts, seeds, None, **steps)
+        times["large"] += t
+        blended, t = _timed(generate, pair, prompts, seeds, schedule, **steps)
+        times["blend"] += t
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_strip(out / "demo.png", {"Large only": large[:8], "Large-Small-Large": blended[:8]}, prompts[:8])
+    rel = ((blended - large).flatten(1).norm(dim=1) / large.flatten(1).norm(dim=1)).mean()
+    print(f"Large only:        {times['large'] / args.repeats:.2f} s per batch")
+    print(f"Large-Small-Large: {times['blend'] / args.repeats:.2f} s per batch")
+    print(f"speed-up: {times['large'] / times['blend']:.2f}x  (same run, interleaved, {args.repeats} repeats)")
+    print(f"mean relative L2 of blended vs Large-only videos: {rel:.3f}")
+    print(f"wrote {out / 'demo.png'}")
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> torch.Tensor:
+    from adaptive.sampling import sigmas
+
+    return sigmas(args.steps, args.shift)
+
+
+def _default_schedule(pair, args: argparse.Namespace) -> Schedule:
+    try:
+        from adaptive.profiles import ProfileStore, sampler_signature
+    except ImportError:
+        return Schedule.lsl(*DEFAULT_WINDOW)
+    profile = ProfileStore().find(pair, sampler_signature("euler", args.steps, args.shift))
+    return profile.schedule() if profile is not None else Schedule.lsl(*DEFAULT_WINDOW)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """Sample videos from the embedded pair and write a PNG strip and GIFs."""
+    from adaptive.toy import generate, load_pair
+    from adaptive.toy.video import save_gif, save_strip
+
+    pair, _ = load_pair(device=args.device, dtype=args.dtype)
+    schedule = args.schedule or _default_schedule(pair, args)
+    prompts = _prompts(args, args.num)
+    videos = generate(pair, prompts, list(range(args.seed, args.seed + args.num)), schedule,
+                      num_steps=args.steps, shift=args.shift, sampler=args.sampler)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_strip(out / "samples.png", {str(schedule): videos}, prompts)
+    for i, video in enumerate(videos):
+        save_gif(out / f"sample_{i:03d}.gif", video)
+    print(f"wrote {out / 'samples.png'} and {len(videos)} GIFs with schedule {schedule}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
+    p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32, bf16 or fp16")
+    p.add_argument("--schedule", type=parse_schedule, default=None,
+                   help="large | lsl:SIGMA_IN,SIGMA_OUT | sl:SWITCH | ls:BOUNDARY | schedule.json "
+                        "(default: the stored profile, else lsl:0.85,0.3)")
+    p.add_argument("--prompt", action="append", help="a prompt like 'a 7 moving up-left' (repeatable)")
+    p.add_argument("--out", default="outputs", help="output folder (default outputs/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowblend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="sample the embedded pair Large-only vs blended and print the speed-up")
+    _common(demo)
+    demo.add_argument("--num", type=int, default=16, help="videos per batch (default 16)")
+    demo.add_argument("--repeats", type=int, default=2, help="timing repeats (default 2)")
+    demo.set_defaults(func=cmd_demo)
+    samp = sub.add_parser("sample", help="sample videos from the embedded pair")
+    _common(samp)
+    samp.add_argument("--num", type=int, default=8)
+    samp.add_argument("--seed", type=int, default=0)
+    samp.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    samp.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

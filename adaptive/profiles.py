@@ -1,0 +1,277 @@
+"""Calibrated profiles and the on-disk store that keys them by pair fingerprint and sampler.
+
+A :class:`Profile` is a frozen record of one calibration: which pair (fingerprint), which sampler
+grid, the sigma boundaries and the steps they map to, the divergence curve, achieved quality and
+cost. :class:`ProfileStore` keeps them as JSON files in a directory (``$ADAPTIVE_PROFILES`` or
+``./profiles``) with atomic, crash-safe writes; a file for another pair or sampler is never used
+silently, and a corrupt one is reported with its path.
+
+Example:
+    >>> import tempfile
+    >>> p = Profile(pair_fingerprint="abc", sampler="euler-30-shift3", num_steps=30, shift=3.0,
+    ...             sigma_in=0.8, sigma_out=0.3)
+    >>> store = ProfileStore(tempfile.mkdtemp())
+    >>> path = store.save(p)
+    >>> store.get("abc", "euler-30-shift3") == p
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from adaptive.denoisers import FunctionDenoiser, GuidedDenoiser, TransformerDenoiser
+from adaptive.errors import ProfileError
+from adaptive.pair import ModelPair
+from adaptive.schedule import Schedule
+
+SCHEMA_VERSION = 1
+ENV_VAR = "ADAPTIVE_PROFILES"
+
+
+def sampler_signature(sampler: str, num_steps: int, shift: float) -> str:
+    """``"euler-30-shift3"``: what a profile's boundaries were calibrated for."""
+    return f"{sampler}-{int(num_steps)}-shift{float(shift):g}"
+
+
+def _tensor_digest(h: Any, name: str, tensor: torch.Tensor) -> None:
+    flat = tensor.detach().reshape(-1)
+    h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+    if flat.numel():
+        # A deterministic sample of values: hashing every byte of a 14B model takes minutes.
+        index = torch.linspace(0, flat.numel() - 1, min(64, flat.numel())).long().to(flat.device)
+        h.update(flat[index].float().cpu().numpy().tobytes())
+
+
+def _describe(h: Any, model: Any) -> None:
+    if isinstance(model, GuidedDenoiser):
+        h.update(f"cfg:{model.scale}:{model.batched}".encode())
+        return _describe(h, model.model)
+    if isinstance(model, TransformerDenoiser):
+        model = model.transformer
+    if isinstance(model, FunctionDenoiser):
+        fn = model.fn
+        h.update(f"fn:{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}".encode())
+        if isinstance(fn, torch.nn.Module):
+            model = fn
+        else:
+            return None
+    if isinstance(model, torch.nn.Module):
+        h.update(type(model).__name__.encode())
+        config = getattr(model, "config", None)
+        if config is not None:
+            h.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+        for name, tensor in model.state_dict().items():
+            _tensor_digest(h, name, tensor)
+        return None
+    h.update(repr(model).encode())
+    return None
+
+
+def fingerprint(pair: ModelPair) -> str:
+    """A hex digest of the pair: classes, configs, parameter names/shapes/dtypes and sampled values."""
+    h = hashlib.sha256()
+    for name in sorted(pair.models):
+        h.update(f"[{name}]".encode())
+        _describe(h, pair.models[name])
+    return h.hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One calibration result. ``sigma_in == sigma_out`` means Large only (no safe window)."""
+
+    pair_fingerprint: str
+    sampler: str
+    num_steps: int
+    shift: float
+    sigma_in: float
+    sigma_out: float
+    small_steps: tuple[int, ...] = ()
+    pair_name: str | None = None
+    proposal: dict[str, Any] = field(default_factory=dict)
+    curve: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    per_prompt: dict[str, Any] = field(default_factory=dict)
+    controller: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+    version: str = ""
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.sigma_out <= self.sigma_in <= 1.0):
+            raise ProfileError(f"profile boundaries must satisfy 0 <= sigma_out <= sigma_in <= 1, got "
+                               f"sigma_in={self.sigma_in}, sigma_out={self.sigma_out}")
+        if not self.version:
+            from adaptive import __version__
+
+            object.__setattr__(self, "version", __version__)
+        if not self.created:
+            object.__setattr__(self, "created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        object.__setattr__(self, "small_steps", tuple(int(i) for i in self.small_steps))
+
+    @property
+    def is_large_only(self) -> bool:
+        return self.sigma_in == self.sigma_out
+
+    def schedule(self) -> Schedule:
+        """The Large-Small-Large schedule (Large only when no window is safe)."""
+        return Schedule.large_only() if self.is_large_only else Schedule.lsl(self.sigma_in, self.sigma_out)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["small_steps"] = list(self.small_steps)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "profile") -> Profile:
+        if not isinstance(data, dict):
+            raise ProfileError(f"{source}: a profile must be a JSON object")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ProfileError(f"{source}: schema version {data.get('schema_version')!r} is not supported "
+                               f"(this library reads {SCHEMA_VERSION}); recalibrate with `flowblend calibrate`")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ProfileError(f"{source}: unknown fields {sorted(unknown)}")
+        types = {"pair_fingerprint": str, "sampler": str, "num_steps": int, "shift": (int, float),
+                 "sigma_in": (int, float), "sigma_out": (int, float)}
+        for key, kind in types.items():
+            if key not in data:
+                raise ProfileError(f"{source}: missing field {key!r}")
+            if not isinstance(data[key], kind) or isinstance(data[key], bool):
+                raise ProfileError(f"{source}: field {key!r} has the wrong type ({type(data[key]).__name__})")
+        for key in ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller"):
+            if key in data and not isinstance(data[key], dict):
+                raise ProfileError(f"{source}: field {key!r} must be an object")
+        steps = data.get("small_steps", [])
+        if not isinstance(steps, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in steps):
+            raise ProfileError(f"{source}: small_steps must be a list of step indices")
+        for key in ("pair_name", "note", "version", "created"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise ProfileError(f"{source}: field {key!r} must be a string")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as err:
+            raise ProfileError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "profile") -> Profile:
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as err:
+            raise ProfileError(f"{source}: not valid JSON ({err}); the file is corrupt or truncated — delete it "
+                               "or recalibrate") from None
+        return cls.from_dict(data, source)
+
+    def save(self, path: Path | str) -> Path:
+        """Write atomically (temp file in the same directory, fsync, rename)."""
+        return atomic_write(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: Path | str) -> Profile:
+        path = Path(path)
+        try:
+            text = path.read_bytes()
+        except OSError as err:
+            raise ProfileError(f"{path}: cannot read ({err.strerror})") from None
+        return cls.from_json(text, source=str(path))
+
+
+def atomic_write(path: Path, text: str) -> Path:
+    """Replace ``path`` with ``text`` so readers see the old or the new file, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename is still atomic
+    return path
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def safe_key(text: str) -> str:
+    """A file-name-safe form of a fingerprint or study name: it can never leave the store directory."""
+    cleaned = _SAFE.sub("_", str(text)).strip("._") or "_"
+    return cleaned[:120]
+
+
+class ProfileStore:
+    """Profiles as JSON files in ``root`` (default ``$ADAPTIVE_PROFILES`` or ``./profiles``)."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root if root is not None else os.environ.get(ENV_VAR, "profiles"))
+
+    def path_for(self, pair_fingerprint: str, sampler: str) -> Path:
+        return self.root / f"{safe_key(pair_fingerprint)}__{safe_key(sampler)}.json"
+
+    def save(self, profile: Profile) -> Path:
+        return profile.save(self.path_for(profile.pair_fingerprint, profile.sampler))
+
+    def get(self, pair_fingerprint: str, sampler: str) -> Profile | None:
+        """The exact profile, None if there is none; a corrupt or foreign file raises ProfileError."""
+        path = self.path_for(pair_fingerprint, sampler)
+        if not path.exists():
+            return None
+        profile = Profile.load(path)
+        if profile.pair_fingerprint != pair_fingerprint or profile.sampler != sampler:
+            raise ProfileError(f"{path}: holds a profile for pair {profile.pair_fingerprint} / {profile.sampler}, "
+                               "not the one its name says; it was renamed or copied by hand — remove it")
+        return profile
+
+    def all(self) -> list[Profile]:
+        """Every readable profile in the store (corrupt files raise, naming their path)."""
+        if not self.root.is_dir():
+            return []
+        return [Profile.load(p) for p in sorted(self.root.glob("*__*.json"))]
+
+    def find(self, pair: ModelPair | str, sampler: str) -> Profile | None:
+        """The profile for this pair and sampler; else one of the same pair for another step count or
+        shift, used through its sigma boundaries with a warning saying so; else None."""
+        fp = pair if isinstance(pair, str) else fingerprint(pair)
+        exact = self.get(fp, sampler)
+        if exact is not None:
+            return exact
+        family = sampler.split("-")[0]
+        near = [p for p in self.all() if p.pair_fingerprint == fp and p.sampler.split("-")[0] == family]
+        if not near:
+            return None
+        chosen = near[0]
+        warnings.warn(f"no profile for {sampler}; using the one calibrated for {chosen.sampler}, mapped through "
+                      f"its sigma boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for "
+                      f"{sampler} for a tuned result.", stacklevel=2)
+        return chosen

@@ -1,0 +1,89 @@
+"""Load the embedded Large/Small pair and generate moving-digit videos with it.
+
+Example:
+    >>> from adaptive import Schedule
+    >>> from adaptive.toy import load_pair, generate
+    >>> pair, encode = load_pair()
+    >>> videos = generate(pair, ["a 7 moving up-left"], seeds=[0], num_steps=4)
+    >>> tuple(videos.shape)
+    (1, 1, 8, 32, 32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from adaptive.pair import ModelPair
+from adaptive.sampling import SAMPLERS, sigmas
+from adaptive.schedule import Schedule
+from adaptive.toy.data import encode_prompts
+from adaptive.toy.models import SAMPLE_SHAPE
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+PAIR_NAME = "toy-moving-digits"
+NUM_STEPS = 30
+SHIFT = 3.0
+GUIDANCE_SCALE = 4.0
+
+
+def _missing(path: Path) -> FileNotFoundError:
+    return FileNotFoundError(f"no trained weights at {path}; train them with "
+                             f"`python -m adaptive.toy.train all --out {path.parent}` or reinstall the package")
+
+
+def load_transformers(weights: Path | str | None = None, device: str | torch.device = "cpu",
+                      dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The Large and Small ``WanTransformer3DModel`` from the packaged safetensors, via diffusers'
+    own ``from_pretrained`` with ``local_files_only`` (the call a user makes for Wan)."""
+    from diffusers import WanTransformer3DModel
+
+    root = Path(weights) if weights is not None else WEIGHTS_DIR
+    models = []
+    for size in ("large", "small"):
+        if not (root / size / "config.json").exists():
+            raise _missing(root / size)
+        model = WanTransformer3DModel.from_pretrained(root / size, torch_dtype=dtype, local_files_only=True,
+                                                      use_safetensors=True)
+        models.append(model.to(device).eval().requires_grad_(False))
+    return models[0], models[1]
+
+
+def load_pair(weights: Path | str | None = None, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32, guidance_scale: float = GUIDANCE_SCALE
+              ) -> tuple[ModelPair, Callable[[list[str]], torch.Tensor]]:
+    """The embedded pair with classifier-free guidance, and the shared text encoder.
+
+    Conditioning for a prompt is ``{"encoder_hidden_states": encode([prompt])}``.
+    """
+    large, small = load_transformers(weights, device, dtype)
+    pair = ModelPair(large, small, sample_shape=SAMPLE_SHAPE, name=PAIR_NAME)
+    null = encode_prompts([""]).to(device)
+    return pair.guided(guidance_scale, {"encoder_hidden_states": null}), encode_prompts
+
+
+def prompt_conds(prompts: Sequence[str], device: str | torch.device = "cpu") -> list[dict[str, torch.Tensor]]:
+    """One conditioning dict per prompt, the form :func:`adaptive.calibrate` takes."""
+    embeddings = encode_prompts(list(prompts)).to(device)
+    return [{"encoder_hidden_states": embeddings[i:i + 1]} for i in range(len(prompts))]
+
+
+def seeded_noise(seeds: Sequence[int], shape: Sequence[int] = SAMPLE_SHAPE,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
+    """Noise for each seed from ``torch.Generator().manual_seed(seed)``, stacked: reproducible anywhere."""
+    rows = [torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.stack(rows).to(device)
+
+
+@torch.no_grad()
+def generate(pair: ModelPair, prompts: Sequence[str], seeds: Sequence[int], schedule: Schedule | None = None,
+             num_steps: int = NUM_STEPS, shift: float = SHIFT, sampler: str = "euler") -> torch.Tensor:
+    """Videos ``(n, 1, frames, 32, 32)`` in about [-1, 1] for prompt ``i`` with noise seed ``seeds[i]``."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"need one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
+    device = next(iter(m for m in pair.modules().values() if m is not None)).device
+    noise = seeded_noise(seeds, device=device)
+    cond = encode_prompts(list(prompts)).to(device)
+    return SAMPLERS[sampler](pair, noise, sigmas(num_steps, shift), schedule, encoder_hidden_states=cond)

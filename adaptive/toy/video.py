@@ -1,0 +1,46 @@
+"""Write moving-digit videos as pictures a person can look at: a PNG strip and animated GIFs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _frames(video: torch.Tensor) -> np.ndarray:
+    """(1, f, h, w) in [-1, 1] -> (f, h, w) uint8."""
+    return (((video[0].float().clamp(-1, 1) + 1) / 2) * 255).round().byte().cpu().numpy()
+
+
+def save_gif(path: Path | str, video: torch.Tensor, scale: int = 4, ms_per_frame: int = 150) -> None:
+    """One video as an animated GIF, upscaled ``scale`` times."""
+    from PIL import Image
+
+    frames = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
+              for f in _frames(video)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms_per_frame, loop=0)
+
+
+def save_strip(path: Path | str, rows: Mapping[str, torch.Tensor], captions: Sequence[str] | None = None) -> None:
+    """A grid: one block of rows per label, each video's frames left to right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(len(v) for v in rows.values())
+    frames = next(iter(rows.values())).shape[2]
+    fig, axes = plt.subplots(n * len(rows), 1, figsize=(frames * 0.9, n * len(rows) * 1.05), squeeze=False)
+    for block, (label, videos) in enumerate(rows.items()):
+        for i in range(n):
+            ax = axes[block * n + i, 0]
+            ax.axis("off")
+            if i < len(videos):
+                ax.imshow(np.concatenate(list(_frames(videos[i])), axis=1), cmap="gray", vmin=0, vmax=255)
+                caption = captions[i] if captions is not None and i < len(captions) else ""
+                ax.set_title(f"{label}: {caption}", fontsize=7, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
