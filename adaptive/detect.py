@@ -66,7 +66,7 @@ def boundaries_from_steps(grid: np.ndarray | list[float], start: int, stop: int,
 
 def _check_curve(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=float)
-    if values.ndim == 2:
+    if values.ndim == 2 and values.size:
         values = values.mean(axis=1)
     if values.ndim != 1 or values.size == 0:
         raise CurveError("the divergence curve must be a non-empty 1-D array (one value per probed step)")

@@ -1,0 +1,203 @@
+"""Automatic boundaries on synthetic pairs with known answers, and the profile store."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import gaussian_velocity
+
+from adaptive import (
+    CalibrationError,
+    ChangePointDetector,
+    CurveError,
+    ModelPair,
+    Profile,
+    ProfileError,
+    ProfileStore,
+    calibrate,
+    fingerprint,
+    probe,
+    sample,
+    sigmas,
+)
+from adaptive.calibration import Evaluator, sweep
+from adaptive.metrics import LatentSimilarity
+from adaptive.probing import run_probe
+
+STEPS = 12
+LARGE = gaussian_velocity(0.5, 0.3)
+
+
+def small_wrong_outside(lo: float, hi: float, error: float = 2.0):
+    """Small equals Large for sigma in (lo, hi] and is off by ``error`` elsewhere."""
+
+    def small(x, sigma):
+        inside = ((sigma > lo) & (sigma <= hi)).to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        return LARGE(x, sigma) + (1 - inside) * error
+
+    return small
+
+
+def pair_of(small) -> ModelPair:
+    return ModelPair(LARGE, small, sample_shape=(8,))
+
+
+def expected_steps(lo: float, hi: float) -> list[int]:
+    return [i for i, s in enumerate(sigmas(STEPS).tolist()[:-1]) if lo < s <= hi]
+
+
+def test_probe_measures_divergence_where_small_is_wrong():
+    curve = probe(pair_of(small_wrong_outside(0.3, 0.7)), [{}], STEPS, seeds=[0, 1, 2])
+    inside = expected_steps(0.3, 0.7)
+    mean = curve.mean()
+    assert curve.rel_l2.shape == (STEPS, 3)
+    assert np.allclose(mean[inside], 0.0)
+    assert np.all(np.delete(mean, inside) > 0.1)
+    assert curve.cost["large_calls"] == STEPS and curve.cost["small_calls"] == STEPS
+
+
+def test_probe_noise_is_reproducible_from_the_seed():
+    seen = []
+    pair = ModelPair(lambda x, s: seen.append(x.clone()) or x, lambda x, s: x, sample_shape=(5,))
+    probe(pair, [{}], 3, seeds=[7])
+    assert torch.equal(seen[1][0], torch.randn(5, generator=torch.Generator().manual_seed(7)))
+
+
+@pytest.mark.parametrize("lo, hi", [(0.3, 0.7), (0.0, 0.5), (0.5, 1.0)])
+def test_detector_finds_a_known_window(lo, hi):
+    curve = probe(pair_of(small_wrong_outside(lo, hi)), [{}], STEPS, seeds=[0, 1])
+    found = ChangePointDetector(min_size=2).fit(curve).predict()
+    steps = expected_steps(lo, hi)
+    assert found is not None
+    assert (found.start, found.stop) == (steps[0], steps[-1] + 1)
+    assert found.schedule().small_steps(sigmas(STEPS)) == steps
+
+
+def test_detector_small_identical_and_useless():
+    same = probe(pair_of(LARGE), [{}], STEPS, seeds=[0])
+    assert (ChangePointDetector().fit(same).predict().sigma_in, ChangePointDetector().fit(same).predict().sigma_out) \
+        == (1.0, 0.0)
+    useless = probe(pair_of(lambda x, s: LARGE(x, s) + 3.0), [{}], STEPS, seeds=[0])
+    assert ChangePointDetector().fit(useless).predict() is None
+
+
+@pytest.mark.parametrize("bad", [[], [np.nan, 0.1, 0.2], [0.1, np.inf], [[]], [-0.1, 0.2]])
+def test_detector_rejects_bad_curves(bad):
+    with pytest.raises(CurveError):
+        ChangePointDetector().fit(np.asarray(bad, dtype=float))
+
+
+def test_calibrate_finds_the_known_window(tmp_path):
+    small = small_wrong_outside(0.3, 0.7)
+    profile = calibrate(pair_of(small), [{}], STEPS, seeds=[0, 1, 2], quality_target=0.999, n_trials=30,
+                        store=tmp_path, progress=False)
+    assert list(profile.small_steps) == expected_steps(0.3, 0.7)
+    assert profile.schedule().small_steps(sigmas(STEPS)) == expected_steps(0.3, 0.7)
+    assert profile.quality["achieved"] >= 0.999
+    # The oracle agrees.
+    curve, ref = run_probe(pair_of(small), [{}], STEPS, [0, 1, 2], progress=False)
+    start, stop, _, _ = sweep(Evaluator(pair_of(small), ref, LatentSimilarity(), 0.5), 0.999, progress=False)
+    assert list(range(start, stop)) == list(profile.small_steps)
+    # Stored and found again by the pair's fingerprint and sampler.
+    assert ProfileStore(tmp_path).find(pair_of(small), profile.sampler) == profile
+
+
+def test_calibrate_identical_and_useless(tmp_path):
+    same = calibrate(pair_of(LARGE), [{}], STEPS, seeds=[0], n_trials=5, store=tmp_path, progress=False)
+    assert (same.sigma_in, same.sigma_out) == (1.0, 0.0)
+    with pytest.warns(UserWarning, match="quality_target"):
+        # Useless everywhere, even for the last step (sigma 0.001 -> 0), which any error-bounded Small passes.
+        useless = calibrate(pair_of(lambda x, s: LARGE(x, s) + 1000.0), [{}], STEPS, seeds=[0], n_trials=8,
+                            store=tmp_path, progress=False)
+    assert useless.is_large_only and useless.proposal == {}
+    assert useless.schedule().small_steps(sigmas(STEPS)) == []
+
+
+def test_unreachable_target_gives_large_only_with_a_clear_note(tmp_path):
+    with pytest.warns(UserWarning, match="no Small window met quality_target=0.9999"):
+        profile = calibrate(pair_of(lambda x, s: LARGE(x, s) + 50.0), [{}], STEPS, seeds=[0], quality_target=0.9999,
+                            n_trials=6, store=tmp_path, progress=False)
+    assert profile.is_large_only and "Lower the target" in profile.note
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"conds": []}, "conds"), ({"seeds": []}, "seed"), ({"quality_target": 1.5}, "quality_target"),
+    ({"n_trials": -1}, "n_trials"), ({"num_steps": 1}, "num_steps"),
+])
+def test_bad_calibration_inputs(tmp_path, kwargs, message):
+    args = {"conds": [{}], "num_steps": STEPS, "seeds": [0], "shape": (8,), "store": tmp_path, "progress": False}
+    args.update(kwargs)
+    with pytest.raises(CalibrationError, match=message):
+        calibrate(ModelPair(LARGE, LARGE), **args)
+
+
+def test_schedule_auto_calibrates_once_then_reuses(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAPTIVE_PROFILES", str(tmp_path))
+    pair = pair_of(small_wrong_outside(0.3, 0.7))
+    noise = torch.randn(2, 8)
+    first = sample(pair, noise, sigmas(STEPS), "auto")
+    files = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert len(files) == 1
+    second = sample(pair, noise, sigmas(STEPS), "auto")
+    assert torch.equal(first, second) and sorted(p.name for p in tmp_path.glob("*.json")) == files
+
+
+def test_profile_round_trip_and_corrupt_files(tmp_path):
+    profile = Profile(pair_fingerprint="f" * 24, sampler="euler-30-shift3", num_steps=30, shift=3.0,
+                      sigma_in=0.8, sigma_out=0.2, small_steps=(5, 6, 7))
+    assert Profile.from_json(profile.to_json()) == profile
+    path = profile.save(tmp_path / "p.json")
+    assert Profile.load(path) == profile
+    path.write_text(profile.to_json()[:40])
+    with pytest.raises(ProfileError, match=str(path)):
+        Profile.load(path)
+    data = json.loads(profile.to_json())
+    data["schema_version"] = 99
+    with pytest.raises(ProfileError, match="schema version"):
+        Profile.from_json(json.dumps(data))
+    with pytest.raises(ProfileError, match="sigma_out"):
+        Profile(pair_fingerprint="x", sampler="s", num_steps=3, shift=1.0, sigma_in=0.2, sigma_out=0.5)
+
+
+def test_store_refuses_a_foreign_file_and_finds_near_misses(tmp_path):
+    store = ProfileStore(tmp_path)
+    pair = pair_of(LARGE)
+    fp = fingerprint(pair)
+    profile = Profile(pair_fingerprint=fp, sampler="euler-30-shift3", num_steps=30, shift=3.0,
+                      sigma_in=0.8, sigma_out=0.2)
+    store.save(profile)
+    with pytest.warns(UserWarning, match="mapped through"):
+        assert store.find(pair, "euler-50-shift5") == profile
+    other = Profile(pair_fingerprint="someone-else", sampler="euler-30-shift3", num_steps=30, shift=3.0,
+                    sigma_in=0.5, sigma_out=0.5)
+    store.path_for(fp, "euler-20-shift1").write_text(other.to_json())
+    with pytest.raises(ProfileError, match="not the one its name says"):
+        store.get(fp, "euler-20-shift1")
+    assert store.path_for("../../etc/passwd", "x/../y").parent == tmp_path
+
+
+def _calibrate_worker(root: str, seed_offset: int) -> None:
+    torch.set_num_threads(1)
+    pair = pair_of(small_wrong_outside(0.3, 0.7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        calibrate(pair, [{}], STEPS, seeds=[0, 1], n_trials=10, store=root, progress=False)
+
+
+def test_two_processes_calibrating_into_one_store(tmp_path):
+    ctx = mp.get_context("spawn")
+    workers = [ctx.Process(target=_calibrate_worker, args=(str(tmp_path), k)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=240)
+    assert [w.exitcode for w in workers] == [0, 0]
+    profiles = ProfileStore(tmp_path).all()
+    assert len(profiles) == 1
+    assert profiles[0].calibration["n_trials"] >= 10
+    assert not list(tmp_path.glob(".*.tmp"))
