@@ -128,6 +128,78 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_user_pair(args: argparse.Namespace):
+    from diffusers import AutoModel
+    from safetensors.torch import load_file
+
+    from adaptive.pair import ModelPair
+
+    models = [AutoModel.from_pretrained(p, torch_dtype=args.dtype, local_files_only=not args.allow_download,
+                                        use_safetensors=True).to(args.device).eval() for p in (args.large, args.small)]
+    if not args.embeddings or not args.shape:
+        raise SystemExit("a diffusers pair needs --embeddings FILE.safetensors (key 'prompt_embeds', one row per "
+                         "prompt; optional 'negative_prompt_embeds') and --shape C,F,H,W (the latent per sample)")
+    tensors = load_file(args.embeddings)
+    if "prompt_embeds" not in tensors:
+        raise SystemExit(f"{args.embeddings} has no 'prompt_embeds' tensor (found {sorted(tensors)})")
+    prompts = tensors["prompt_embeds"].to(args.device, args.dtype)
+    negative = tensors.get("negative_prompt_embeds", torch.zeros_like(prompts[:1])).to(args.device, args.dtype)
+    pair = ModelPair(models[0], models[1], sample_shape=tuple(int(v) for v in args.shape.split(",")),
+                     name=Path(args.large).name)
+    if args.guidance != 1.0:
+        pair = pair.guided(args.guidance, {"encoder_hidden_states": negative[:1]})
+    conds = [{"encoder_hidden_states": prompts[i:i + 1]} for i in range(len(prompts))]
+    return pair, conds
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Probe, detect, refine; store the profile and plot the curve."""
+    import optuna
+
+    from adaptive.calibration import calibrate
+    from adaptive.plots import plot_profile
+    from adaptive.profiles import ProfileStore
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.large or args.small:
+        if not (args.large and args.small):
+            raise SystemExit("give both --large and --small (folders saved with save_pretrained)")
+        pair, conds = _load_user_pair(args)
+    else:
+        from adaptive.toy import load_pair, prompt_conds
+
+        pair, _ = load_pair(device=args.device, dtype=args.dtype)
+        conds = prompt_conds(_prompts(args, args.num_prompts), device=args.device)
+    store = ProfileStore(args.store)
+    profile = calibrate(pair, conds, num_steps=args.steps, seeds=list(range(args.seeds)), shift=args.shift,
+                        quality_target=args.target, n_trials=args.trials, storage=args.storage,
+                        study_name=args.study, store=store)
+    path = store.path_for(profile.pair_fingerprint, profile.sampler)
+    plot = plot_profile(profile, Path(args.out) / "divergence.png")
+    proposal = profile.proposal
+    rows = [
+        ("pair", profile.pair_name or profile.pair_fingerprint),
+        ("sampler", profile.sampler),
+        ("proposal (change point)", f"sigma ({proposal['sigma_out']:.3f}, {proposal['sigma_in']:.3f}], steps "
+                                    f"{proposal['start']}..{proposal['stop'] - 1}" if proposal else "no safe window"),
+        ("refined (Optuna)", "Large only" if profile.is_large_only else
+         f"sigma ({profile.sigma_out:.3f}, {profile.sigma_in:.3f}], steps {profile.small_steps[0]}.."
+         f"{profile.small_steps[-1]}"),
+        ("quality", f"{profile.quality['achieved']:.4f} {profile.quality['metric']} (target {args.target})"),
+        ("compute vs Large only", f"{profile.cost['fraction_of_large']:.3f}"),
+        ("calibration cost", f"{profile.cost['calibration_large_equivalents_per_sample']:.0f} Large calls per sample"),
+        ("trials", str(profile.calibration["n_trials"])),
+        ("profile", str(path)),
+        ("plot", str(plot)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    if profile.note:
+        print(f"note: {profile.note}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
     p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
@@ -154,6 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("--seed", type=int, default=0)
     samp.add_argument("--sampler", choices=["euler", "heun"], default="euler")
     samp.set_defaults(func=cmd_sample)
+    cal = sub.add_parser("calibrate", help="find the Small window for a pair and store its profile")
+    _common(cal)
+    cal.add_argument("--large", help="Large transformer folder (save_pretrained); default: the embedded pair")
+    cal.add_argument("--small", help="Small transformer folder (save_pretrained)")
+    cal.add_argument("--embeddings", help="safetensors with 'prompt_embeds' (and 'negative_prompt_embeds')")
+    cal.add_argument("--shape", help="latent shape per sample for a diffusers pair, e.g. 16,21,60,104")
+    cal.add_argument("--guidance", type=float, default=5.0, help="CFG scale for a diffusers pair (default 5)")
+    cal.add_argument("--allow-download", action="store_true", help="let from_pretrained reach the hub")
+    cal.add_argument("--num-prompts", type=int, default=8, help="calibration prompts (embedded pair)")
+    cal.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt (default 2)")
+    cal.add_argument("--trials", type=int, default=24, help="Optuna trials (default 24)")
+    cal.add_argument("--target", type=float, default=0.95, help="least similarity to Large-only (default 0.95)")
+    cal.add_argument("--storage", help="Optuna storage URL shared by workers (default: SQLite in the store)")
+    cal.add_argument("--study", help="study name, to join other workers (default: derived from the inputs)")
+    cal.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
+    cal.set_defaults(func=cmd_calibrate)
     return parser
 
 

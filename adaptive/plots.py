@@ -1,0 +1,38 @@
+"""Pictures: the divergence curve with the detected and refined boundaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adaptive.profiles import Profile
+
+
+def plot_profile(profile: Profile, path: Path | str, title: str | None = None) -> Path:
+    """Save a PNG of the profile's divergence curve (rel-L2 and step-weighted) with its windows shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = profile.curve
+    sig = curve["sigmas"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(sig, curve["rel_l2"], "o-", ms=3, label="relative L2  ||v_L - v_S|| / ||v_L||")
+    ax.plot(sig, curve["cosine"], "s-", ms=3, alpha=0.7, label="1 - cos(v_L, v_S)")
+    if profile.proposal:
+        ax.axvspan(profile.proposal["sigma_out"], profile.proposal["sigma_in"], color="tab:orange", alpha=0.18,
+                   label="change-point proposal")
+    if not profile.is_large_only:
+        ax.axvspan(profile.sigma_out, profile.sigma_in, ymax=0.5, color="tab:green", alpha=0.3,
+                   label="refined (Optuna) Small window")
+    ax.invert_xaxis()
+    ax.set_xlabel("sigma (1 = noise, 0 = data)")
+    ax.set_ylabel("divergence of Small from Large")
+    ax.set_title(title or f"{profile.pair_name or profile.pair_fingerprint[:8]} — {profile.sampler}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
