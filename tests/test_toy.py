@@ -1,0 +1,87 @@
+"""The embedded pair: data, shipped weights, encoder and metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adaptive import FeatureSimilarity, Schedule, frechet_distance
+from adaptive.toy import encode_prompts, generate, load_pair, make_videos, parse_prompt, prompt_for
+from adaptive.toy.data import glyphs
+from adaptive.toy.harness import Harness, load_encoder
+
+
+def test_videos_are_deterministic_and_in_range():
+    a = make_videos(6, np.random.default_rng(3))
+    b = make_videos(6, np.random.default_rng(3))
+    assert np.array_equal(a.videos, b.videos) and a.videos.shape == (6, 1, 8, 32, 32)
+    assert a.videos.min() >= -1 and a.videos.max() <= 1
+    assert parse_prompt(a.prompts[0]) == (a.digits[0], a.directions[0])
+
+
+def test_train_and_heldout_glyphs_are_disjoint():
+    train, _ = glyphs("train")
+    held, _ = glyphs("heldout")
+    flat_train = {t.tobytes() for t in train}
+    assert not any(h.tobytes() in flat_train for h in held)
+
+
+def test_prompts_and_text_encoder():
+    emb = encode_prompts([prompt_for(7, 4), ""])
+    assert emb.shape == (2, 4, 32) and torch.count_nonzero(emb[1]) == 0
+    assert torch.equal(encode_prompts([prompt_for(7, 4)]), emb[:1])
+    with pytest.raises(ValueError, match="vocabulary"):
+        encode_prompts(["a cat moving sideways"])
+
+
+@pytest.fixture(scope="module")
+def harness():
+    return Harness()
+
+
+def test_encoder_reads_real_heldout_videos(harness):
+    real = make_videos(256, np.random.default_rng(11), "heldout")
+    digit_acc, direction_acc = harness.alignment(torch.from_numpy(real.videos), real.digits, real.directions)
+    assert digit_acc > 0.8 and direction_acc > 0.9
+
+
+def test_metrics_behave(harness):
+    real = make_videos(64, np.random.default_rng(12), "heldout")
+    videos = torch.from_numpy(real.videos)
+    assert torch.allclose(harness.similarity(videos, videos), torch.ones(64), atol=1e-5)
+    feats = harness.features(videos).numpy()
+    assert frechet_distance(feats, feats) < 1e-3
+    shuffled = np.random.default_rng(0).permutation(real.digits)
+    assert harness.alignment(videos, shuffled, real.directions)[0] < harness.alignment(videos, real.digits,
+                                                                                         real.directions)[0]
+    noise = torch.rand_like(videos) * 2 - 1
+    assert harness.frechet(noise, real=256) > harness.frechet(videos, real=256)
+
+
+def test_vision_backbone_features_with_a_tiny_dinov2():
+    transformers = pytest.importorskip("transformers")
+    from adaptive.metrics import VisionModelFeatures
+
+    config = transformers.Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, image_size=28, patch_size=14)
+    torch.manual_seed(0)
+    metric = FeatureSimilarity(VisionModelFeatures(transformers.Dinov2Model(config)))
+    videos = torch.rand(2, 1, 3, 32, 32) * 2 - 1
+    assert torch.allclose(metric(videos, videos), torch.ones(2), atol=1e-5)
+    assert float(metric(videos, -videos).mean()) < 0.9999
+
+
+def test_shipped_pair_samples_reproducibly():
+    pair, encode = load_pair()
+    videos = generate(pair, [prompt_for(3, 1), prompt_for(8, 6)], seeds=[0, 1], num_steps=6)
+    again = generate(pair, [prompt_for(3, 1), prompt_for(8, 6)], seeds=[0, 1], num_steps=6)
+    assert torch.equal(videos, again)
+    blended = generate(pair, [prompt_for(3, 1)], seeds=[0], schedule=Schedule.lsl(0.9, 0.3), num_steps=6)
+    assert not torch.equal(blended[0], videos[0])
+    # A fixed slice of the shipped Large model's output (regression check of weights and sampler).
+    expected = torch.tensor(EXPECTED_SLICE)
+    torch.testing.assert_close(videos[0, 0, 3, 12, 10:16], expected, rtol=0, atol=2e-3)
+
+
+EXPECTED_SLICE = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
