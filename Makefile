@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean
+.PHONY: demo test setup clean postgres
 
 setup: $(STAMP)
 
@@ -22,8 +22,20 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/flowblend demo
 
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(PY) -m pytest
+
+# The scale-out test runs workers against a real PostgreSQL (a throwaway cluster the test starts on
+# loopback). Install Debian's server package when it is missing and we may; otherwise that test is
+# skipped and says so loudly.
+postgres:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing PostgreSQL for the scale-out test"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+				|| echo "WARNING: could not install PostgreSQL; its test will be skipped"; \
+		else echo "WARNING: PostgreSQL is not installed and cannot be installed here; its test will be skipped"; fi; \
+	fi
 
 clean:
 	rm -rf $(VENV) outputs

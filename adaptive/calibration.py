@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,7 @@ from adaptive.metering import flops_per_row
 from adaptive.metrics import LatentSimilarity, Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, Reference, run_probe
+from adaptive.storage import open_storage
 from adaptive.profiles import Profile, ProfileStore, fingerprint, safe_key, sampler_signature
 
 DEFAULT_QUALITY_TARGET = 0.95
@@ -112,16 +114,18 @@ def default_storage(store: ProfileStore) -> str:
     return f"sqlite:///{(store.root / 'studies.db').resolve()}"
 
 
-def make_study(storage: Any, study_name: str, seed: int = 0) -> optuna.Study:
-    """The Optuna study of a calibration: shared by every worker that names it."""
-    return optuna.create_study(storage=storage, study_name=study_name, direction="minimize", load_if_exists=True,
-                               sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=6))
+def make_study(storage: Any, study_name: str, seed: int | None = 0) -> optuna.Study:
+    """The Optuna study of a calibration: shared by every worker that names it (see
+    :func:`adaptive.storage.open_storage` for URLs, journal files and heartbeats)."""
+    return optuna.create_study(storage=open_storage(storage), study_name=study_name, direction="minimize",
+                               load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=6))
 
 
 def _objective(evaluator: Evaluator, target: float):
     n = evaluator.n
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker_pid", os.getpid())
         start = trial.suggest_int("start", 0, n - 1)
         length = trial.suggest_int("length", 0, n)
         stop = min(n, start + length)
@@ -151,9 +155,9 @@ def _best_window(study: optuna.Study, target: float) -> tuple[int, int, float, f
 
 
 def refine(evaluator: Evaluator, proposal: Boundaries | None, quality_target: float, n_trials: int,
-           storage: Any, study_name: str, progress: bool = True) -> optuna.Study:
+           storage: Any, study_name: str, progress: bool = True, seed: int | None = 0) -> optuna.Study:
     """Run (or join) the Optuna study seeded with the detector's proposal."""
-    study = make_study(storage, study_name)
+    study = make_study(storage, study_name, seed)
     if not study.trials and proposal is not None and not proposal.is_large_only:
         study.enqueue_trial({"start": proposal.start, "length": proposal.stop - proposal.start})
     elif not study.trials and proposal is not None:
@@ -199,14 +203,26 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     signature = sampler_signature("euler", num_steps, shift)
     fp = fingerprint(pair)
     name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name)}")
-    study = refine(evaluator, proposal, quality_target, n_trials, storage or default_storage(store), name, progress)
+    # One worker: a fixed sampler seed makes calibration reproducible. Shared studies get a fresh seed
+    # per worker, or every worker would propose the same windows.
+    study = refine(evaluator, proposal, quality_target, n_trials, storage or default_storage(store), name, progress,
+                   seed=0 if storage is None else None)
     profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, evaluator, quality_target,
                        metric_name, conds, seeds, name)
     if profile.note:
         warnings.warn(profile.note, stacklevel=2)
-    if save:
+    if save and _finished_here(study):
         store.save(profile)
     return profile
+
+
+def _finished_here(study: optuna.Study) -> bool:
+    """True for exactly one worker of a shared study: the one that ran its last complete trial."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return True
+    last = max(complete, key=lambda t: t.number)
+    return last.user_attrs.get("worker_pid", os.getpid()) == os.getpid()
 
 
 def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: float, curve: DivergenceCurve,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaptive.errors import CalibrationError
+from adaptive.errors import CalibrationError, NonFiniteVelocityError
 from adaptive.pair import ModelPair
 from adaptive.sampling import sigmas as sigma_grid
 
@@ -136,6 +136,15 @@ def _divergence(v_large: torch.Tensor, v_small: torch.Tensor, dt: float, scale: 
     return rel, cos, abs(dt) * diff / scale
 
 
+def _check_finite_curve(rel_l2: np.ndarray, steps: list[int]) -> None:
+    # The curve is read back once anyway, so this check costs nothing on the device.
+    bad = ~np.isfinite(rel_l2).all(axis=1)
+    if bad.any():
+        step = steps[int(np.argmax(bad))]
+        raise NonFiniteVelocityError(f"Large or Small returned NaN/Inf at probe step {step}; check dtypes (fp16 "
+                                     "overflows: use bf16 or fp32) and the conditioning")
+
+
 @torch.no_grad()
 def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
               shift: float = 1.0, shape: Sequence[int] | None = None, probe_steps: Sequence[int] | None = None,
@@ -159,6 +168,7 @@ def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     scale = x.flatten(1).float().norm(dim=1).clamp_min(1e-12)
     rows = [_divergence(v_large_at[i], v_small_at[i], grid[i + 1] - grid[i], scale) for i in steps]
     stack = [torch.stack([r[k] for r in rows]).cpu().numpy().astype(float) for k in range(3)]
+    _check_finite_curve(stack[0], steps)
     cost = {"large_calls": float(num_steps), "small_calls": float(len(steps)), "samples": float(len(noise))}
     curve = DivergenceCurve(np.asarray(grid, float), np.asarray(steps, int), *stack, cost=cost)
     return curve, Reference(grid, states, cond)

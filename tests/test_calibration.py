@@ -201,3 +201,11 @@ def test_two_processes_calibrating_into_one_store(tmp_path):
     assert len(profiles) == 1
     assert profiles[0].calibration["n_trials"] >= 10
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_probe_reports_non_finite_velocities():
+    from adaptive import NonFiniteVelocityError
+
+    broken = ModelPair(LARGE, lambda x, s: x * float("nan"), sample_shape=(8,))
+    with pytest.raises(NonFiniteVelocityError, match="probe step 0"):
+        probe(broken, [{}], 4, seeds=[0])

@@ -1,0 +1,49 @@
+"""Optuna storages for calibration studies, with heartbeats so a dead worker's trial is retried.
+
+- ``None``: the caller's default (SQLite next to the profiles);
+- an SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``): an ``RDBStorage`` with
+  heartbeats — a worker that dies mid-trial has its trial marked FAIL after ``grace_period`` seconds
+  and re-queued (``RetryFailedTrialCallback``) for the others;
+- ``journal:///path/to/file.log`` (or a path ending in ``.log``): Optuna's ``JournalFileBackend`` on
+  shared disk, no server (no heartbeats: a killed worker's trial stays RUNNING and is not counted);
+- any Optuna storage object, used as is.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+import optuna
+
+HEARTBEAT_INTERVAL = 10
+GRACE_PERIOD = 60
+
+
+def open_storage(storage: Any, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = GRACE_PERIOD) -> Any:
+    """An Optuna storage for ``storage`` (URL, journal path or storage object); see the module doc."""
+    if not isinstance(storage, str):
+        return storage
+    if storage.startswith("journal://") or storage.endswith(".log"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = storage[len("journal://"):] if storage.startswith("journal://") else storage
+        return JournalStorage(JournalFileBackend(path))
+    if "://" not in storage:
+        raise ValueError(f"storage {storage!r} is neither an SQLAlchemy URL (sqlite:///x.db, postgresql://...) "
+                         "nor a journal file (journal:///path/file.log)")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                          grace_period=grace_period, **_retry_callback())
+
+
+def _retry_callback() -> dict[str, Any]:
+    # Optuna 4.9 renamed the stale-trial hook; support both spellings.
+    params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    if "heartbeat_stale_trial_callback" in params and hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
