@@ -211,7 +211,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
                        metric_name, conds, seeds, name)
     if profile.note:
         warnings.warn(profile.note, stacklevel=2)
-    if save and _finished_here(study):
+    if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
         store.save(profile)
     return profile
 
