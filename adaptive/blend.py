@@ -82,6 +82,12 @@ class BlendedTransformer(nn.Module):
                     stack.enter_context(model.cache_context(name, **kwargs))
             yield
 
+    def _reset_stateful_cache(self, recurse: bool = True) -> None:
+        """What a pipeline calls after a run: reset every wrapped model's cache hooks."""
+        for model in self.transformers.values():
+            if hasattr(model, "_reset_stateful_cache"):
+                model._reset_stateful_cache(recurse)
+
     def model_for_timestep(self, timestep: torch.Tensor | float) -> str:
         value = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
         sigma = min(max(value / self.num_train_timesteps, 0.0), 1.0)

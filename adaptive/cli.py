@@ -200,6 +200,92 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """The comparison table on the embedded pair, measured side by side."""
+    import json as _json
+    import warnings
+
+    import numpy as np
+
+    from adaptive.bench import Row, matched_steps, matched_switch, run_bench, write_outputs
+    from adaptive.metering import flops_per_row
+    from adaptive.plots import plot_profile
+    from adaptive.profiles import ProfileStore, sampler_signature
+    from adaptive.toy import load_pair, seeded_noise
+    from adaptive.toy.data import DIRECTION_NAMES, encode_prompts, prompt_for
+    from adaptive.toy.harness import Harness
+    from adaptive.toy.video import save_strip
+
+    n = args.num or (4 if args.quick else 32)
+    steps = args.steps if not args.quick else min(args.steps, 10)
+    repeats = 1 if args.quick else args.repeats
+    pair, _ = load_pair(device=args.device, dtype=args.dtype)
+    rng = np.random.default_rng(2024)
+    digits, directions = rng.integers(0, 10, n), rng.integers(0, len(DIRECTION_NAMES), n)
+    prompts = [prompt_for(int(d), int(m)) for d, m in zip(digits, directions)]
+    noise = seeded_noise(range(1000, 1000 + n), device=args.device)
+    other = seeded_noise(range(5000, 5000 + n), device=args.device)
+    cond = {"encoder_hidden_states": encode_prompts(prompts).to(args.device)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        profile = ProfileStore(args.store).find(pair, sampler_signature("euler", steps, args.shift))
+    for w in caught:
+        print(f"note: {w.message}")
+    if args.schedule is not None:
+        blend_schedule, source = args.schedule, "--schedule"
+    elif profile is not None:
+        blend_schedule, source = profile.schedule(), f"profile {profile.sampler}"
+    else:
+        blend_schedule, source = Schedule.lsl(*DEFAULT_WINDOW), "default window (no profile stored)"
+    per_row = flops_per_row(pair, noise[:1], **{k: v[:1] for k, v in cond.items()})
+    small_cost = per_row["small"] / per_row["large"]
+    grid = _grid(argparse.Namespace(steps=steps, shift=args.shift))
+    fraction = 1 - blend_schedule.fraction("small", grid) * (1 - small_cost)
+    k = matched_switch(fraction, small_cost, steps)
+    rows = [
+        Row("1. Large only", None, steps),
+        Row("1b. Large only, other seeds (noise band)", None, steps, noise=other),
+        Row("2. Small only", Schedule.from_stages([(1.0, 0.0, "small")]), steps),
+        Row(f"3. FlowBlending ({source})", blend_schedule, steps),
+    ]
+    if args.oracle:
+        oracle = _json.loads(Path(args.oracle).read_text())
+        rows.append(Row("5. oracle window (exhaustive sweep)", Schedule.lsl(oracle["sigma_in"], oracle["sigma_out"]),
+                        steps))
+    rows += [
+        Row(f"6a. Small->Large (T-Stitch), {k} Small steps", Schedule.from_steps(grid, ["small"] * k +
+                                                                                   ["large"] * (steps - k)), steps),
+        Row(f"6b. Large->Small (Wan 2.2 style), {k} Small steps", Schedule.from_steps(grid, ["large"] * (steps - k) +
+                                                                                     ["small"] * k), steps),
+        Row(f"7. Large only, {matched_steps(fraction, steps)} steps (same compute as 3)", None,
+            matched_steps(fraction, steps)),
+        Row(f"8a. Large only, Heun {max(2, steps // 2)} steps", None, max(2, steps // 2), sampler="heun"),
+        Row(f"8b. FlowBlending + Heun {max(2, steps // 2)} steps", blend_schedule, max(2, steps // 2), sampler="heun"),
+        Row("8c. Large only + First Block Cache", None, steps, cache=args.cache_threshold),
+        Row("8d. FlowBlending + First Block Cache", blend_schedule, steps, cache=args.cache_threshold),
+    ]
+    harness = Harness()
+
+    def quality(videos, reference):
+        return harness.report(videos, digits, directions, reference)
+
+    result = run_bench(pair, rows, noise, cond, args.shift, quality, repeats=repeats)
+    out = Path(args.out)
+    meta = {"pair": "embedded moving digits", "videos": n, "steps": steps, "shift": args.shift, "repeats": repeats,
+            "device": str(args.device), "dtype": str(args.dtype), "threads": torch.get_num_threads(),
+            "blend_schedule": blend_schedule.to_dict(), "schedule_source": source, "quick": args.quick}
+    paths = write_outputs(result, out, meta)
+    outputs = result["outputs"]
+    save_strip(out / "strip.png", {"Large": outputs[rows[0].name][:4], "Blended": outputs[rows[3].name][:4],
+                                   "Small": outputs[rows[2].name][:4]}, prompts[:4])
+    if profile is not None and profile.curve:
+        plot_profile(profile, out / "divergence.png")
+    print((out / "bench.md").read_text())
+    print(f"{n} videos, {steps} steps, shift {args.shift}, {repeats} interleaved rounds on {args.device}; "
+          f"files: {', '.join(str(p) for p in paths.values())}, {out / 'strip.png'}")
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
     p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
@@ -226,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("--seed", type=int, default=0)
     samp.add_argument("--sampler", choices=["euler", "heun"], default="euler")
     samp.set_defaults(func=cmd_sample)
+    bench = sub.add_parser("bench", help="the comparison table on the embedded pair, measured side by side")
+    _common(bench)
+    bench.add_argument("--quick", action="store_true", help="CI smoke run: 4 videos, <= 10 steps, one round")
+    bench.add_argument("--num", type=int, default=0, help="videos (default 32, quick 4)")
+    bench.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (default 2)")
+    bench.add_argument("--oracle", help="JSON with sigma_in/sigma_out of the exhaustive-sweep oracle")
+    bench.add_argument("--cache-threshold", type=float, default=0.1, help="First Block Cache threshold")
+    bench.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
+    bench.set_defaults(func=cmd_bench, out="outputs/bench")
     cal = sub.add_parser("calibrate", help="find the Small window for a pair and store its profile")
     _common(cal)
     cal.add_argument("--large", help="Large transformer folder (save_pretrained); default: the embedded pair")

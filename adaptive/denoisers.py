@@ -89,6 +89,18 @@ class TransformerDenoiser:
         return next(self.transformer.parameters()).dtype
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        if getattr(self.transformer, "is_cache_enabled", False):
+            # diffusers' caches (First Block Cache, ...) keep state per named context.
+            with self.transformer.cache_context("cond_uncond"):
+                return self._call(x, sigma, cond)
+        return self._call(x, sigma, cond)
+
+    def reset_cache(self) -> None:
+        """Forget cached activations of a diffusers cache hook (call before a new video)."""
+        if hasattr(self.transformer, "_reset_stateful_cache"):
+            self.transformer._reset_stateful_cache()
+
+    def _call(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: dict[str, Any]) -> torch.Tensor:
         timestep = sigma_batch(sigma, x) * self.num_train_timesteps
         hidden = x.to(self.dtype)
         if self.layout == "ltx":

@@ -58,6 +58,12 @@ class ModelPair:
         """The torch module behind each model (None for plain functions)."""
         return {k: underlying_module(v) for k, v in self.models.items()}
 
+    def reset_caches(self) -> None:
+        """Reset diffusers cache hooks (e.g. First Block Cache) of every model before a new video."""
+        for module in self.modules().values():
+            if module is not None and getattr(module, "is_cache_enabled", False):
+                module._reset_stateful_cache()
+
     def check(self, x: torch.Tensor, **cond: Any) -> None:
         """One tiny dry call of every model on ``x[:1]``: same output shape as the input, finite.
 

@@ -80,6 +80,7 @@ def _prepare(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, cond: di
         raise ValueError("noise must be a tensor of shape (batch, *sample_shape)")
     if isinstance(models, ModelPair):
         models.check(noise, **cond)
+        models.reset_caches()
 
 
 def check_finite(v: torch.Tensor, model_name: str, step: int) -> None:

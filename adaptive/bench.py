@@ -1,0 +1,173 @@
+"""``flowblend bench``: the FlowBlending comparison table, measured side by side in one process.
+
+Every row samples the same prompts and seeds; rows are timed in interleaved rounds so machine
+noise hits all of them alike, and every ratio in the table comes from that one run. FLOPs are
+counted by torch's ``FlopCounterMode`` on one video per row (caching rows included, so skipped
+blocks are not counted).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from adaptive.pair import ModelPair
+from adaptive.sampling import SAMPLERS, sigmas
+from adaptive.schedule import Schedule
+
+
+@dataclass
+class Row:
+    """One way of sampling: a schedule, a step count, a solver, optionally a cache accelerator."""
+
+    name: str
+    schedule: Schedule | None
+    num_steps: int
+    sampler: str = "euler"
+    cache: float | None = None  # First Block Cache threshold on the Large model
+    noise: torch.Tensor | None = None  # other noise (the seed-to-seed noise band row)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def matched_steps(fraction: float, num_steps: int) -> int:
+    """Large-only step count with the same compute as ``fraction`` of ``num_steps`` Large steps."""
+    return max(1, int(round(fraction * num_steps)))
+
+
+def matched_switch(fraction: float, small_cost: float, num_steps: int) -> int:
+    """Small steps k for a two-stage schedule costing ``fraction`` of Large-only: (k r + n - k) / n."""
+    return int(np.clip(round(num_steps * (1 - fraction) / max(1e-9, 1 - small_cost)), 0, num_steps))
+
+
+def _set_cache(pair: ModelPair, threshold: float | None) -> None:
+    large = pair.modules()["large"]
+    if large is None or not hasattr(large, "enable_cache"):
+        return
+    if large.is_cache_enabled:
+        large.disable_cache()
+    if threshold is not None:
+        from diffusers.hooks import FirstBlockCacheConfig
+
+        large.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+
+
+def _run(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: dict[str, Any]) -> torch.Tensor:
+    _set_cache(pair, row.cache)
+    noise = noise if row.noise is None else row.noise[: noise.shape[0]].to(noise.device)
+    try:
+        return SAMPLERS[row.sampler](pair, noise, sigmas(row.num_steps, shift), row.schedule, **cond)
+    finally:
+        _set_cache(pair, None)
+
+
+def _flops(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: dict[str, Any]) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter:
+        _run(pair, row, noise[:1], shift, {k: v[:1] for k, v in cond.items()})
+    return int(counter.get_total_flops())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_bench(pair: ModelPair, rows: list[Row], noise: torch.Tensor, cond: dict[str, Any], shift: float,
+              quality: Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]], repeats: int = 2,
+              progress: bool = True) -> dict[str, Any]:
+    """Sample every row ``repeats`` times, interleaved; return per-row metrics relative to row 0."""
+    from tqdm.auto import tqdm
+
+    device = noise.device
+    outputs: dict[str, torch.Tensor] = {}
+    seconds = {row.name: [] for row in rows}
+    peak = {row.name: 0.0 for row in rows}
+    _run(pair, Row("warm-up", None, 2), noise[:1], shift, {k: v[:1] for k, v in cond.items()})
+    for _ in tqdm(range(repeats), desc="bench rounds", disable=not progress):
+        for row in rows:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            _sync(device)
+            start = time.perf_counter()
+            out = _run(pair, row, noise, shift, cond)
+            _sync(device)
+            seconds[row.name].append(time.perf_counter() - start)
+            if device.type == "cuda":
+                peak[row.name] = max(peak[row.name], torch.cuda.max_memory_allocated(device) / 2**30)
+            outputs.setdefault(row.name, out)
+    reference = outputs[rows[0].name]
+    n = noise.shape[0]
+    base_flops = _flops(pair, rows[0], noise, shift, cond)
+    base_time = float(np.median(seconds[rows[0].name]))
+    for row in rows:
+        flops = _flops(pair, row, noise, shift, cond)
+        t = float(np.median(seconds[row.name]))
+        row.metrics = {"gflops_per_video": flops / 1e9, "flops_saved_pct": 100 * (1 - flops / base_flops),
+                       "seconds_per_video": t / n, "speedup": base_time / t,
+                       "peak_gib": peak[row.name] if device.type == "cuda" else float("nan"),
+                       **quality(outputs[row.name], None if row is rows[0] else reference)}
+    return {"rows": [{"name": r.name, "steps": r.num_steps, "sampler": r.sampler, "cache": r.cache,
+                      "schedule": None if r.schedule is None else r.schedule.to_dict(), **r.metrics} for r in rows],
+            "seconds_raw": seconds, "outputs": outputs}
+
+
+COLUMNS = [("gflops_per_video", "GFLOPs/video", "{:.2f}"), ("flops_saved_pct", "FLOPs saved", "{:.0f}%"),
+           ("seconds_per_video", "s/video", "{:.3f}"), ("speedup", "speed-up", "{:.2f}x"),
+           ("feature_sim", "feature sim", "{:.4f}"), ("frechet", "Frechet", "{:.2f}"),
+           ("digit_acc", "digit acc", "{:.3f}"), ("direction_acc", "direction acc", "{:.3f}"),
+           ("frame_agreement", "frame agreement", "{:.3f}"), ("peak_gib", "peak GiB", "{:.2f}")]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The bench table in Markdown."""
+    present = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    lines = ["| row | " + " | ".join(c[1] for c in present) + " |", "|---|" + "---:|" * len(present)]
+    for r in rows:
+        cells = []
+        for key, _, fmt in present:
+            value = r.get(key)
+            cells.append("-" if value is None or (isinstance(value, float) and np.isnan(value)) else fmt.format(value))
+        lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict[str, Any], out: Path, meta: dict[str, Any]) -> dict[str, Path]:
+    """Markdown, CSV and JSON with every raw number, and the quality-vs-compute Pareto plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = result["rows"]
+    paths = {"markdown": out / "bench.md", "csv": out / "bench.csv", "json": out / "bench.json",
+             "pareto": out / "pareto.png"}
+    paths["markdown"].write_text(markdown_table(rows) + "\n")
+    keys = sorted({k for r in rows for k in r if k != "schedule"})
+    with paths["csv"].open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["json"].write_text(json.dumps({"meta": meta, "rows": rows, "seconds_raw": result["seconds_raw"]},
+                                        indent=2, default=str) + "\n")
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r in rows:
+        y = r.get("feature_sim", 1.0 if r is rows[0] else np.nan)
+        ax.scatter(r["gflops_per_video"], y, s=30)
+        ax.annotate(r["name"], (r["gflops_per_video"], y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("GFLOPs per video")
+    ax.set_ylabel("feature similarity to Large-only")
+    ax.set_title("quality vs compute (same prompts and seeds)")
+    fig.tight_layout()
+    fig.savefig(paths["pareto"], dpi=120)
+    plt.close(fig)
+    return paths
