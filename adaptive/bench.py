@@ -89,7 +89,7 @@ def run_bench(pair: ModelPair, rows: list[Row], noise: torch.Tensor, cond: dict[
 
     device = noise.device
     outputs: dict[str, torch.Tensor] = {}
-    seconds = {row.name: [] for row in rows}
+    seconds: dict[str, list[float]] = {row.name: [] for row in rows}
     peak = {row.name: 0.0 for row in rows}
     _run(pair, Row("warm-up", None, 2), noise[:1], shift, {k: v[:1] for k, v in cond.items()})
     for _ in tqdm(range(repeats), desc="bench rounds", disable=not progress):

@@ -25,7 +25,7 @@ def parse_schedule(text: str) -> Schedule:
         if kind == "large" and not values:
             return Schedule.large_only()
         if kind == "lsl" and len(values) == 2:
-            return Schedule.lsl(*values)
+            return Schedule.lsl(values[0], values[1])
         if kind == "sl" and len(values) == 1:
             return Schedule.small_first(values[0])
         if kind == "ls" and len(values) == 1:

@@ -170,7 +170,7 @@ def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     stack = [torch.stack([r[k] for r in rows]).cpu().numpy().astype(float) for k in range(3)]
     _check_finite_curve(stack[0], steps)
     cost = {"large_calls": float(num_steps), "small_calls": float(len(steps)), "samples": float(len(noise))}
-    curve = DivergenceCurve(np.asarray(grid, float), np.asarray(steps, int), *stack, cost=cost)
+    curve = DivergenceCurve(np.asarray(grid, float), np.asarray(steps, int), stack[0], stack[1], stack[2], cost=cost)
     return curve, Reference(grid, states, cond)
 
 

@@ -152,7 +152,7 @@ class Profile:
         unknown = set(data) - names
         if unknown:
             raise ProfileError(f"{source}: unknown fields {sorted(unknown)}")
-        types = {"pair_fingerprint": str, "sampler": str, "num_steps": int, "shift": (int, float),
+        types: dict[str, type | tuple[type, ...]] = {"pair_fingerprint": str, "sampler": str, "num_steps": int, "shift": (int, float),
                  "sigma_in": (int, float), "sigma_out": (int, float)}
         for key, kind in types.items():
             if key not in data:

@@ -48,7 +48,7 @@ def sigmas(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) 
     if not shift > 0:
         raise ValueError(f"shift must be positive, got {shift!r}")
     lowest = shift_sigma(1.0 / num_train_timesteps, shift)  # diffusers shifts its sigma_min twice
-    grid = shift_sigma(torch.linspace(1.0, lowest, num_steps, dtype=torch.float64), shift)
+    grid = torch.as_tensor(shift_sigma(torch.linspace(1.0, lowest, num_steps, dtype=torch.float64), shift))
     return torch.cat([grid, grid.new_zeros(1)]).to(torch.float32)
 
 

@@ -64,6 +64,7 @@ class Schedule:
     """
 
     __slots__ = ("stages",)
+    stages: tuple[Stage, ...]
 
     def __init__(self, stages: Iterable[Stage]) -> None:
         object.__setattr__(self, "stages", _validated(_merged(list(stages))))

@@ -91,7 +91,7 @@ def encode_prompts(prompts: list[str] | str) -> torch.Tensor:
     if isinstance(prompts, str):
         prompts = [prompts]
     table = _embedding_table()
-    out = np.zeros((len(prompts), TEXT_TOKENS, TEXT_DIM), dtype=np.float32)
+    out: np.ndarray = np.zeros((len(prompts), TEXT_TOKENS, TEXT_DIM), dtype=np.float32)
     for row, prompt in enumerate(prompts):
         if prompt.strip() == "":
             continue
@@ -136,7 +136,7 @@ def make_videos(
     digits = rng.integers(0, 10, n) if digits is None else np.asarray(digits)
     directions = rng.integers(0, len(DIRECTIONS), n) if directions is None else np.asarray(directions)
     span = CANVAS - GLYPH
-    videos = np.zeros((n, FRAMES, CANVAS, CANVAS), dtype=np.float32)
+    videos: np.ndarray = np.zeros((n, FRAMES, CANVAS, CANVAS), dtype=np.float32)
     for k in range(n):
         pool = np.flatnonzero(labels == digits[k])
         glyph = images[rng.choice(pool)] * rng.uniform(0.7, 1.0)
@@ -145,6 +145,6 @@ def make_videos(
         ys = _trajectory(rng.uniform(0, span), dy * speed, span)
         xs = _trajectory(rng.uniform(0, span), dx * speed, span)
         for f in range(FRAMES):
-            y, x = int(round(ys[f])), int(round(xs[f]))
+            y, x = int(np.rint(ys[f])), int(np.rint(xs[f]))
             videos[k, f, y:y + GLYPH, x:x + GLYPH] = np.maximum(videos[k, f, y:y + GLYPH, x:x + GLYPH], glyph)
     return VideoBatch(videos[:, None] * 2.0 - 1.0, np.asarray(digits), np.asarray(directions))

@@ -94,7 +94,7 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
             record.update(steps=step + 1, final_loss=round(smoothed, 5),
                           train_seconds=round(time.time() - started, 1))
             _save_transformer(ema, out / size, record)
-    return smoothed
+    return float(smoothed or 0.0)
 
 
 def train_encoder(steps: int, batch: int, seed: int, out: Path) -> float:

@@ -1,0 +1,66 @@
+"""The flowblend command line, end to end on the embedded pair and on a saved diffusers pair."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+from conftest import tiny_wan
+
+from adaptive.cli import main, parse_schedule
+
+
+def test_bench_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--num", "2", "--steps", "6", "--out", str(out), "--store", str(tmp_path)]) == 0
+    for name in ("bench.md", "bench.csv", "bench.json", "pareto.png", "strip.png"):
+        assert (out / name).stat().st_size > 0
+    data = json.loads((out / "bench.json").read_text())
+    rows, raw = data["rows"], data["seconds_raw"]
+    base = statistics.median(raw[rows[0]["name"]])
+    for row in rows:
+        # Every ratio comes from the same run's raw timings.
+        assert row["speedup"] == pytest.approx(base / statistics.median(raw[row["name"]]))
+        assert row["seconds_per_video"] == pytest.approx(statistics.median(raw[row["name"]]) / 2)
+    small = next(r for r in rows if r["name"].startswith("2."))
+    assert small["flops_saved_pct"] > 50
+    assert "| 1. Large only |" in capsys.readouterr().out
+
+
+def test_demo_and_sample(tmp_path, capsys):
+    assert main(["demo", "--num", "2", "--steps", "4", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "speed-up:" in printed and (tmp_path / "demo.png").exists()
+    assert main(["sample", "--num", "2", "--steps", "3", "--prompt", "a 4 moving down", "--schedule", "lsl:0.9,0.4",
+                 "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "sample_001.gif").exists()
+
+
+def test_calibrate_embedded_pair(tmp_path, capsys):
+    assert main(["calibrate", "--steps", "6", "--trials", "3", "--num-prompts", "2", "--seeds", "1",
+                 "--store", str(tmp_path / "store"), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "refined (Optuna)" in printed and (tmp_path / "divergence.png").exists()
+    assert len(list((tmp_path / "store").glob("*.json"))) == 1
+
+
+def test_calibrate_a_saved_diffusers_pair(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    tiny_wan(heads=2, layers=2, seed=0).save_pretrained(tmp_path / "large")
+    tiny_wan(heads=1, layers=1, seed=1).save_pretrained(tmp_path / "small")
+    save_file({"prompt_embeds": torch.randn(2, 3, 32), "negative_prompt_embeds": torch.zeros(1, 3, 32)},
+              str(tmp_path / "emb.safetensors"))
+    assert main(["calibrate", "--large", str(tmp_path / "large"), "--small", str(tmp_path / "small"),
+                 "--embeddings", str(tmp_path / "emb.safetensors"), "--shape", "16,1,4,4", "--steps", "5",
+                 "--trials", "3", "--seeds", "1", "--store", str(tmp_path / "store"), "--out", str(tmp_path)]) == 0
+    assert "compute vs Large only" in capsys.readouterr().out
+
+
+def test_bad_schedule_text_is_explained():
+    with pytest.raises(Exception, match="lsl:0.85,0.3"):
+        parse_schedule("lsl:0.3")
+    with pytest.raises(SystemExit):
+        main(["sample", "--schedule", "nonsense"])
