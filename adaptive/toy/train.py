@@ -53,17 +53,31 @@ def _save_transformer(model, out: Path, record: dict) -> None:
 
 
 def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, out: Path,
-                      ema_decay: float = 0.995, save_every: int = 200) -> float:
-    """Train one Wan-architecture denoiser; writes EMA weights (fp16 safetensors) to ``out``."""
+                      ema_decay: float = 0.995, save_every: int = 200, init: Path | None = None) -> float:
+    """Train one Wan-architecture denoiser; writes EMA weights (fp16 safetensors) to ``out``.
+
+    ``init`` continues from saved weights (e.g. the shipped ones), so training can be spread over
+    several background runs; the record then counts the steps of every run.
+    """
     torch.manual_seed(seed)
     model = build_transformer(size, seed=seed)
+    previous_steps = 0
+    if init is not None:
+        from diffusers import WanTransformer3DModel
+
+        loaded = WanTransformer3DModel.from_pretrained(init / size, torch_dtype=torch.float32, local_files_only=True,
+                                                       use_safetensors=True)
+        model.load_state_dict(loaded.state_dict())
+        record_path = init / size / "training.json"
+        if record_path.exists():
+            previous_steps = int(json.loads(record_path.read_text()).get("steps", 0))
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     started, smoothed = time.time(), None
     record = dict(command=" ".join(sys.argv), size=size, batch=batch, lr=lr, data_seed=seed,
-                  ema_decay=ema_decay, cfg_dropout=CFG_DROPOUT)
+                  ema_decay=ema_decay, cfg_dropout=CFG_DROPOUT, previous_steps=previous_steps)
     bar = tqdm(range(steps), desc=f"train {size}", mininterval=10)
     for step in bar:
         data = make_videos(batch, rng, "train")
@@ -91,7 +105,7 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
         if step % 25 == 0:
             print(f"{size} step {step} loss {smoothed:.5f} elapsed {time.time() - started:.0f}s", flush=True)
         if (step + 1) % save_every == 0 or step + 1 == steps:
-            record.update(steps=step + 1, final_loss=round(smoothed, 5),
+            record.update(steps=previous_steps + step + 1, final_loss=round(smoothed, 5),
                           train_seconds=round(time.time() - started, 1))
             _save_transformer(ema, out / size, record)
     return float(smoothed or 0.0)
@@ -147,14 +161,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, default=None, help="continue from weights saved in this folder")
+    parser.add_argument("--lr-scale", type=float, default=1.0, help="multiply the learning rates (e.g. 0.5 to resume)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.what in ("encoder", "all"):
         train_encoder(args.encoder_steps, 32, args.seed + 100, args.out)
     if args.what in ("small", "all"):
-        train_transformer("small", args.small_steps, args.batch, 1e-3, args.seed + 1, args.out)
+        train_transformer("small", args.small_steps, args.batch, 1e-3 * args.lr_scale, args.seed + 1, args.out,
+                          init=args.init)
     if args.what in ("large", "all"):
-        train_transformer("large", args.large_steps, args.batch, 5e-4, args.seed + 2, args.out)
+        train_transformer("large", args.large_steps, args.batch, 5e-4 * args.lr_scale, args.seed + 2, args.out,
+                          init=args.init)
 
 
 if __name__ == "__main__":
