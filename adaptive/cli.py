@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="sample the embedded pair Large-only vs blended and print the speed-up")
     _common(demo)
-    demo.add_argument("--num", type=int, default=16, help="videos per batch (default 16)")
+    demo.add_argument("--num", type=int, default=8, help="videos per batch (default 8)")
     demo.add_argument("--repeats", type=int, default=2, help="timing repeats (default 2)")
     demo.set_defaults(func=cmd_demo)
     samp = sub.add_parser("sample", help="sample videos from the embedded pair")

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("ADAPTIVE_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 def tiny_wan(heads: int = 2, layers: int = 2, in_channels: int = 16, text_dim: int = 32, seed: int = 0):

@@ -134,4 +134,5 @@ def test_guided_pair_keeps_cfg_halves_on_one_model():
 
     pair = ModelPair(recorder("large"), recorder("small")).guided(2.0, {"c": torch.zeros(1, 1)})
     sample(pair, torch.ones(3, 1), torch.tensor([1.0, 0.5, 0.0]), Schedule.large_first(0.7), c=torch.ones(3, 1))
-    assert seen == [("large", 6), ("small", 6)]
+    sampling_calls = [call for call in seen if call[1] == 6]  # the rest is the pair's one-row dry run
+    assert sampling_calls == [("large", 6), ("small", 6)]
