@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/flowblend demo
 
 test: $(STAMP) postgres
+	$(PY) -m mypy adaptive
 	$(PY) -m pytest
 
 # The scale-out test runs workers against a real PostgreSQL (a throwaway cluster the test starts on
