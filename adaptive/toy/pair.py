@@ -56,10 +56,16 @@ def load_pair(weights: Path | str | None = None, device: str | torch.device = "c
               ) -> tuple[ModelPair, Callable[[list[str]], torch.Tensor]]:
     """The embedded pair with classifier-free guidance, and the shared text encoder.
 
+    The pair's calibration metric is the toy video encoder's feature similarity.
+
     Conditioning for a prompt is ``{"encoder_hidden_states": encode([prompt])}``.
     """
+    from adaptive.toy.harness import Harness, load_encoder
+
     large, small = load_transformers(weights, device, dtype)
-    pair = ModelPair(large, small, sample_shape=SAMPLE_SHAPE, name=PAIR_NAME)
+    encoder_path = (Path(weights) if weights is not None else WEIGHTS_DIR) / "encoder.safetensors"
+    metric = Harness(load_encoder(encoder_path)).similarity  # the pair's own DINO-similarity analogue
+    pair = ModelPair(large, small, sample_shape=SAMPLE_SHAPE, name=PAIR_NAME, metric=metric)
     null = encode_prompts([""]).to(device)
     return pair.guided(guidance_scale, {"encoder_hidden_states": null}), encode_prompts
 
