@@ -81,7 +81,7 @@ def test_shipped_pair_samples_reproducibly():
     assert not torch.equal(blended[0], videos[0])
     # A fixed slice of the shipped Large model's output (regression check of weights and sampler).
     expected = torch.tensor(EXPECTED_SLICE)
-    torch.testing.assert_close(videos[0, 0, 3, 12, 10:16], expected, rtol=0, atol=2e-3)
+    torch.testing.assert_close(videos[0, 0, 3, 12, 10:16], expected, rtol=0, atol=5e-3)
 
 
-EXPECTED_SLICE = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+EXPECTED_SLICE = [-0.2457, -0.1856, -0.3864, -0.1096, -0.1703, -0.2549]
