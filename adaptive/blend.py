@@ -118,6 +118,28 @@ def check_compatible(transformers: Mapping[str, nn.Module]) -> None:
                                         "must share latent channels, patch size and text embedding width")
 
 
+def _auto_schedule(pipe: Any, large: nn.Module, small: nn.Module, num_inference_steps: int | None,
+                   guidance_scale: float | None, store: Any) -> Schedule:
+    from adaptive.errors import CalibrationError
+    from adaptive.pair import ModelPair
+    from adaptive.profiles import ProfileStore, sampler_signature
+
+    if num_inference_steps is None:
+        raise CalibrationError("blend(..., 'auto') needs num_inference_steps= (the steps you will pass to the "
+                               "pipeline) to pick the profile calibrated for that grid")
+    pair = ModelPair(large, small)
+    if guidance_scale is not None and guidance_scale != 1.0:
+        pair = pair.guided(guidance_scale)
+    shift = float(getattr(pipe.scheduler.config, "shift", 1.0))
+    signature = sampler_signature("euler", num_inference_steps, shift)
+    profile = (store if isinstance(store, ProfileStore) else ProfileStore(store)).find(pair, signature)
+    if profile is None:
+        raise CalibrationError(f"no stored profile for this pair and {signature}; calibrate it once with "
+                               "`flowblend calibrate --large DIR --small DIR --embeddings E.safetensors --shape ...` "
+                               "(same guidance scale) or adaptive.calibrate(), then blend again")
+    return profile.schedule()
+
+
 def _schedule_of(schedule_or_profile: Any) -> Schedule:
     if isinstance(schedule_or_profile, Schedule):
         return schedule_or_profile
@@ -126,10 +148,13 @@ def _schedule_of(schedule_or_profile: Any) -> Schedule:
     raise TypeError(f"expected an adaptive.Schedule or a Profile, got {type(schedule_or_profile).__name__}")
 
 
-def blend(pipe: Any, small_transformer: nn.Module, schedule_or_profile: Any) -> Any:
+def blend(pipe: Any, small_transformer: nn.Module, schedule_or_profile: Any, *, num_inference_steps: int | None = None,
+          guidance_scale: float | None = None, store: Any = None) -> Any:
     """Make ``pipe`` run its own transformer (Large) and ``small_transformer`` by a schedule.
 
-    ``schedule_or_profile`` is an :class:`~adaptive.Schedule` or a calibrated profile. Returns the
+    ``schedule_or_profile`` is an :class:`~adaptive.Schedule`, a calibrated profile, or ``"auto"``:
+    the stored profile for this pair, guidance scale and ``num_inference_steps`` on the pipeline's
+    scheduler shift (a clear error says how to calibrate when there is none). Returns the
     same pipeline object; :func:`unblend` restores it. Blending a blended pipeline replaces the
     schedule and Small model rather than nesting.
     """
@@ -137,7 +162,10 @@ def blend(pipe: Any, small_transformer: nn.Module, schedule_or_profile: Any) -> 
     if current is None:
         raise ValueError("the pipeline has no transformer to blend; load it with its transformer first")
     large = current.transformers[current.primary] if isinstance(current, BlendedTransformer) else current
-    schedule = _schedule_of(schedule_or_profile)
+    if isinstance(schedule_or_profile, str) and schedule_or_profile == "auto":
+        schedule = _auto_schedule(pipe, large, small_transformer, num_inference_steps, guidance_scale, store)
+    else:
+        schedule = _schedule_of(schedule_or_profile)
     if small_transformer.dtype != large.dtype or small_transformer.device != large.device:
         small_transformer = small_transformer.to(device=large.device, dtype=large.dtype)
     pipe.transformer = BlendedTransformer({"large": large, "small": small_transformer}, schedule)

@@ -136,3 +136,17 @@ def test_guided_pair_keeps_cfg_halves_on_one_model():
     sample(pair, torch.ones(3, 1), torch.tensor([1.0, 0.5, 0.0]), Schedule.large_first(0.7), c=torch.ones(3, 1))
     sampling_calls = [call for call in seen if call[1] == 6]  # the rest is the pair's one-row dry run
     assert sampling_calls == [("large", 6), ("small", 6)]
+
+
+def test_blend_auto_uses_the_stored_profile(wan_pair, tmp_path):
+    from adaptive import CalibrationError, Profile, ProfileStore, fingerprint
+
+    large, small = wan_pair
+    pipe = _wan_pipe(large)
+    with pytest.raises(CalibrationError, match="flowblend calibrate"):
+        blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    pair = ModelPair(large, small).guided(4.0)
+    ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler="euler-8-shift3", num_steps=8,
+                                        shift=3.0, sigma_in=0.9, sigma_out=0.4))
+    blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    assert pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)
