@@ -72,7 +72,9 @@ def _describe(h: Any, model: Any) -> None:
         h.update(type(model).__name__.encode())
         config = getattr(model, "config", None)
         if config is not None:
-            h.update(json.dumps(dict(config), sort_keys=True, default=str).encode())
+            # Keys like _name_or_path say where the weights were loaded from, not what they are.
+            public = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+            h.update(json.dumps(public, sort_keys=True, default=str).encode())
         for name, tensor in model.state_dict().items():
             _tensor_digest(h, name, tensor)
         return None

@@ -209,3 +209,26 @@ def test_probe_reports_non_finite_velocities():
     broken = ModelPair(LARGE, lambda x, s: x * float("nan"), sample_shape=(8,))
     with pytest.raises(NonFiniteVelocityError, match="probe step 0"):
         probe(broken, [{}], 4, seeds=[0])
+
+
+def test_fingerprint_ignores_where_weights_were_loaded_from(tmp_path):
+    from conftest import tiny_wan
+    from diffusers import WanTransformer3DModel
+
+    model = tiny_wan(seed=5)
+    for name in ("a", "b"):
+        model.save_pretrained(tmp_path / name)
+    loaded = [WanTransformer3DModel.from_pretrained(tmp_path / n) for n in ("a", "b")]
+    assert fingerprint(ModelPair(loaded[0], loaded[0])) == fingerprint(ModelPair(loaded[1], loaded[1]))
+    assert fingerprint(ModelPair(loaded[0], loaded[0])) != fingerprint(ModelPair(loaded[0], tiny_wan(seed=6)))
+
+
+def test_shipped_profile_is_found_for_the_embedded_pair():
+    from pathlib import Path
+
+    from adaptive.toy import load_pair
+
+    pair, _ = load_pair()
+    store = ProfileStore(Path(__file__).resolve().parents[1] / "profiles")
+    profile = store.find(pair, "euler-30-shift3")
+    assert profile is not None and not profile.is_large_only
