@@ -91,9 +91,7 @@ def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Seq
 
 
 def _small_cost(pair: ModelPair, reference: Reference) -> float:
-    row = reference.states[0][:1]
-    cond = {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim else v) for k, v in reference.cond.items()}
-    flops = flops_per_row(pair, row, **cond)
+    flops = flops_per_row(pair, reference.states[0], **reference.cond)
     return flops["small"] / flops["large"] if flops.get("large") else _FALLBACK_SMALL_COST
 
 

@@ -101,10 +101,8 @@ def _grid(args: argparse.Namespace) -> torch.Tensor:
 
 
 def _default_schedule(pair, args: argparse.Namespace) -> Schedule:
-    try:
-        from adaptive.profiles import ProfileStore, sampler_signature
-    except ImportError:
-        return Schedule.lsl(*DEFAULT_WINDOW)
+    from adaptive.profiles import ProfileStore, sampler_signature
+
     profile = ProfileStore().find(pair, sampler_signature("euler", args.steps, args.shift))
     return profile.schedule() if profile is not None else Schedule.lsl(*DEFAULT_WINDOW)
 
@@ -237,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         blend_schedule, source = profile.schedule(), f"profile {profile.sampler}"
     else:
         blend_schedule, source = Schedule.lsl(*DEFAULT_WINDOW), "default window (no profile stored)"
-    per_row = flops_per_row(pair, noise[:1], **{k: v[:1] for k, v in cond.items()})
+    per_row = flops_per_row(pair, noise, **cond)
     small_cost = per_row["small"] / per_row["large"]
     grid = _grid(argparse.Namespace(steps=steps, shift=args.shift))
     fraction = 1 - blend_schedule.fraction("small", grid) * (1 - small_cost)

@@ -127,6 +127,12 @@ class TransformerDenoiser:
         return f"TransformerDenoiser({type(self.transformer).__name__}, layout={self.layout})"
 
 
+def first_row(cond: Mapping[str, Any], batch: int) -> dict[str, Any]:
+    """The conditioning of a batch's first sample: tensors batched along dim 0 are cut to one row."""
+    return {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == batch else v)
+            for k, v in cond.items()}
+
+
 def _batched(value: Any, n: int) -> Any:
     if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == 1 and n > 1:
         return value.expand(n, *value.shape[1:])

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from adaptive.denoisers import Denoiser
+from adaptive.denoisers import Denoiser, first_row
 from adaptive.pair import ModelPair
 
 
@@ -82,6 +82,5 @@ def count_flops(model: Denoiser, x: torch.Tensor, sigma: float = 0.5, **cond: An
 def flops_per_row(pair: ModelPair, x: torch.Tensor, **cond: Any) -> dict[str, int]:
     """FLOPs per latent row (one sample, one call, guidance included) for each model of ``pair``."""
     row = x[:1]
-    row_cond = {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == x.shape[0] else v)
-                for k, v in cond.items()}
+    row_cond = first_row(cond, x.shape[0])
     return {k: count_flops(m, row, **row_cond) for k, m in pair.models.items()}

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from adaptive.denoisers import Denoiser, GuidedDenoiser, as_denoiser, underlying_module
+from adaptive.denoisers import Denoiser, GuidedDenoiser, as_denoiser, first_row, underlying_module
 from adaptive.errors import PairMismatchError
 
 
@@ -77,8 +77,7 @@ class ModelPair:
             raise PairMismatchError(f"noise has per-sample shape {tuple(x.shape[1:])} but the pair expects "
                                     f"{self.sample_shape}; draw noise of shape (batch, *pair.sample_shape)")
         row = x[:1]
-        row_cond = {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == x.shape[0] else v)
-                    for k, v in cond.items()}
+        row_cond = first_row(cond, x.shape[0])
         with torch.no_grad():
             for name, model in self.models.items():
                 try:
