@@ -27,10 +27,15 @@ from adaptive.schedule import Schedule
 
 @dataclass
 class Row:
-    """One way of sampling: a schedule, a step count, a solver, optionally a cache accelerator."""
+    """One way of sampling: a schedule, a step count, a solver, optionally a cache accelerator.
+
+    ``schedule`` is anything :func:`adaptive.sample` takes: a :class:`Schedule`, None (Large only), a
+    per-prompt :class:`~adaptive.Profile` or a :class:`~adaptive.controller.ControllerConfig`. Rows
+    whose plan differs per sample count FLOPs over the whole batch (probes included).
+    """
 
     name: str
-    schedule: Schedule | None
+    schedule: Any
     num_steps: int
     sampler: str = "euler"
     cache: float | None = None  # First Block Cache threshold on the Large model
@@ -69,11 +74,17 @@ def _run(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: dic
         _set_cache(pair, None)
 
 
-def _flops(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: dict[str, Any]) -> int:
+def _per_sample(row: Row) -> bool:
+    return row.schedule is not None and not isinstance(row.schedule, Schedule)
+
+
+def _flops(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: dict[str, Any]) -> float:
+    """FLOPs per video: one video, or the whole batch averaged when plans differ per sample."""
     counter = FlopCounterMode(display=False)
+    rows = noise.shape[0] if _per_sample(row) else 1
     with counter:
-        _run(pair, row, noise[:1], shift, {k: v[:1] for k, v in cond.items()})
-    return int(counter.get_total_flops())
+        _run(pair, row, noise[:rows], shift, {k: v[:rows] for k, v in cond.items()})
+    return counter.get_total_flops() / rows
 
 
 def _sync(device: torch.device) -> None:
@@ -116,8 +127,14 @@ def run_bench(pair: ModelPair, rows: list[Row], noise: torch.Tensor, cond: dict[
                        "peak_gib": peak[row.name] if device.type == "cuda" else float("nan"),
                        **quality(outputs[row.name], None if row is rows[0] else reference)}
     return {"rows": [{"name": r.name, "steps": r.num_steps, "sampler": r.sampler, "cache": r.cache,
-                      "schedule": None if r.schedule is None else r.schedule.to_dict(), **r.metrics} for r in rows],
+                      "schedule": _describe(r.schedule), **r.metrics} for r in rows],
             "seconds_raw": seconds, "outputs": outputs}
+
+
+def _describe(schedule: Any) -> Any:
+    if schedule is None or isinstance(schedule, Schedule):
+        return None if schedule is None else schedule.to_dict()
+    return type(schedule).__name__
 
 
 COLUMNS = [("gflops_per_video", "GFLOPs/video", "{:.2f}"), ("flops_saved_pct", "FLOPs saved", "{:.0f}%"),

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -46,34 +47,56 @@ _FALLBACK_SMALL_COST = 0.5
 
 
 class Evaluator:
-    """Final-sample quality and cost of Large-Small-Large windows, restarting from cached states."""
+    """Final-sample quality and cost of Large-Small-Large windows, restarting from cached states.
+
+    Qualities are kept per sample (so per-prompt calibration reads them for free); the Small run of
+    the last window start is cached step by step, so windows that share a start share their Small
+    prefix.
+    """
 
     def __init__(self, pair: ModelPair, reference: Reference, metric: Metric, small_cost: float) -> None:
         self.pair, self.reference, self.metric, self.small_cost = pair, reference, metric, small_cost
         self.n = len(reference.grid) - 1
-        self.cache: dict[tuple[int, int], tuple[float, float]] = {}
+        self.cache: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
         self.large_equivalents = 0.0  # calls actually spent, in Large-call units per sample
+        self._prefix: tuple[int, list[torch.Tensor]] = (-1, [])
 
     def cost(self, start: int, stop: int) -> float:
         """Compute of the window as a fraction of Large-only (1.0)."""
         return (self.n - (stop - start) * (1.0 - self.small_cost)) / self.n
 
+    def _step(self, model: Any, x: torch.Tensor, i: int) -> torch.Tensor:
+        grid = self.reference.grid
+        sigma = torch.full((x.shape[0],), grid[i], device=x.device)
+        return x + (grid[i + 1] - grid[i]) * model(x, sigma, **self.reference.cond)
+
+    def _small_until(self, start: int, stop: int) -> torch.Tensor:
+        if self._prefix[0] != start:
+            self._prefix = (start, [self.reference.states[start]])
+        states = self._prefix[1]
+        while len(states) <= stop - start:
+            states.append(self._step(self.pair.small, states[-1], start + len(states) - 1))
+            self.large_equivalents += self.small_cost
+        return states[stop - start]
+
     @torch.no_grad()
-    def quality(self, start: int, stop: int) -> float:
-        """Mean metric of the blended result against Large-only (cached per window)."""
+    def qualities(self, start: int, stop: int) -> np.ndarray:
+        """Per-sample metric of the blended result against Large-only (cached per window)."""
         if start >= stop:
-            return 1.0
+            return np.ones(len(self.reference.final))
         key = (start, stop)
         if key not in self.cache:
-            grid, cond = self.reference.grid, self.reference.cond
-            x = self.reference.states[start]
-            for i in range(start, self.n):
-                model = self.pair.small if i < stop else self.pair.large
-                x = x + (grid[i + 1] - grid[i]) * model(x, torch.full((x.shape[0],), grid[i], device=x.device),
-                                                         **cond)
-            self.large_equivalents += (stop - start) * self.small_cost + (self.n - stop)
-            self.cache[key] = (float(self.metric(x, self.reference.final).mean()), self.cost(start, stop))
+            x = self._small_until(start, stop)
+            for i in range(stop, self.n):
+                x = self._step(self.pair.large, x, i)
+            self.large_equivalents += self.n - stop
+            values = self.metric(x, self.reference.final).detach().float().cpu().numpy().astype(float)
+            self.cache[key] = (values, self.cost(start, stop))
         return self.cache[key][0]
+
+    def quality(self, start: int, stop: int) -> float:
+        """Mean metric of the blended result against Large-only."""
+        return float(self.qualities(start, stop).mean())
 
 
 def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
@@ -174,7 +197,8 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
               quality_target: float = DEFAULT_QUALITY_TARGET, n_trials: int = DEFAULT_TRIALS,
               metric: Metric | None = None, storage: Any = None, study_name: str | None = None,
               store: ProfileStore | str | Path | None = None, detector: ChangePointDetector | None = None,
-              probe_steps: Sequence[int] | None = None, progress: bool = True, save: bool = True) -> Profile:
+              probe_steps: Sequence[int] | None = None, progress: bool = True, save: bool = True,
+              per_prompt: bool = False) -> Profile:
     """Find where Small may replace Large for this pair and sampler grid; return (and store) a Profile.
 
     Args:
@@ -188,10 +212,16 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         n_trials: Optuna trials in all (shared by every worker of the study).
         storage: an Optuna storage (SQLAlchemy URL, ``JournalStorage``...); default SQLite in the store.
         store: the :class:`ProfileStore` (or its directory) the profile is written to.
+        per_prompt: also choose a window per prompt (keyed by :func:`~adaptive.profiles.prompt_key`
+            of its conditioning; unseen prompts fall back to the pair-level window) and fit the
+            online controller (``sample(..., schedule="online")``) from those windows.
 
     A quality target no window meets gives a Large-only profile whose ``note`` says so.
     """
     _check_inputs(conds, num_steps, seeds, quality_target, n_trials)
+    if per_prompt and probe_steps is not None:
+        raise CalibrationError("per_prompt=True fits the online controller on every step's divergence; "
+                               "leave probe_steps=None")
     store = store if isinstance(store, ProfileStore) else ProfileStore(store)
     metric = metric or pair.metric or LatentSimilarity()
     metric_name = getattr(metric, "name", type(metric).__name__)
@@ -207,6 +237,9 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
                    seed=0 if storage is None else None)
     profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, evaluator, quality_target,
                        metric_name, conds, seeds, name)
+    if per_prompt:
+        profile = _with_per_prompt(profile, evaluator, curve, reference, len(conds), len(seeds), quality_target,
+                                   detector or ChangePointDetector(), progress)
     if profile.note:
         warnings.warn(profile.note, stacklevel=2)
     if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
@@ -258,6 +291,66 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
                      "study_name": study_name, "samples": int(curve.cost["samples"])},
         note=note,
     )
+
+
+PER_PROMPT_STOP_OFFSETS = (-6, -4, -2, 0, 2, 4, 6)
+
+
+def _candidate_windows(evaluator: Evaluator, start: int, stop: int, proposals: Sequence[Boundaries | None]
+                       ) -> list[tuple[int, int]]:
+    """Windows judged per prompt: the pair window with its end moved, each prompt's change-point
+    proposal, and every window the study already evaluated (free: cached per sample)."""
+    n = evaluator.n
+    windows = set(evaluator.cache)
+    if start < stop:
+        windows |= {(start, min(n, max(start + 1, stop + d))) for d in PER_PROMPT_STOP_OFFSETS}
+    windows |= {(p.start, p.stop) for p in proposals if p is not None and not p.is_large_only}
+    return sorted(windows)
+
+
+def _with_per_prompt(profile: Profile, evaluator: Evaluator, curve: DivergenceCurve, reference: Reference,
+                     num_conds: int, num_seeds: int, target: float, detector: ChangePointDetector,
+                     progress: bool) -> Profile:
+    """Per-prompt windows (cheapest candidate meeting the target on that prompt's samples) and the
+    online controller fitted to them."""
+    from tqdm.auto import tqdm
+
+    from adaptive.controller import fit_controller
+    from adaptive.denoisers import select_rows
+    from adaptive.profiles import prompt_key
+
+    batch = len(reference.final)
+    rows_of = [list(range(k * num_seeds, (k + 1) * num_seeds)) for k in range(num_conds)]
+    proposals = []
+    for rows in rows_of:
+        values = curve.rel_l2[:, rows].mean(axis=1)
+        proposals.append(detector.fit(values, curve.grid).predict())
+    start, stop = (profile.small_steps[0], profile.small_steps[-1] + 1) if profile.small_steps else (0, 0)
+    candidates = _candidate_windows(evaluator, start, stop, proposals)
+    for a, b in tqdm(candidates, desc="per-prompt windows", disable=not progress, leave=False):
+        evaluator.qualities(a, b)
+    windows: dict[str, dict[str, Any]] = {}
+    starts: list[int | None] = []
+    sigma_outs: list[float | None] = []
+    for k, rows in enumerate(rows_of):
+        best = (0, 0, 1.0, 1.0)
+        for a, b in candidates:
+            quality, cost = float(evaluator.qualities(a, b)[rows].mean()), evaluator.cost(a, b)
+            if quality >= target and (cost, -quality) < (best[3], -best[2]):
+                best = (a, b, quality, cost)
+        chosen = boundaries_from_steps(curve.grid, best[0], best[1])
+        key = prompt_key(select_rows(reference.cond, batch, [rows[0]]))
+        windows[key] = {"start": best[0], "stop": best[1], "sigma_in": chosen.sigma_in,
+                        "sigma_out": chosen.sigma_out, "quality": best[2], "cost": best[3]}
+        starts += [best[0] if best[0] < best[1] else None] * num_seeds
+        sigma_outs += [chosen.sigma_out if best[0] < best[1] else None] * num_seeds
+    controller = fit_controller(curve.grid.tolist(), curve.rel_l2.T, starts, sigma_outs, profile.sigma_out)
+    mean_cost = float(np.mean([w["cost"] for w in windows.values()]))
+    per_prompt = {"windows": windows, "candidates": [list(w) for w in candidates], "mean_cost": mean_cost,
+                  "fallback": "pair-level window for prompts not calibrated"}
+    spent = dict(profile.cost, calibration_large_equivalents_per_sample=(
+        profile.cost.get("probe_large_equivalents_per_sample", 0.0) + evaluator.large_equivalents))
+    return dataclasses.replace(profile, per_prompt=per_prompt, controller=controller.to_dict(), cost=spent)
 
 
 def windows_table(study: optuna.Study) -> list[dict[str, Any]]:

@@ -17,8 +17,11 @@ from adaptive.schedule import Schedule
 DEFAULT_WINDOW = (0.85, 0.3)
 
 
-def parse_schedule(text: str) -> Schedule:
-    """``large``, ``lsl:SIGMA_IN,SIGMA_OUT``, ``sl:SWITCH``, ``ls:BOUNDARY`` or a schedule JSON file."""
+def parse_schedule(text: str) -> Schedule | str:
+    """``large``, ``lsl:SIGMA_IN,SIGMA_OUT``, ``sl:SWITCH``, ``ls:BOUNDARY``, a schedule JSON file, or
+    ``auto``/``online`` (the stored profile: per-prompt windows / the online controller)."""
+    if text in ("auto", "online"):
+        return text
     kind, _, args = text.partition(":")
     try:
         values = [float(v) for v in args.split(",")] if args else []
@@ -67,6 +70,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from adaptive.toy import generate, load_pair
     from adaptive.toy.video import save_strip
 
+    if isinstance(args.schedule, str):
+        raise SystemExit(f"demo compares one fixed schedule with Large only; for --schedule {args.schedule} run "
+                         f"`flowblend sample --schedule {args.schedule}` (it prints every decision)")
     pair, _ = load_pair(device=args.device, dtype=args.dtype)
     schedule = args.schedule or _default_schedule(pair, args)
     prompts = _prompts(args, args.num)
@@ -115,8 +121,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     pair, _ = load_pair(device=args.device, dtype=args.dtype)
     schedule = args.schedule or _default_schedule(pair, args)
     prompts = _prompts(args, args.num)
-    videos = generate(pair, prompts, list(range(args.seed, args.seed + args.num)), schedule,
-                      num_steps=args.steps, shift=args.shift, sampler=args.sampler)
+    seeds = list(range(args.seed, args.seed + args.num))
+    if isinstance(schedule, str):
+        if args.sampler != "euler":
+            raise SystemExit(f"--schedule {schedule} runs with the Euler sampler; drop --sampler {args.sampler}")
+        from adaptive.sampling import sample, sigmas
+        from adaptive.toy import seeded_noise
+        from adaptive.toy.data import encode_prompts
+
+        videos, decisions = sample(pair, seeded_noise(seeds, device=args.device), sigmas(args.steps, args.shift),
+                                   schedule, return_decisions=True,
+                                   encoder_hidden_states=encode_prompts(prompts).to(args.device, args.dtype))
+        print(decisions.summary())
+    else:
+        videos = generate(pair, prompts, seeds, schedule, num_steps=args.steps, shift=args.shift, sampler=args.sampler)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_strip(out / "samples.png", {str(schedule): videos}, prompts)
@@ -171,7 +189,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     store = ProfileStore(args.store)
     profile = calibrate(pair, conds, num_steps=args.steps, seeds=list(range(args.seeds)), shift=args.shift,
                         quality_target=args.target, n_trials=args.trials, storage=args.storage,
-                        study_name=args.study, store=store)
+                        study_name=args.study, store=store, per_prompt=args.per_prompt)
     path = store.path_for(profile.pair_fingerprint, profile.sampler)
     plot = plot_profile(profile, Path(args.out) / "divergence.png")
     proposal = profile.proposal
@@ -187,6 +205,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ("compute vs Large only", f"{profile.cost['fraction_of_large']:.3f}"),
         ("calibration cost", f"{profile.cost['calibration_large_equivalents_per_sample']:.0f} Large calls per sample"),
         ("trials", str(profile.calibration["n_trials"])),
+        *([("per-prompt windows", ", ".join(f"{w['start']}..{w['stop'] - 1}" if w["start"] < w["stop"] else "Large"
+                                            for w in profile.per_prompt["windows"].values())),
+           ("online controller", f"threshold {profile.controller['threshold']:.4f}, probes <= "
+                                 f"{profile.controller['probe_budget']}, sigma_out correction "
+                                 f"{'fitted' if profile.controller['regression'] else 'none (prior only)'}")]
+          if args.per_prompt else []),
         ("profile", str(path)),
         ("plot", str(plot)),
     ]
@@ -229,6 +253,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         profile = ProfileStore(args.store).find(pair, sampler_signature("euler", steps, args.shift))
     for w in caught:
         print(f"note: {w.message}")
+    if isinstance(args.schedule, str):
+        raise SystemExit("bench compares rows itself: the per-prompt and online rows come from the stored "
+                         "profile; give --schedule a fixed schedule (lsl:0.85,0.3) or leave it out")
     if args.schedule is not None:
         blend_schedule, source = args.schedule, "--schedule"
     elif profile is not None:
@@ -246,6 +273,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Row("2. Small only", Schedule.from_stages([(1.0, 0.0, "small")]), steps),
         Row(f"3. FlowBlending ({source})", blend_schedule, steps),
     ]
+    if profile is not None and profile.has_per_prompt and args.schedule is None:
+        from adaptive.profiles import prompt_key
+        from adaptive.denoisers import select_rows
+
+        known = sum(prompt_key(select_rows(cond, n, [b])) in profile.per_prompt["windows"] for b in range(n))
+        rows.append(Row(f"4a. per-prompt profile ({known}/{n} prompts calibrated, rest pair-level)", profile, steps))
+    if profile is not None and profile.controller and args.schedule is None:
+        from adaptive.controller import ControllerConfig
+
+        rows.append(Row("4b. online controller (probes included)", ControllerConfig.from_dict(profile.controller),
+                        steps))
     if args.oracle:
         oracle = _json.loads(Path(args.oracle).read_text())
         rows.append(Row("5. oracle window (exhaustive sweep)", Schedule.lsl(oracle["sigma_in"], oracle["sigma_out"]),
@@ -334,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--storage", help="Optuna storage URL shared by workers (default: SQLite in the store)")
     cal.add_argument("--study", help="study name, to join other workers (default: derived from the inputs)")
     cal.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
+    cal.add_argument("--per-prompt", action="store_true",
+                     help="also store a window per prompt and fit the online controller (--schedule online)")
     cal.set_defaults(func=cmd_calibrate)
     return parser
 

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -127,10 +127,22 @@ class TransformerDenoiser:
         return f"TransformerDenoiser({type(self.transformer).__name__}, layout={self.layout})"
 
 
+def select_rows(cond: Mapping[str, Any], batch: int, rows: Sequence[int] | slice) -> dict[str, Any]:
+    """The conditioning of some samples of a batch: tensors batched along dim 0 keep ``rows``;
+    anything else (a shared embedding, a flag) is passed through."""
+    index: Any = rows if isinstance(rows, slice) else torch.as_tensor(list(rows), dtype=torch.long)
+    out = {}
+    for key, value in cond.items():
+        if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
+            out[key] = value[index] if isinstance(index, slice) else value[index.to(value.device)]
+        else:
+            out[key] = value
+    return out
+
+
 def first_row(cond: Mapping[str, Any], batch: int) -> dict[str, Any]:
-    """The conditioning of a batch's first sample: tensors batched along dim 0 are cut to one row."""
-    return {k: (v[:1] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == batch else v)
-            for k, v in cond.items()}
+    """The conditioning of a batch's first sample (see :func:`select_rows`)."""
+    return select_rows(cond, batch, slice(0, 1))
 
 
 def _batched(value: Any, n: int) -> Any:

@@ -46,6 +46,29 @@ def sampler_signature(sampler: str, num_steps: int, shift: float) -> str:
     return f"{sampler}-{int(num_steps)}-shift{float(shift):g}"
 
 
+def prompt_key(cond: Any) -> str:
+    """A short hash of one sample's conditioning (its keyword arguments): the key of per-prompt
+    boundaries. Tensors are hashed by shape and values rounded to 4 decimals, so the same prompt
+    embedding recomputed on another device or dtype maps to the same key.
+
+    Example:
+        >>> import torch
+        >>> prompt_key({"e": torch.ones(1, 3)}) == prompt_key({"e": torch.ones(1, 3, dtype=torch.float64)})
+        True
+    """
+    h = hashlib.sha256()
+    for name in sorted(cond):
+        value = cond[name]
+        h.update(name.encode())
+        if isinstance(value, torch.Tensor):
+            array = value.detach().float().cpu().numpy().round(4) + 0.0  # + 0.0 folds -0.0 into 0.0
+            h.update(f"{tuple(array.shape)}".encode())
+            h.update(array.astype("float32").tobytes())
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()[:16]
+
+
 def _tensor_digest(h: Any, name: str, tensor: torch.Tensor) -> None:
     flat = tensor.detach().reshape(-1)
     h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
@@ -134,6 +157,20 @@ class Profile:
     def schedule(self) -> Schedule:
         """The Large-Small-Large schedule (Large only when no window is safe)."""
         return Schedule.large_only() if self.is_large_only else Schedule.lsl(self.sigma_in, self.sigma_out)
+
+    def schedule_for(self, key: str | None) -> Schedule:
+        """The schedule of the prompt whose :func:`prompt_key` is ``key`` (per-prompt calibration),
+        or the pair-level one for a prompt the profile has not seen."""
+        window = self.per_prompt.get("windows", {}).get(key) if key is not None else None
+        if window is None:
+            return self.schedule()
+        if window["sigma_in"] == window["sigma_out"]:
+            return Schedule.large_only()
+        return Schedule.lsl(window["sigma_in"], window["sigma_out"])
+
+    @property
+    def has_per_prompt(self) -> bool:
+        return bool(self.per_prompt.get("windows"))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

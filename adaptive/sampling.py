@@ -17,13 +17,16 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
-from adaptive.denoisers import Denoiser, as_denoiser
-from adaptive.errors import NonFiniteVelocityError
+from adaptive.controller import ControllerConfig, Decisions, OnlineController
+from adaptive.denoisers import Denoiser, as_denoiser, select_rows
+from adaptive.errors import NonFiniteVelocityError, ScheduleError
+from adaptive.metrics import rel_l2
 from adaptive.pair import ModelPair
+from adaptive.profiles import Profile, prompt_key
 from adaptive.schedule import Schedule, check_grid
 
 Callback = Callable[[dict[str, Any]], None]
@@ -58,20 +61,101 @@ def _models(models: Models) -> dict[str, Denoiser]:
     return {k: as_denoiser(v) for k, v in models.items()}
 
 
-def _plan(models: Models, sigmas: torch.Tensor, schedule: Schedule | str | None, noise: torch.Tensor,
-          cond: dict[str, Any]) -> tuple[list[float], list[str]]:
+def _static_plan(models: Models, sigmas: torch.Tensor, schedule: Schedule | str | None, noise: torch.Tensor,
+                 cond: dict[str, Any]) -> tuple[list[float], list[str]]:
+    """One plan for the whole batch (used by Heun, which needs the same model for both stages)."""
     grid = check_grid(sigmas)
     schedule = Schedule.large_only() if schedule is None else schedule
-    if schedule == "auto":
-        from adaptive.auto import resolve
-
-        if not isinstance(models, ModelPair):
-            raise TypeError("schedule='auto' needs a ModelPair (its fingerprint keys the stored profile)")
-        schedule = resolve(models, sigmas, noise, cond)[0]
+    if isinstance(schedule, str) and schedule == "auto":
+        schedule = _resolve(models, sigmas, noise, cond).schedule()
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule must be an adaptive.Schedule, 'auto' or None, got {schedule!r}")
+        raise TypeError(f"this sampler takes an adaptive.Schedule, 'auto' or None, got {schedule!r}; the online "
+                        "controller and per-prompt profiles run with adaptive.sample (Euler)")
     schedule.check_models(_models(models))
     return grid, schedule.step_models(grid)
+
+
+def _resolve(models: Models, sigmas: torch.Tensor, noise: torch.Tensor, cond: dict[str, Any]) -> Profile:
+    from adaptive.auto import resolve
+
+    if not isinstance(models, ModelPair):
+        raise TypeError("schedule='auto' and 'online' need a ModelPair (its fingerprint keys the stored profile)")
+    return resolve(models, sigmas, noise, cond)[1]
+
+
+def _planner(models: Models, sigmas: torch.Tensor, schedule: Any, noise: torch.Tensor, cond: dict[str, Any],
+             batch_decisions: str) -> RowPlans | OnlineController:
+    """What decides the model of each row at each step: fixed plans or the online controller."""
+    grid, batch = check_grid(sigmas), noise.shape[0]
+    if batch_decisions not in ("split", "shared"):
+        raise ValueError(f"batch_decisions must be 'split' (each sample decides) or 'shared' (one decision "
+                         f"for the batch), got {batch_decisions!r}")
+    if isinstance(schedule, str) and schedule == "online":
+        profile = _resolve(models, sigmas, noise, cond)
+        schedule = ControllerConfig.from_dict(profile.controller)
+    elif isinstance(schedule, str) and schedule == "auto":
+        schedule = _resolve(models, sigmas, noise, cond)
+    if isinstance(schedule, ControllerConfig):
+        for name in ("large", "small"):
+            if name not in _models(models):
+                raise ScheduleError(f"the online controller needs models named 'large' and 'small'; got "
+                                    f"{sorted(_models(models))}")
+        rows = 1 if batch_decisions == "shared" else batch
+        return OnlineController(schedule, grid, rows, shared=batch_decisions == "shared")
+    if isinstance(schedule, Profile) and schedule.has_per_prompt:
+        keys = [prompt_key(select_rows(cond, batch, [b])) for b in range(batch)]
+        schedules = [schedule.schedule_for(k) for k in keys]
+        known = [k in schedule.per_prompt["windows"] for k in keys]
+        reasons = ["per-prompt boundaries" if seen else "pair-level boundaries (prompt not calibrated)"
+                   for seen in known]
+    else:
+        if isinstance(schedule, Profile):
+            schedule = schedule.schedule()
+        schedule = Schedule.large_only() if schedule is None else schedule
+        if not isinstance(schedule, Schedule):
+            raise TypeError("schedule must be an adaptive.Schedule, Profile, ControllerConfig, 'auto', 'online' "
+                            f"or None, got {schedule!r}")
+        schedules, reasons = [schedule] * batch, ["one schedule for the batch"] * batch
+    for s in schedules:
+        s.check_models(_models(models))
+    return RowPlans(grid, [s.step_models(grid) for s in schedules], reasons)
+
+
+class RowPlans:
+    """Fixed per-row plans behind the same interface as :class:`~adaptive.controller.OnlineController`."""
+
+    def __init__(self, grid: list[float], plans: list[list[str]], reasons: list[str]) -> None:
+        self.shared = False
+        self.decisions = Decisions(grid, plans, [[] for _ in plans], [[] for _ in plans],
+                                   [_first(p, "small") for p in plans], [_back(p) for p in plans],
+                                   [None] * len(plans), reasons)
+
+    def models_at(self, i: int) -> list[str]:
+        return [plan[i] for plan in self.decisions.models]
+
+    def probe_rows(self, i: int) -> list[int]:
+        return []
+
+    def monitor_rows(self, i: int) -> list[int]:
+        return []
+
+    def observe(self, i: int, divergence: Mapping[int, float]) -> None:
+        return None
+
+    def observe_monitor(self, i: int, divergence: Mapping[int, float]) -> None:
+        return None
+
+
+def _first(plan: list[str], name: str) -> int | None:
+    return plan.index(name) if name in plan else None
+
+
+def _back(plan: list[str]) -> int | None:
+    first = _first(plan, "small")
+    if first is None:
+        return None
+    rest = [i for i in range(first, len(plan)) if plan[i] != "small"]
+    return rest[0] if rest else None
 
 
 def _prepare(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, cond: dict[str, Any]) -> None:
@@ -93,30 +177,95 @@ def check_finite(v: torch.Tensor, model_name: str, step: int) -> None:
                                      "(fp16 overflows: try bf16 or fp32) and its inputs")
 
 
+def _call_rows(model: Denoiser, x: torch.Tensor, sigma: float, cond: dict[str, Any], rows: list[int]
+               ) -> torch.Tensor:
+    """``model`` on the samples ``rows`` of the batch (the whole batch without indexing when all)."""
+    batch = x.shape[0]
+    if len(rows) != batch:
+        x, cond = x[torch.as_tensor(rows, device=x.device)], select_rows(cond, batch, rows)
+    return model(x, torch.full((x.shape[0],), sigma, device=x.device), **cond)
+
+
+def _measure(planner: RowPlans | OnlineController, rows: list[int], batch: int, v: torch.Tensor,
+             probe: torch.Tensor, index: list[int], reference_is_probe: bool) -> dict[int, float]:
+    """Divergence ``||v_L - v_S|| / ||v_L||`` per controlled row (the batch mean for a shared decision)."""
+    ours = v[torch.as_tensor(index, device=v.device)]
+    large, small = (probe, ours) if reference_is_probe else (ours, probe)
+    values = rel_l2(small, large).cpu().tolist()  # one host read per probe step
+    if planner.shared:
+        return {0: float(sum(values) / len(values))}
+    return dict(zip(rows, values))
+
+
+@overload
+def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
+           callback: Callback | None = None, check_every: int = 0, batch_decisions: str = "split",
+           return_decisions: Literal[False] = False, **cond: Any) -> torch.Tensor: ...
+
+
+@overload
+def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
+           callback: Callback | None = None, check_every: int = 0, batch_decisions: str = "split", *,
+           return_decisions: Literal[True], **cond: Any) -> tuple[torch.Tensor, Decisions]: ...
+
+
 @torch.no_grad()
-def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Schedule | str | None = None,
-           callback: Callback | None = None, check_every: int = 0, **cond: Any) -> torch.Tensor:
+def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
+           callback: Callback | None = None, check_every: int = 0, batch_decisions: str = "split",
+           return_decisions: bool = False, **cond: Any) -> torch.Tensor | tuple[torch.Tensor, Decisions]:
     """Euler sampling (diffusers' FlowMatchEulerDiscrete step) with the model the schedule picks.
 
-    ``schedule`` is a :class:`Schedule`, None (Large only) or ``"auto"``: the stored profile for
-    this pair and grid, calibrated once on this batch's conditioning if there is none.
+    ``schedule`` is one of:
+
+    - ``None``: Large only; a :class:`Schedule`: the same stages for every sample;
+    - ``"auto"``: the stored profile for this pair and grid (calibrated once on this batch if there
+      is none); a profile with per-prompt boundaries gives each sample its prompt's window and
+      unseen prompts the pair-level one. A :class:`~adaptive.Profile` directly does the same;
+    - ``"online"``: the stored profile's online controller; or a
+      :class:`~adaptive.controller.ControllerConfig` directly. Large runs until Small's probes agree
+      with it, Small until the predicted return sigma, then Large again (see :mod:`adaptive.controller`).
+
+    ``batch_decisions="split"`` lets every sample decide for itself (a step then calls each model
+    on the samples that need it); ``"shared"`` makes one decision for the batch from the batch-mean
+    divergence, so every step is one call of one model. Classifier-free guidance lives inside each
+    model (:meth:`ModelPair.guided`), so cond and uncond of a sample always run on the same model.
 
     ``check_every=k`` checks the velocity for NaN/Inf every ``k`` steps (0: never; each check is one
-    host read). Returns the final ``x`` at sigma = ``sigmas[-1]``.
+    host read). Returns the final ``x`` at sigma = ``sigmas[-1]``, and with ``return_decisions=True``
+    also the :class:`~adaptive.controller.Decisions` (which model ran each step and why).
     """
     _prepare(models, noise, sigmas, cond)
-    grid, plan = _plan(models, sigmas, schedule, noise, cond)
-    table = _models(models)
+    planner = _planner(models, sigmas, schedule, noise, cond, batch_decisions)
+    grid, table, batch = check_grid(sigmas), _models(models), noise.shape[0]
+    expand = (lambda rows: list(range(batch)) if rows else []) if planner.shared else (lambda rows: list(rows))
     x = noise
-    for i, name in enumerate(plan):
-        sigma = torch.full((x.shape[0],), grid[i], device=x.device)
-        v = table[name](x, sigma, **cond)
+    for i in range(len(grid) - 1):
+        names = planner.models_at(i)
+        per_sample = names * batch if planner.shared else names
+        v = torch.empty_like(x) if len(set(per_sample)) > 1 else None
+        for name in dict.fromkeys(per_sample):
+            rows = [b for b in range(batch) if per_sample[b] == name]
+            out = _call_rows(table[name], x, grid[i], cond, rows)
+            if v is None:
+                v = out
+            else:
+                v[torch.as_tensor(rows, device=x.device)] = out
+        assert v is not None
+        for kind, model_name, observe in (("probe", "small", planner.observe),
+                                          ("monitor", "large", planner.observe_monitor)):
+            rows = planner.probe_rows(i) if kind == "probe" else planner.monitor_rows(i)
+            if rows:
+                index = expand(rows)
+                extra = _call_rows(table[model_name], x, grid[i], cond, index)
+                observe(i, _measure(planner, rows, batch, v, extra, index, reference_is_probe=kind == "monitor"))
         if check_every and i % check_every == 0:
-            check_finite(v, name, i)
+            check_finite(v, "/".join(dict.fromkeys(per_sample)), i)
         if callback is not None:
-            callback({"i": i, "sigma": grid[i], "sigma_next": grid[i + 1], "x": x, "v": v, "model_name": name})
+            uniform = per_sample[0] if len(set(per_sample)) == 1 else "mixed"
+            callback({"i": i, "sigma": grid[i], "sigma_next": grid[i + 1], "x": x, "v": v, "model_name": uniform,
+                      "model_names": per_sample})
         x = x + (grid[i + 1] - grid[i]) * v
-    return x
+    return (x, planner.decisions) if return_decisions else x
 
 
 @torch.no_grad()
@@ -128,7 +277,7 @@ def sample_heun(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, sched
     a step. Costs two model calls per step except the last.
     """
     _prepare(models, noise, sigmas, cond)
-    grid, plan = _plan(models, sigmas, schedule, noise, cond)
+    grid, plan = _static_plan(models, sigmas, schedule, noise, cond)
     table = _models(models)
     x = noise
     for i, name in enumerate(plan):

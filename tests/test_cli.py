@@ -38,12 +38,24 @@ def test_demo_and_sample(tmp_path, capsys):
     assert (tmp_path / "sample_001.gif").exists()
 
 
-def test_calibrate_embedded_pair(tmp_path, capsys):
-    assert main(["calibrate", "--steps", "6", "--trials", "3", "--num-prompts", "2", "--seeds", "1",
-                 "--store", str(tmp_path / "store"), "--out", str(tmp_path)]) == 0
+def test_calibrate_embedded_pair_per_prompt_then_sample_online_and_bench(tmp_path, capsys, monkeypatch):
+    store = tmp_path / "store"
+    assert main(["calibrate", "--steps", "6", "--trials", "3", "--num-prompts", "2", "--seeds", "1", "--per-prompt",
+                 "--store", str(store), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "refined (Optuna)" in printed and (tmp_path / "divergence.png").exists()
-    assert len(list((tmp_path / "store").glob("*.json"))) == 1
+    assert "refined (Optuna)" in printed and "online controller" in printed and (tmp_path / "divergence.png").exists()
+    profiles = list(store.glob("*.json"))
+    assert len(profiles) == 1 and len(json.loads(profiles[0].read_text())["per_prompt"]["windows"]) == 2
+    monkeypatch.setenv("ADAPTIVE_PROFILES", str(store))
+    assert main(["sample", "--num", "2", "--steps", "6", "--schedule", "online", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "row 0:" in printed and "row 1:" in printed
+    with pytest.raises(SystemExit, match="Euler"):
+        main(["sample", "--num", "1", "--steps", "6", "--schedule", "auto", "--sampler", "heun"])
+    assert main(["bench", "--quick", "--num", "2", "--steps", "6", "--out", str(tmp_path / "bench"),
+                 "--store", str(store)]) == 0
+    names = [r["name"] for r in json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]]
+    assert any(n.startswith("4a. per-prompt") for n in names) and any(n.startswith("4b. online") for n in names)
 
 
 def test_calibrate_a_saved_diffusers_pair(tmp_path, capsys):

@@ -150,3 +150,34 @@ def test_blend_auto_uses_the_stored_profile(wan_pair, tmp_path):
                                         shift=3.0, sigma_in=0.9, sigma_out=0.4))
     blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
     assert pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)
+
+
+def test_wan_online_blend_keeps_cfg_calls_together_and_matches_the_plan(wan_pair):
+    from adaptive.controller import ControllerConfig
+
+    large, small = wan_pair
+    pipe = _wan_pipe(large)
+    latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    prompt, null = torch.randn(1, 6, 32), torch.zeros(1, 6, 32)
+    small_calls = []
+    handle = small.register_forward_hook(lambda *args: small_calls.append(1))
+    # A threshold every divergence meets: hand over as soon as allowed, return at sigma 0.4.
+    config = ControllerConfig(threshold=1e6, sigma_out=0.4, sigma_in_max=0.95, probe_budget=3)
+    blend(pipe, small, config, num_inference_steps=8)
+    out = _run_wan(pipe, latents, prompt, null)
+    handle.remove()
+    decisions = pipe.transformer.decisions
+    plan = decisions.models[0]
+    trace = pipe.transformer.trace
+    assert [name for _, name in trace[::2]] == [name for _, name in trace[1::2]] == plan  # cond and uncond together
+    assert "small" in plan and plan[0] == "large" and plan[-1] == "large"
+    assert decisions.extra_small_calls[0] <= 3
+    assert len(small_calls) == 2 * (plan.count("small") + decisions.extra_small_calls[0])
+    # The video is the one the plan gives when written out as a fixed schedule.
+    blend(pipe, small, Schedule.from_steps(pipe.scheduler.sigmas, plan))
+    torch.testing.assert_close(_run_wan(pipe, latents, prompt, null), out, rtol=0, atol=0)
+    # A second run starts a fresh controller.
+    blend(pipe, small, config, num_inference_steps=8)
+    _run_wan(pipe, latents, prompt, null)
+    _run_wan(pipe, latents, prompt, null)
+    assert pipe.transformer.decisions.models[0] == plan

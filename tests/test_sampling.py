@@ -73,7 +73,7 @@ def test_small_calls_happen_exactly_at_small_steps(sampler):
 def test_callback_receives_the_documented_keys():
     infos = []
     sample(ModelPair(lambda x, s: x, lambda x, s: x), torch.zeros(1, 2), sigmas(3), callback=infos.append)
-    assert [sorted(i) for i in infos] == [sorted(["i", "sigma", "sigma_next", "x", "v", "model_name"])] * 3
+    assert [sorted(i) for i in infos] == [sorted(["i", "sigma", "sigma_next", "x", "v", "model_name", "model_names"])] * 3
     assert infos[0]["sigma"] == 1.0 and infos[-1]["sigma_next"] == 0.0
 
 

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -84,7 +85,7 @@ def seeded_noise(seeds: Sequence[int], shape: Sequence[int] = SAMPLE_SHAPE,
 
 
 @torch.no_grad()
-def generate(pair: ModelPair, prompts: Sequence[str], seeds: Sequence[int], schedule: Schedule | None = None,
+def generate(pair: ModelPair, prompts: Sequence[str], seeds: Sequence[int], schedule: Any = None,
              num_steps: int = NUM_STEPS, shift: float = SHIFT, sampler: str = "euler") -> torch.Tensor:
     """Videos ``(n, 1, frames, 32, 32)`` in about [-1, 1] for prompt ``i`` with noise seed ``seeds[i]``."""
     if len(prompts) != len(seeds):
