@@ -5,6 +5,7 @@ The one model contract is ``model(x, sigma, **cond) -> velocity``; see the READM
 """
 
 from adaptive.calibration import calibrate
+from adaptive.controller import ControllerConfig, Decisions
 from adaptive.denoisers import Denoiser, FunctionDenoiser, GuidedDenoiser, TransformerDenoiser, as_denoiser
 from adaptive.errors import (
     AdaptiveError,
@@ -21,15 +22,15 @@ from adaptive.metering import Meter, count_flops, flops_per_row
 from adaptive.metrics import FeatureSimilarity, LatentSimilarity, Metric, frechet_distance
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, probe
-from adaptive.profiles import Profile, ProfileStore, fingerprint, sampler_signature
+from adaptive.profiles import Profile, ProfileStore, fingerprint, prompt_key, sampler_signature
 from adaptive.sampling import SAMPLERS, sample, sample_heun, shift_sigma, sigmas
 from adaptive.schedule import Schedule, Stage
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Boundaries", "ChangePointDetector", "DivergenceCurve", "FeatureSimilarity", "LatentSimilarity", "Metric",
-    "Profile", "ProfileStore", "calibrate", "fingerprint", "frechet_distance", "probe", "sampler_signature",
+    "Boundaries", "ChangePointDetector", "ControllerConfig", "Decisions", "DivergenceCurve", "FeatureSimilarity", "LatentSimilarity", "Metric",
+    "Profile", "ProfileStore", "calibrate", "fingerprint", "prompt_key", "frechet_distance", "probe", "sampler_signature",
     "AdaptiveError", "CalibrationError", "CurveError", "Denoiser", "FunctionDenoiser", "GuidedDenoiser", "Meter",
     "ModelPair", "NonFiniteVelocityError", "PairMismatchError", "ProfileError", "SAMPLERS", "Schedule",
     "ScheduleError", "SigmaGridError", "Stage", "TransformerDenoiser", "as_denoiser", "count_flops",

@@ -57,6 +57,13 @@ def _prompts(args: argparse.Namespace, n: int) -> list[str]:
     return [prompt_for(i % 10, (3 * i) % len(DIRECTION_NAMES)) for i in range(n)]
 
 
+def _configure(pair, args: argparse.Namespace):
+    """Apply --small-device / --offload-small / --compile to a loaded pair."""
+    if args.small_device or args.offload_small:
+        pair = pair.placed("small", args.small_device or args.device, offload=args.offload_small)
+    return pair.compile() if args.compile else pair
+
+
 def _timed(fn, *a, **k) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     out = fn(*a, **k)
@@ -73,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if isinstance(args.schedule, str):
         raise SystemExit(f"demo compares one fixed schedule with Large only; for --schedule {args.schedule} run "
                          f"`flowblend sample --schedule {args.schedule}` (it prints every decision)")
-    pair, _ = load_pair(device=args.device, dtype=args.dtype)
+    pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
     schedule = args.schedule or _default_schedule(pair, args)
     prompts = _prompts(args, args.num)
     seeds = list(range(args.num))
@@ -118,7 +125,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from adaptive.toy import generate, load_pair
     from adaptive.toy.video import save_gif, save_strip
 
-    pair, _ = load_pair(device=args.device, dtype=args.dtype)
+    pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
     schedule = args.schedule or _default_schedule(pair, args)
     prompts = _prompts(args, args.num)
     seeds = list(range(args.seed, args.seed + args.num))
@@ -181,10 +188,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         if not (args.large and args.small):
             raise SystemExit("give both --large and --small (folders saved with save_pretrained)")
         pair, conds = _load_user_pair(args)
+        pair = _configure(pair, args)
     else:
         from adaptive.toy import load_pair, prompt_conds
 
-        pair, _ = load_pair(device=args.device, dtype=args.dtype)
+        pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
         conds = prompt_conds(_prompts(args, args.num_prompts), device=args.device)
     store = ProfileStore(args.store)
     profile = calibrate(pair, conds, num_steps=args.steps, seeds=list(range(args.seeds)), shift=args.shift,
@@ -241,7 +249,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     n = args.num or (4 if args.quick else 32)
     steps = args.steps if not args.quick else min(args.steps, 10)
     repeats = 1 if args.quick else args.repeats
-    pair, _ = load_pair(device=args.device, dtype=args.dtype)
+    pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
     rng = np.random.default_rng(2024)
     digits, directions = rng.integers(0, 10, n), rng.integers(0, len(DIRECTION_NAMES), n)
     prompts = [prompt_for(int(d), int(m)) for d, m in zip(digits, directions)]
@@ -327,6 +335,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32, bf16 or fp16")
+    p.add_argument("--small-device", help="run Small on another device, e.g. cuda:1 (default: with Large)")
+    p.add_argument("--offload-small", action="store_true",
+                   help="keep Small in CPU memory, moved to the device for each of its calls")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models (first calls are slow)")
     p.add_argument("--schedule", type=parse_schedule, default=None,
                    help="large | lsl:SIGMA_IN,SIGMA_OUT | sl:SWITCH | ls:BOUNDARY | schedule.json "
                         "(default: the stored profile, else lsl:0.85,0.3)")

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from adaptive.denoisers import Denoiser, GuidedDenoiser, as_denoiser, first_row, underlying_module
+from adaptive.denoisers import Denoiser, DeviceDenoiser, GuidedDenoiser, as_denoiser, first_row, underlying_module
 from adaptive.errors import PairMismatchError
 
 
@@ -53,6 +53,46 @@ class ModelPair:
         wrapped = {k: GuidedDenoiser(v, scale, uncond, batched) for k, v in self.models.items()}
         large, small = wrapped.pop("large"), wrapped.pop("small")
         return ModelPair(large, small, sample_shape=self.sample_shape, name=self.name, metric=self.metric, **wrapped)
+
+    def placed(self, name: str, device: torch.device | str, dtype: torch.dtype | None = None,
+               offload: bool = False) -> ModelPair:
+        """The same pair with model ``name`` run on ``device`` (e.g. Small on a second GPU) or, with
+        ``offload=True``, streamed from CPU memory at each call; guidance stays around it.
+
+        Example:
+            >>> pair = ModelPair(lambda x, s: -x, lambda x, s: -x).placed("small", "cpu")
+            >>> pair.small
+            DeviceDenoiser(FunctionDenoiser(...), device=cpu)
+        """
+        if name not in self.models:
+            raise PairMismatchError(f"no model named {name!r}; the pair has {sorted(self.models)}")
+        models = dict(self.models)
+        model = models[name]
+        if isinstance(model, GuidedDenoiser):
+            models[name] = GuidedDenoiser(DeviceDenoiser(model.model, device, dtype, offload), model.scale,
+                                          model.uncond, model.batched)
+        else:
+            models[name] = DeviceDenoiser(model, device, dtype, offload)
+        large, small = models.pop("large"), models.pop("small")
+        return ModelPair(large, small, sample_shape=self.sample_shape, name=self.name, metric=self.metric, **models)
+
+    def compile(self, **options: Any) -> ModelPair:
+        """``torch.compile`` every model's module in place (``module.compile(**options)``, e.g.
+        ``mode="max-autotune"``); the sampler loop has no per-step host sync, so graphs stay whole.
+
+        Example:
+            >>> import torch
+            >>> class Velocity(torch.nn.Module):
+            ...     def forward(self, x, sigma):
+            ...         return -x
+            >>> pair = ModelPair(Velocity(), Velocity()).compile(backend="eager")
+            >>> float(pair.large(torch.ones(1, 2), 0.5)[0, 0])
+            -1.0
+        """
+        for module in self.modules().values():
+            if module is not None:
+                module.compile(**options)
+        return self
 
     def modules(self) -> dict[str, torch.nn.Module | None]:
         """The torch module behind each model (None for plain functions)."""

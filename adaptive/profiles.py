@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from adaptive.denoisers import FunctionDenoiser, GuidedDenoiser, TransformerDenoiser
+from adaptive.denoisers import DeviceDenoiser, FunctionDenoiser, GuidedDenoiser, TransformerDenoiser
 from adaptive.errors import ProfileError
 from adaptive.pair import ModelPair
 from adaptive.schedule import Schedule
@@ -82,6 +82,8 @@ def _describe(h: Any, model: Any) -> None:
     if isinstance(model, GuidedDenoiser):
         h.update(f"cfg:{model.scale}:{model.batched}".encode())
         return _describe(h, model.model)
+    if isinstance(model, DeviceDenoiser):
+        return _describe(h, model.model)  # where a model runs is not what it is
     if isinstance(model, TransformerDenoiser):
         model = model.transformer
     if isinstance(model, FunctionDenoiser):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import tiny_ltx, tiny_wan
 
-from adaptive import GuidedDenoiser, ModelPair, PairMismatchError, Schedule, TransformerDenoiser, sample
+from adaptive import GuidedDenoiser, ModelPair, PairMismatchError, Schedule, TransformerDenoiser, sample, sigmas
 from adaptive.blend import BlendedTransformer, blend, unblend
 
 
@@ -181,3 +181,31 @@ def test_wan_online_blend_keeps_cfg_calls_together_and_matches_the_plan(wan_pair
     _run_wan(pipe, latents, prompt, null)
     _run_wan(pipe, latents, prompt, null)
     assert pipe.transformer.decisions.models[0] == plan
+
+
+def test_small_on_its_own_device_dtype_or_offloaded_and_compiled(wan_pair):
+    from adaptive import fingerprint
+
+    large, _ = wan_pair
+    noise = torch.randn(2, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    cond = {"encoder_hidden_states": torch.randn(2, 6, 32)}
+    null = {"encoder_hidden_states": torch.zeros(1, 6, 32)}
+    schedule, grid = Schedule.lsl(0.9, 0.3), sigmas(6, 3.0)
+
+    def fresh_pair():  # each variant changes its Small module in place, so each gets its own copy
+        return ModelPair(large, tiny_wan(heads=1, layers=1, seed=1)).guided(4.0, null)
+
+    pair = fresh_pair()
+    reference = sample(pair, noise, grid, schedule, **cond)
+    offloaded = fresh_pair().placed("small", "cpu", offload=True)
+    assert fingerprint(offloaded) == fingerprint(pair)  # where a model runs is not part of what it is
+    torch.testing.assert_close(sample(offloaded, noise, grid, schedule, **cond), reference)
+    compiled = ModelPair(tiny_wan(heads=2, layers=2, seed=0), tiny_wan(heads=1, layers=1, seed=1)).guided(4.0, null)
+    compiled.compile(backend="eager")  # dynamo graph capture; inductor is the default on a GPU
+    torch.testing.assert_close(sample(compiled, noise, grid, schedule, **cond), reference)
+    double = fresh_pair().placed("small", "cpu", dtype=torch.float64)
+    assert next(double.modules()["small"].parameters()).dtype == torch.float64
+    assert fingerprint(double) != fingerprint(pair)  # a dtype change is a different model
+    out = sample(double, noise, grid, schedule, **cond)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
