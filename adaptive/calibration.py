@@ -217,6 +217,13 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
             online controller (``sample(..., schedule="online")``) from those windows.
 
     A quality target no window meets gives a Large-only profile whose ``note`` says so.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from adaptive import ModelPair
+        >>> pair = ModelPair(lambda x, s: -x, lambda x, s: -0.5 * x)    # Small far off: no safe window
+        >>> p = calibrate(pair, [{}], num_steps=6, seeds=[0], shape=(4,), n_trials=3, quality_target=0.999,
+        ...               store=tempfile.mkdtemp(), progress=False)  # doctest: +SKIP
     """
     _check_inputs(conds, num_steps, seeds, quality_target, n_trials)
     if per_prompt and probe_steps is not None:

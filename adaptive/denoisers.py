@@ -250,7 +250,13 @@ class DeviceDenoiser:
 
 
 def as_denoiser(model: Any) -> Denoiser:
-    """Adapt ``model`` to the contract: a diffusers transformer, a callable, or a denoiser as is."""
+    """Adapt ``model`` to the contract: a diffusers transformer, a callable, or a denoiser as is.
+
+    Example:
+        >>> import torch
+        >>> as_denoiser(lambda x, sigma: -x)(torch.ones(1, 2), 0.5).tolist()
+        [[-1.0, -1.0]]
+    """
     if isinstance(model, (FunctionDenoiser, TransformerDenoiser, GuidedDenoiser, DeviceDenoiser)):
         return model
     if isinstance(model, torch.nn.Module) and hasattr(model, "config"):

@@ -72,7 +72,13 @@ class Meter:
 
 
 def count_flops(model: Denoiser, x: torch.Tensor, sigma: float = 0.5, **cond: Any) -> int:
-    """FLOPs of one call ``model(x, sigma, **cond)`` counted by torch's ``FlopCounterMode``."""
+    """FLOPs of one call ``model(x, sigma, **cond)`` counted by torch's ``FlopCounterMode``.
+
+    Example:
+        >>> linear = torch.nn.Linear(4, 4, bias=False)
+        >>> count_flops(lambda x, s: linear(x), torch.ones(3, 4))   # 2 * rows * in * out
+        96
+    """
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(x, torch.full((x.shape[0],), sigma, device=x.device), **cond)
@@ -80,7 +86,13 @@ def count_flops(model: Denoiser, x: torch.Tensor, sigma: float = 0.5, **cond: An
 
 
 def flops_per_row(pair: ModelPair, x: torch.Tensor, **cond: Any) -> dict[str, int]:
-    """FLOPs per latent row (one sample, one call, guidance included) for each model of ``pair``."""
+    """FLOPs per latent row (one sample, one call, guidance included) for each model of ``pair``.
+
+    Example:
+        >>> big, small = torch.nn.Linear(4, 4, bias=False), torch.nn.Linear(4, 4, bias=False)
+        >>> flops_per_row(ModelPair(lambda x, s: big(big(x)), lambda x, s: small(x)), torch.ones(3, 4))
+        {'large': 64, 'small': 32}
+    """
     row = x[:1]
     row_cond = first_row(cond, x.shape[0])
     return {k: count_flops(m, row, **row_cond) for k, m in pair.models.items()}

@@ -181,5 +181,10 @@ def probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int, s
 
     ``conds`` are dicts of keyword arguments for the models (one per prompt); every cond runs with
     every seed. Costs ``num_steps`` Large calls plus one Small call per probe step, all batched.
+
+    Example:
+        >>> pair = ModelPair(lambda x, s: x, lambda x, s: 0.8 * x)
+        >>> probe(pair, [{}], num_steps=4, seeds=[0], shape=(3,)).mean().round(3).tolist()
+        [0.2, 0.2, 0.2, 0.2]
     """
     return run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)[0]

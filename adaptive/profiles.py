@@ -42,7 +42,12 @@ ENV_VAR = "ADAPTIVE_PROFILES"
 
 
 def sampler_signature(sampler: str, num_steps: int, shift: float) -> str:
-    """``"euler-30-shift3"``: what a profile's boundaries were calibrated for."""
+    """``"euler-30-shift3"``: what a profile's boundaries were calibrated for.
+
+    Example:
+        >>> sampler_signature("euler", 30, 3.0)
+        'euler-30-shift3'
+    """
     return f"{sampler}-{int(num_steps)}-shift{float(shift):g}"
 
 
@@ -108,7 +113,15 @@ def _describe(h: Any, model: Any) -> None:
 
 
 def fingerprint(pair: ModelPair) -> str:
-    """A hex digest of the pair: classes, configs, parameter names/shapes/dtypes and sampled values."""
+    """A hex digest of the pair: classes, configs, parameter names/shapes/dtypes and sampled values.
+
+    Example:
+        >>> import torch
+        >>> from adaptive import ModelPair
+        >>> a = ModelPair(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+        >>> fingerprint(a) == fingerprint(a), len(fingerprint(a))
+        (True, 24)
+    """
     h = hashlib.sha256()
     for name in sorted(pair.models):
         h.update(f"[{name}]".encode())

@@ -34,7 +34,12 @@ Models = ModelPair | Mapping[str, Denoiser]
 
 
 def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
-    """``shift * s / (1 + (shift - 1) * s)``: the resolution shift of SD3, Wan and LTX."""
+    """``shift * s / (1 + (shift - 1) * s)``: the resolution shift of SD3, Wan and LTX.
+
+    Example:
+        >>> shift_sigma(0.5, 3.0)
+        0.75
+    """
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 
@@ -233,6 +238,15 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: 
     ``check_every=k`` checks the velocity for NaN/Inf every ``k`` steps (0: never; each check is one
     host read). Returns the final ``x`` at sigma = ``sigmas[-1]``, and with ``return_decisions=True``
     also the :class:`~adaptive.controller.Decisions` (which model ran each step and why).
+
+    Example:
+        >>> import torch
+        >>> from adaptive import ControllerConfig
+        >>> pair = ModelPair(lambda x, s: x, lambda x, s: 0.95 * x)   # Small 5% off everywhere
+        >>> x, why = sample(pair, torch.ones(1, 2), sigmas(6), ControllerConfig(threshold=0.1, sigma_out=0.2),
+        ...                 return_decisions=True)
+        >>> why.summary()
+        'row 0: LSSSSL  Small from step 1: smoothed divergence 0.050 <= 0.100; return predicted at sigma 0.200; back to Large at the predicted sigma_out 0.200'
     """
     _prepare(models, noise, sigmas, cond)
     planner = _planner(models, sigmas, schedule, noise, cond, batch_decisions)
@@ -275,6 +289,12 @@ def sample_heun(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, sched
 
     Both evaluations of a step use the step's model, so a stage boundary never mixes models inside
     a step. Costs two model calls per step except the last.
+
+    Example:
+        >>> import torch
+        >>> v = lambda x, s: torch.ones_like(x)                     # v = noise - x0: x0 = noise - 1
+        >>> round(float(sample_heun(ModelPair(v, v), torch.ones(1, 1), sigmas(8))[0, 0]), 6)
+        0.0
     """
     _prepare(models, noise, sigmas, cond)
     grid, plan = _static_plan(models, sigmas, schedule, noise, cond)
