@@ -327,6 +327,15 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
     rows = [k for k in windowed if decisions.hand_in[k] is not None]
     fit: dict[str, Any] = {"hand_in_mae_steps": best_error, "samples": int(len(values)),
                            "windowed_samples": len(windowed)}
+    # For the optional Large checks (off until monitor_every > 0): the divergence each sample had
+    # at its best return step, i.e. where Large was needed again.
+    at_return = []
+    for k in windowed:
+        sigma_out = sigma_outs[k]
+        if sigma_out is not None and sigma_out > 0.0:
+            back = int(np.searchsorted(-np.asarray(grid[:-1], float), -float(sigma_out)))
+            at_return.append(values[k, min(back, n - 1)])
+    monitor = float(np.median(at_return)) if at_return else math.inf
     regression: dict[str, Any] = {}
     if len(rows) >= 4:
         feats = np.array([[float(np.mean(np.log(np.maximum([p[2] for p in decisions.probes[k]], _FLOOR)))),
@@ -342,7 +351,7 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
             model = Ridge(alpha=1.0).fit(z, y)
             regression = {"features": list(FEATURES), "mean": mean.tolist(), "scale": scale.tolist(),
                           "coef": model.coef_.tolist(), "intercept": float(model.intercept_)}
-    return dataclasses.replace(config, regression=regression, fit=fit)
+    return dataclasses.replace(config, regression=regression, fit=fit, monitor_threshold=monitor)
 
 
 __all__ = ["ControllerConfig", "Decisions", "FEATURES", "OnlineController", "fit_controller", "replay"]

@@ -17,6 +17,7 @@ results.md to ``--out``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -118,13 +119,15 @@ def main() -> None:
     meter = Meter(pair)
     fixed = profile.schedule()
     online = ControllerConfig.from_dict(profile.controller)
+    checked = dataclasses.replace(online, monitor_every=3, large_probe_budget=4)  # does checking Small pay?
     methods_seen = {"Large only": Schedule.large_only(), "fixed pair profile": fixed, "per-prompt calibration": profile,
-                    "online controller": online}
+                    "online controller": online, "online + Large checks every 3 steps": checked}
     seen_prompts = [p for p in seen for _ in range(args.seen_seeds)]
     seen_seeds = [100 + k for _ in seen for k in range(args.seen_seeds)]
     seen_rows = evaluate(meter, per_row, methods_seen, seen_prompts, seen_seeds, harness, args.chunk)
     print("\nseen prompts, new seeds\n" + table(seen_rows))
-    methods_unseen = {"Large only": Schedule.large_only(), "fixed pair profile": fixed, "online controller": online}
+    methods_unseen = {"Large only": Schedule.large_only(), "fixed pair profile": fixed, "online controller": online,
+                      "online + Large checks every 3 steps": checked}
     unseen_rows = evaluate(meter, per_row, methods_unseen, unseen, [200] * len(unseen), harness, args.chunk)
     print("\nunseen prompts\n" + table(unseen_rows))
 

@@ -150,6 +150,13 @@ def test_blend_auto_uses_the_stored_profile(wan_pair, tmp_path):
                                         shift=3.0, sigma_in=0.9, sigma_out=0.4))
     blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
     assert pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)
+    with pytest.raises(CalibrationError, match="per_prompt=True"):  # this profile has no controller
+        blend(pipe, small, "online", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler="euler-8-shift3", num_steps=8,
+                                        shift=3.0, sigma_in=0.9, sigma_out=0.4,
+                                        controller={"threshold": 0.5, "sigma_out": 0.4}))
+    blend(pipe, small, "online", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    assert pipe.transformer.controller_config.threshold == 0.5 and len(pipe.transformer.grid) == 9
 
 
 def test_wan_online_blend_keeps_cfg_calls_together_and_matches_the_plan(wan_pair):
