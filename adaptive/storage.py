@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import inspect
+import time
 import warnings
 from typing import Any
 
 import optuna
 
+_SCHEMA_ATTEMPTS = 5
 HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 60
 
@@ -35,10 +37,20 @@ def open_storage(storage: Any, heartbeat_interval: int = HEARTBEAT_INTERVAL,
         raise ValueError(f"storage {storage!r} is neither an SQLAlchemy URL (sqlite:///x.db, postgresql://...) "
                          "nor a journal file (journal:///path/file.log)")
     engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                          grace_period=grace_period, **_retry_callback())
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                                  **_retry_callback())
+        except Exception as err:  # noqa: BLE001 - SQLAlchemy's error classes differ per database driver
+            # Two workers opening a new database at once both create Optuna's tables; the loser sees
+            # "already exists". The tables are there now, so opening again succeeds.
+            if "already exists" not in str(err) or attempt == _SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _retry_callback() -> dict[str, Any]:
