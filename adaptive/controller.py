@@ -285,6 +285,18 @@ def replay(config: ControllerConfig, grid: Sequence[float], divergences: Sequenc
     return controller.decisions
 
 
+def _threshold_candidates(head: np.ndarray, smoothing: float, most: int = 200) -> list[float]:
+    """The probe values and their moving averages (every level the controller can compare), thinned
+    to at most ``most`` quantiles."""
+    smoothed = head.copy()
+    for i in range(1, head.shape[1]):
+        smoothed[:, i] = smoothing * head[:, i] + (1 - smoothing) * smoothed[:, i - 1]
+    values = np.unique(np.r_[head.ravel(), smoothed.ravel()])
+    if len(values) > most:
+        values = values[np.linspace(0, len(values) - 1, most).round().astype(int)]
+    return [float(v) for v in values]
+
+
 def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Sequence[int | None],
                    sigma_outs: Sequence[float | None], prior_sigma_out: float, smoothing: float = 0.5,
                    patience: int = 1, probe_budget: int | None = None) -> ControllerConfig:
@@ -292,10 +304,11 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
 
     ``divergences`` is ``(samples, steps)`` from the probe along Large's trajectory; ``starts`` and
     ``sigma_outs`` are each sample's best window (its prompt's per-prompt calibration; None: the
-    prompt keeps Large). The threshold minimises the mean distance (in steps) between the replayed
-    hand-over and each sample's best start (``n`` standing for "never"); the correction is a ridge
-    regression kept only if leave-one-out error beats the prior alone. ``probe_budget`` defaults to
-    two probes past the latest best start seen (enough to reach every calibration prompt's start).
+    prompt keeps Large). The earliest hand-over (one of the best starts seen) and the threshold are
+    chosen together to minimise the mean distance (in steps) between the replayed hand-over and each
+    sample's best start (``n`` standing for "never"); the correction is a ridge regression kept only
+    if leave-one-out error beats the prior alone. ``probe_budget`` defaults to reaching two probes
+    past the latest best start seen.
     """
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import LeaveOneOut, cross_val_predict
@@ -304,25 +317,22 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
     n = len(grid) - 1
     targets = np.array([n if s is None else int(s) for s in starts], float)
     windowed = [k for k, s in enumerate(starts) if s is not None]
-    earliest = min((int(starts[k]) for k in windowed), default=0)  # type: ignore[arg-type]
-    if probe_budget is None:
-        probe_budget = min(n, max((int(starts[k]) for k in windowed), default=0) + 2)  # type: ignore[arg-type]
-    sigma_in_max = float(grid[earliest]) if earliest > 0 else 1.0
-    base = ControllerConfig(threshold=0.0, sigma_out=prior_sigma_out, sigma_in_max=sigma_in_max,
-                            smoothing=smoothing, patience=patience, probe_budget=probe_budget)
-    head = values[:, :max(1, probe_budget)]
-    smoothed = head.copy()
-    for i in range(1, head.shape[1]):
-        smoothed[:, i] = smoothing * head[:, i] + (1 - smoothing) * smoothed[:, i - 1]
-    candidates = np.unique(np.r_[head.ravel(), smoothed.ravel()])
-    best_threshold, best_error = 0.0, math.inf
-    for threshold in candidates:
-        config = dataclasses.replace(base, threshold=float(threshold))
-        hand_in = replay(config, grid, values).hand_in
-        error = float(np.mean(np.abs(np.array([n if h is None else h for h in hand_in], float) - targets)))
-        if error < best_error - 1e-12:
-            best_threshold, best_error = float(threshold), error
-    config = dataclasses.replace(base, threshold=best_threshold)
+    seen_starts = sorted({int(starts[k]) for k in windowed})  # type: ignore[arg-type]
+    latest = seen_starts[-1] if seen_starts else 0
+    config, best_error = ControllerConfig(threshold=0.0, sigma_out=prior_sigma_out), math.inf
+    for earliest in seen_starts or [0]:
+        first_probe = max(0, earliest - 1 - patience)  # enough probes before it to fill the streak
+        budget = probe_budget if probe_budget is not None else max(1, min(n, latest + 2) - first_probe)
+        base = ControllerConfig(threshold=0.0, sigma_out=prior_sigma_out,
+                                sigma_in_max=float(grid[earliest]) if earliest > 0 else 1.0,
+                                probe_from_sigma=float(grid[first_probe]), smoothing=smoothing, patience=patience,
+                                probe_budget=budget)
+        for threshold in _threshold_candidates(values[:, first_probe:first_probe + budget], smoothing):
+            trial = dataclasses.replace(base, threshold=threshold)
+            hand_in = replay(trial, grid, values).hand_in
+            error = float(np.mean(np.abs(np.array([n if h is None else h for h in hand_in], float) - targets)))
+            if error < best_error - 1e-12:
+                config, best_error = trial, error
     decisions = replay(config, grid, values)
     rows = [k for k in windowed if decisions.hand_in[k] is not None]
     fit: dict[str, Any] = {"hand_in_mae_steps": best_error, "samples": int(len(values)),

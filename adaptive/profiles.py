@@ -259,6 +259,7 @@ def atomic_write(path: Path, text: str) -> Path:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a shared store must stay readable
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -273,6 +274,12 @@ def atomic_write(path: Path, text: str) -> Path:
     except OSError:
         pass  # some filesystems cannot fsync a directory; the rename is still atomic
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")

@@ -152,3 +152,18 @@ def test_no_pickle_or_torch_load_in_the_package():
             if re.search(pattern, text):
                 offenders.append(f"{path.name}: {pattern}")
     assert offenders == []
+
+
+def test_saved_profiles_follow_the_umask_so_a_shared_store_stays_readable(tmp_path):
+    import os
+    import stat
+
+    from adaptive import Profile, ProfileStore
+
+    old = os.umask(0o022)
+    try:
+        path = ProfileStore(tmp_path).save(Profile(pair_fingerprint="abc", sampler="euler-8-shift1", num_steps=8,
+                                                   shift=1.0, sigma_in=0.8, sigma_out=0.3))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
