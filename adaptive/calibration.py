@@ -245,8 +245,8 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, evaluator, quality_target,
                        metric_name, conds, seeds, name)
     if per_prompt:
-        profile = _with_per_prompt(profile, evaluator, curve, reference, len(conds), len(seeds), quality_target,
-                                   detector or ChangePointDetector(), progress)
+        profile = _with_per_prompt(profile, evaluator, study, curve, reference, len(conds), len(seeds),
+                                   quality_target, detector or ChangePointDetector(), progress)
     if profile.note:
         warnings.warn(profile.note, stacklevel=2)
     if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
@@ -255,12 +255,14 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
 
 
 def _finished_here(study: optuna.Study) -> bool:
-    """True for exactly one worker of a shared study: the one that ran its last complete trial."""
+    """True for the worker that ran a shared study's last complete trial, and for a re-run that
+    found the study already finished (it ran no trial; nobody else is still writing)."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         return True
     last = max(complete, key=lambda t: t.number)
-    return last.user_attrs.get("worker_pid", os.getpid()) == os.getpid()
+    mine = [t for t in complete if t.user_attrs.get("worker_pid") == os.getpid()]
+    return last.user_attrs.get("worker_pid", os.getpid()) == os.getpid() or not mine
 
 
 def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: float, curve: DivergenceCurve,
@@ -303,21 +305,33 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
 PER_PROMPT_STOP_OFFSETS = (-6, -4, -2, 0, 2, 4, 6)
 
 
-def _candidate_windows(evaluator: Evaluator, start: int, stop: int, proposals: Sequence[Boundaries | None]
-                       ) -> list[tuple[int, int]]:
+STUDY_WINDOWS_PER_PROMPT = 8
+
+
+def _candidate_windows(evaluator: Evaluator, study: optuna.Study, start: int, stop: int,
+                       proposals: Sequence[Boundaries | None]) -> list[tuple[int, int]]:
     """Windows judged per prompt: the pair window with its end moved, each prompt's change-point
-    proposal, and every window the study already evaluated (free: cached per sample)."""
+    proposal, the study's best windows (also when another worker or an earlier run evaluated them)
+    and every window this process already evaluated (free: cached per sample)."""
     n = evaluator.n
     windows = set(evaluator.cache)
+    ranked = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                    key=lambda t: t.value if t.value is not None else math.inf)
+    for t in ranked:
+        if len(windows) >= len(evaluator.cache) + STUDY_WINDOWS_PER_PROMPT:
+            break
+        a, b = int(t.params["start"]), int(t.user_attrs.get("stop", t.params["start"]))
+        if a < b:
+            windows.add((a, b))
     if start < stop:
         windows |= {(start, min(n, max(start + 1, stop + d))) for d in PER_PROMPT_STOP_OFFSETS}
     windows |= {(p.start, p.stop) for p in proposals if p is not None and not p.is_large_only}
     return sorted(windows)
 
 
-def _with_per_prompt(profile: Profile, evaluator: Evaluator, curve: DivergenceCurve, reference: Reference,
-                     num_conds: int, num_seeds: int, target: float, detector: ChangePointDetector,
-                     progress: bool) -> Profile:
+def _with_per_prompt(profile: Profile, evaluator: Evaluator, study: optuna.Study, curve: DivergenceCurve,
+                     reference: Reference, num_conds: int, num_seeds: int, target: float,
+                     detector: ChangePointDetector, progress: bool) -> Profile:
     """Per-prompt windows (cheapest candidate meeting the target on that prompt's samples) and the
     online controller fitted to them."""
     from tqdm.auto import tqdm
@@ -333,7 +347,7 @@ def _with_per_prompt(profile: Profile, evaluator: Evaluator, curve: DivergenceCu
         values = curve.rel_l2[:, rows].mean(axis=1)
         proposals.append(detector.fit(values, curve.grid).predict())
     start, stop = (profile.small_steps[0], profile.small_steps[-1] + 1) if profile.small_steps else (0, 0)
-    candidates = _candidate_windows(evaluator, start, stop, proposals)
+    candidates = _candidate_windows(evaluator, study, start, stop, proposals)
     for a, b in tqdm(candidates, desc="per-prompt windows", disable=not progress, leave=False):
         evaluator.qualities(a, b)
     windows: dict[str, dict[str, Any]] = {}
