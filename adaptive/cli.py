@@ -294,6 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                         steps))
     if args.oracle:
         oracle = _json.loads(Path(args.oracle).read_text())
+        oracle = oracle.get("oracle", oracle)  # scripts/oracle.py writes it under "oracle"
         rows.append(Row("5. oracle window (exhaustive sweep)", Schedule.lsl(oracle["sigma_in"], oracle["sigma_out"]),
                         steps))
     rows += [
@@ -365,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="CI smoke run: 4 videos, <= 10 steps, one round")
     bench.add_argument("--num", type=int, default=0, help="videos (default 32, quick 4)")
     bench.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (default 2)")
-    bench.add_argument("--oracle", help="JSON with sigma_in/sigma_out of the exhaustive-sweep oracle")
+    bench.add_argument("--oracle", help="JSON with sigma_in/sigma_out of the exhaustive-sweep oracle "
+                       "(docs/oracle.json from scripts/oracle.py)")
     bench.add_argument("--cache-threshold", type=float, default=0.1, help="First Block Cache threshold")
     bench.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
     bench.set_defaults(func=cmd_bench, out="outputs/bench")

@@ -14,7 +14,10 @@ from adaptive.cli import main, parse_schedule
 
 def test_bench_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert main(["bench", "--quick", "--num", "2", "--steps", "6", "--out", str(out), "--store", str(tmp_path)]) == 0
+    oracle = tmp_path / "oracle.json"  # the layout scripts/oracle.py writes
+    oracle.write_text(json.dumps({"oracle": {"sigma_in": 0.75, "sigma_out": 0.0}}))
+    assert main(["bench", "--quick", "--num", "2", "--steps", "6", "--out", str(out), "--store", str(tmp_path),
+                 "--oracle", str(oracle)]) == 0
     for name in ("bench.md", "bench.csv", "bench.json", "pareto.png", "strip.png"):
         assert (out / name).stat().st_size > 0
     data = json.loads((out / "bench.json").read_text())
@@ -24,6 +27,7 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
         # Every ratio comes from the same run's raw timings.
         assert row["speedup"] == pytest.approx(base / statistics.median(raw[row["name"]]))
         assert row["seconds_per_video"] == pytest.approx(statistics.median(raw[row["name"]]) / 2)
+    assert any(r["name"].startswith("5. oracle") for r in rows)
     small = next(r for r in rows if r["name"].startswith("2."))
     assert small["flops_saved_pct"] > 50
     assert "| 1. Large only |" in capsys.readouterr().out
