@@ -302,29 +302,28 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
     )
 
 
-PER_PROMPT_STOP_OFFSETS = (-6, -4, -2, 0, 2, 4, 6)
+PER_PROMPT_OFFSETS = (-6, -4, -2, 2, 4, 6)
 
 
-STUDY_WINDOWS_PER_PROMPT = 8
+STUDY_WINDOWS_PER_PROMPT = 40
 
 
 def _candidate_windows(evaluator: Evaluator, study: optuna.Study, start: int, stop: int,
                        proposals: Sequence[Boundaries | None]) -> list[tuple[int, int]]:
-    """Windows judged per prompt: the pair window with its end moved, each prompt's change-point
-    proposal, the study's best windows (also when another worker or an earlier run evaluated them)
-    and every window this process already evaluated (free: cached per sample)."""
+    """Windows judged per prompt: the pair window with either end moved, each prompt's change-point
+    proposal, the study's windows (also those another worker or an earlier run evaluated: infeasible
+    on average can be feasible for one prompt) and every window this process already evaluated
+    (free: cached per sample)."""
     n = evaluator.n
     windows = set(evaluator.cache)
-    ranked = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
-                    key=lambda t: t.value if t.value is not None else math.inf)
-    for t in ranked:
-        if len(windows) >= len(evaluator.cache) + STUDY_WINDOWS_PER_PROMPT:
-            break
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))[:STUDY_WINDOWS_PER_PROMPT]:
         a, b = int(t.params["start"]), int(t.user_attrs.get("stop", t.params["start"]))
         if a < b:
             windows.add((a, b))
     if start < stop:
-        windows |= {(start, min(n, max(start + 1, stop + d))) for d in PER_PROMPT_STOP_OFFSETS}
+        windows.add((start, stop))
+        windows |= {(start, min(n, max(start + 1, stop + d))) for d in PER_PROMPT_OFFSETS}
+        windows |= {(min(stop - 1, max(0, start + d)), stop) for d in PER_PROMPT_OFFSETS}
     windows |= {(p.start, p.stop) for p in proposals if p is not None and not p.is_large_only}
     return sorted(windows)
 
