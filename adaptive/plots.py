@@ -8,7 +8,8 @@ from adaptive.profiles import Profile
 
 
 def plot_profile(profile: Profile, path: Path | str, title: str | None = None) -> Path:
-    """Save a PNG of the profile's divergence curve (rel-L2 and step-weighted) with its windows shaded."""
+    """Save a PNG of the profile's divergence curve (rel-L2 and 1 - cosine) with its windows shaded
+    and, when calibrated, the online controller's threshold and earliest hand-over."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,6 +26,11 @@ def plot_profile(profile: Profile, path: Path | str, title: str | None = None) -
     if not profile.is_large_only:
         ax.axvspan(profile.sigma_out, profile.sigma_in, ymax=0.5, color="tab:green", alpha=0.3,
                    label="refined (Optuna) Small window")
+    if profile.controller:
+        ax.axhline(profile.controller["threshold"], color="tab:red", ls="--", lw=1,
+                   label="online controller: hand-over threshold")
+        ax.axvline(profile.controller["sigma_in_max"], color="tab:red", ls=":", lw=1,
+                   label="online controller: earliest hand-over")
     ax.invert_xaxis()
     ax.set_xlabel("sigma (1 = noise, 0 = data)")
     ax.set_ylabel("divergence of Small from Large")
