@@ -110,7 +110,7 @@ class BlendedTransformer(nn.Module):
                 model._reset_stateful_cache(recurse)
 
     def model_for_timestep(self, timestep: torch.Tensor | float) -> str:
-        value = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+        value = _scalar(timestep)
         sigma = min(max(value / self.num_train_timesteps, 0.0), 1.0)
         name = self.schedule.model_for(sigma)
         self.trace.append((sigma, name))
@@ -119,7 +119,7 @@ class BlendedTransformer(nn.Module):
     def _online_model(self, timestep: torch.Tensor | float) -> str:
         """The online controller's model for this call's step; closes the previous step's probes."""
         assert self.grid is not None and self.controller_config is not None
-        value = float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+        value = _scalar(timestep)
         sigma = value / self.num_train_timesteps
         grid = self.grid
         step = min(range(len(grid) - 1), key=lambda i: abs(grid[i] - sigma))
@@ -158,6 +158,11 @@ class BlendedTransformer(nn.Module):
             self._pooled[0] += float((v_large - v_small).pow(2).sum())
             self._pooled[1] += float(v_large.pow(2).sum())
         return out
+
+
+def _scalar(timestep: torch.Tensor | float) -> float:
+    """The call's timestep as a number (every sample of a pipeline batch shares it)."""
+    return float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
 
 
 def _sample_of(output: Any) -> torch.Tensor:

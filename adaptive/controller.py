@@ -175,6 +175,11 @@ class Decisions:
         return "\n".join(lines)
 
 
+def _ema(previous: float | None, value: float, smoothing: float) -> float:
+    """The moving average the controller compares with its thresholds (the first probe as is)."""
+    return value if previous is None else smoothing * value + (1 - smoothing) * previous
+
+
 class OnlineController:
     """The controller's state for one sampling run of ``rows`` independently decided rows.
 
@@ -228,7 +233,7 @@ class OnlineController:
         for r, value in divergence.items():
             value = float(value)
             prev = self.smoothed[r]
-            smoothed = value if prev is None else c.smoothing * value + (1 - c.smoothing) * prev
+            smoothed = _ema(prev, value, c.smoothing)
             self.smoothed[r] = smoothed
             self.log_divs[r].append(math.log(max(value, _FLOOR)))
             self.decisions.probes[r].append((i, self.grid[i], value, smoothed))
@@ -254,7 +259,7 @@ class OnlineController:
         c = self.config
         for r, value in divergence.items():
             prev = self.monitor_smoothed[r]
-            smoothed = float(value) if prev is None else c.smoothing * float(value) + (1 - c.smoothing) * prev
+            smoothed = _ema(prev, float(value), c.smoothing)
             self.monitor_smoothed[r] = smoothed
             self.decisions.monitors[r].append((i, self.grid[i], float(value)))
             if smoothed > c.monitor_threshold and i + 1 < self.n:
