@@ -3,8 +3,10 @@
     python scripts/evaluate_pair.py --videos 64 --out docs
 
 Rows: Large (all steps), a second Large set with other seeds (the seed-to-seed noise band),
-Small (all steps), Large with a third of the steps. Writes docs/pair_eval.json, docs/pair_eval.md,
-docs/large_vs_small.png and prints the divergence curve along Large's trajectory.
+Small (all steps), Large with a third of the steps on both seed sets (so "Large needs its steps" is
+a paired comparison against the noise band), and Large at the ``--sweep`` step counts. Writes
+docs/pair_eval.json, docs/pair_eval.md, docs/large_vs_small.png, docs/large_steps.png (quality vs
+Large steps) and prints the divergence curve along Large's trajectory.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptive import Schedule, flops_per_row, probe, sigmas
+from adaptive import Schedule, flops_per_row, probe, sample, sigmas
 from adaptive.toy import generate, load_pair, prompt_conds, prompt_for, seeded_noise
 from adaptive.toy.data import DIRECTION_NAMES, encode_prompts, make_videos
 from adaptive.toy.harness import Harness
@@ -37,6 +39,48 @@ def run(pair, prompts, seeds, schedule, steps, shift, chunk=32):
     return out, (time.perf_counter() - start) / len(prompts)
 
 
+def commitment(pair, harness, prompts, seeds, steps, shift) -> dict[str, list[float]]:
+    """How decided Large's video is at each step: feature similarity of its clean-sample prediction
+    ``x - sigma * v`` to the final video. Where this is ~1, coarser steps cannot change the content."""
+    predictions: list[torch.Tensor] = []
+    final = sample(pair, seeded_noise(seeds), sigmas(steps, shift), None,
+                   callback=lambda info: predictions.append(info["x"] - info["sigma"] * info["v"]),
+                   encoder_hidden_states=encode_prompts(prompts))
+    grid = sigmas(steps, shift)[:-1]
+    return {"sigmas": [float(s) for s in grid],
+            "feature_sim": [float(harness.similarity(x0, final).mean()) for x0 in predictions]}
+
+
+def plot_steps(path: Path, rows: dict, default_steps: int, decided: dict[str, list[float]]) -> None:
+    """Frechet distance and feature similarity of Large vs its number of steps, with the seed band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    large = {int(name.split()[1]): r for name, r in rows.items()
+             if name.startswith("Large, ") and not name.endswith("other seeds")}
+    steps = sorted(large)
+    band = rows[f"Large, {default_steps} steps, other seeds"]
+    small = rows[f"Small, {default_steps} steps"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for ax, key, label in ((axes[0], "frechet", "Frechet distance to real (lower is better)"),
+                           (axes[1], "feature_sim", f"feature similarity to Large-{default_steps} (same noise)")):
+        ax.plot(steps, [large[k][key] for k in steps], "o-", label="Large")
+        ax.axhline(small[key], color="tab:red", ls="--", label=f"Small, {default_steps} steps")
+        ax.axhline(band[key], color="grey", ls=":", label=f"Large-{default_steps}, other seeds")
+        ax.set_xlabel("Large Euler steps")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    axes[2].plot(decided["sigmas"], decided["feature_sim"], "o-", ms=3)
+    axes[2].invert_xaxis()
+    axes[2].set_xlabel("sigma (noise level), sampling runs left to right")
+    axes[2].set_title("Large's clean-sample prediction vs its final video", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", type=int, default=64)
@@ -44,6 +88,7 @@ def main() -> None:
     parser.add_argument("--shift", type=float, default=3.0)
     parser.add_argument("--out", default="docs")
     parser.add_argument("--weights", default=None, help="weights folder (default: the shipped ones)")
+    parser.add_argument("--sweep", default="5,15,20", help="more Large step counts to measure (comma list, '' for none)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -66,9 +111,17 @@ def main() -> None:
         f"Small, {args.steps} steps": (*run(pair, prompts, seeds, small_only, args.steps, args.shift),
                                        args.steps * per_row["small"]),
         f"Large, {few} steps": (*run(pair, prompts, seeds, None, few, args.shift), few * per_row["large"]),
+        f"Large, {few} steps, other seeds": (*run(pair, prompts, other_seeds, None, few, args.shift),
+                                             few * per_row["large"]),
     }
+    sweep = sorted({int(k) for k in args.sweep.split(",") if k.strip()} - {few, args.steps})
+    for k in sweep:
+        plans[f"Large, {k} steps"] = (*run(pair, prompts, seeds, None, k, args.shift), k * per_row["large"])
     for name, (videos, seconds, flops) in plans.items():
-        report = harness.report(videos, digits, directions, reference=large)
+        # The full-steps other-seeds row is compared with the first seed set: that similarity is the noise band.
+        paired = name.endswith("other seeds") and name != f"Large, {args.steps} steps, other seeds"
+        reference = plans[f"Large, {args.steps} steps, other seeds"][0] if paired else large
+        report = harness.report(videos, digits, directions, reference=reference)
         report.update(gflops_per_video=flops / 1e9, seconds_per_video=seconds)
         rows[name] = report
     real = make_videos(args.videos, np.random.default_rng(99), "heldout", digits=digits, directions=directions)
@@ -76,7 +129,8 @@ def main() -> None:
     real_report = harness.report(real_videos, digits, directions)
     rows["Real held-out videos"] = real_report
     curve = probe(pair, prompt_conds(prompts[:8]), args.steps, seeds=[0, 1], shift=args.shift)
-    result = {"rows": rows, "flops_per_call_per_video": per_row,
+    decided = commitment(pair, harness, prompts[:16], seeds[:16], args.steps, args.shift)
+    result = {"rows": rows, "flops_per_call_per_video": per_row, "commitment": decided,
               "divergence": {"sigmas": curve.sigmas.tolist(), "rel_l2": curve.mean().tolist(),
                              "cosine": curve.mean("cosine").tolist(), "weighted": curve.mean("weighted").tolist()},
               "command": "python scripts/evaluate_pair.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())}
@@ -92,6 +146,10 @@ def main() -> None:
     print("\ndivergence along Large's trajectory (sigma: rel-L2, 1-cos):")
     for s, r, c in zip(curve.sigmas, curve.mean(), curve.mean("cosine")):
         print(f"  {s:.3f}: {r:.4f}  {c:.4f}")
+    plot_steps(out / "large_steps.png", rows, args.steps, decided)
+    print("\nLarge's clean-sample prediction vs its final video (sigma: feature similarity):")
+    for s, f in zip(decided["sigmas"], decided["feature_sim"]):
+        print(f"  {s:.3f}: {f:.4f}")
     small_videos = plans[f"Small, {args.steps} steps"][0]
     few_videos = plans[f"Large, {few} steps"][0]
     save_strip(out / "large_vs_small.png", {"Large": large[:6], "Small": small_videos[:6],

@@ -61,7 +61,7 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
     """
     torch.manual_seed(seed)
     model = build_transformer(size, seed=seed)
-    previous_steps = 0
+    previous_steps, history = 0, []
     if init is not None:
         from diffusers import WanTransformer3DModel
 
@@ -70,14 +70,17 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
         model.load_state_dict(loaded.state_dict())
         record_path = init / size / "training.json"
         if record_path.exists():
-            previous_steps = int(json.loads(record_path.read_text()).get("steps", 0))
+            previous = json.loads(record_path.read_text())
+            previous_steps = int(previous.get("steps", 0))
+            # Keep every earlier run's command so the shipped weights can be reproduced run by run.
+            history = [*previous.pop("history", []), previous]
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     started, smoothed = time.time(), None
     record = dict(command=" ".join(sys.argv), size=size, batch=batch, lr=lr, data_seed=seed,
-                  ema_decay=ema_decay, cfg_dropout=CFG_DROPOUT, previous_steps=previous_steps)
+                  ema_decay=ema_decay, cfg_dropout=CFG_DROPOUT, previous_steps=previous_steps, history=history)
     bar = tqdm(range(steps), desc=f"train {size}", mininterval=10)
     for step in bar:
         data = make_videos(batch, rng, "train")
