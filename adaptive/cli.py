@@ -97,10 +97,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         times["blend"] += t
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_strip(out / "demo.png", {"Large only": large[:8], "Large-Small-Large": blended[:8]}, prompts[:8])
+    label = "-".join(stage.model.capitalize() for stage in schedule.stages)  # e.g. Large-Small-Large
+    save_strip(out / "demo.png", {"Large only": large[:8], label: blended[:8]}, prompts[:8])
     rel = ((blended - large).flatten(1).norm(dim=1) / large.flatten(1).norm(dim=1)).mean()
-    print(f"Large only:        {times['large'] / args.repeats:.2f} s per batch")
-    print(f"Large-Small-Large: {times['blend'] / args.repeats:.2f} s per batch")
+    print(f"{'Large only:':<18} {times['large'] / args.repeats:.2f} s per batch")
+    print(f"{label + ':':<18} {times['blend'] / args.repeats:.2f} s per batch")
     print(f"speed-up: {times['large'] / times['blend']:.2f}x  (same run, interleaved, {args.repeats} repeats)")
     print(f"mean relative L2 of blended vs Large-only videos: {rel:.3f}")
     print(f"wrote {out / 'demo.png'}")

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Re-run every measurement the README and docs/ report, in the order they depend on each other.
+# Needed after the embedded pair's weights change: the pair fingerprint changes, so the shipped
+# profile must be recalibrated before the demo, the bench and the notebook can use it.
+#   bash scripts/remeasure.sh            # about an hour on a 2-core CPU; run nothing else meanwhile
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+stamp() { echo "== $(date +%H:%M:%S) $*"; }
+stamp "pair evaluation";     $PY scripts/evaluate_pair.py --videos 64 --out docs
+stamp "calibration + per-prompt evaluation (writes the shipped profile)"
+$PY scripts/per_prompt_eval.py --store profiles --out docs/per_prompt
+stamp "oracle";              $PY scripts/oracle.py --steps 20 --prompts 2 --seeds 2 --trials 24 --out docs
+stamp "bench";               .venv/bin/flowblend bench --num 16 --repeats 1 --oracle docs/oracle.json --out docs/bench
+cp docs/bench/divergence.png docs/divergence.png   # the README figure: the shipped profile
+stamp "demo";                .venv/bin/flowblend demo
+stamp "notebook";            $PY scripts/run_notebook.py --inplace
+stamp "done"
