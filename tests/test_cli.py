@@ -37,6 +37,10 @@ def test_demo_and_sample(tmp_path, capsys):
     assert main(["demo", "--num", "2", "--steps", "4", "--repeats", "1", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "speed-up:" in printed and (tmp_path / "demo.png").exists()
+    # The blended run is named by its stages, whatever the schedule's shape.
+    assert main(["demo", "--num", "1", "--steps", "4", "--repeats", "1", "--schedule", "lsl:0.9,0.4",
+                 "--out", str(tmp_path)]) == 0
+    assert "Large-Small-Large:" in capsys.readouterr().out
     assert main(["sample", "--num", "2", "--steps", "3", "--prompt", "a 4 moving down", "--schedule", "lsl:0.9,0.4",
                  "--out", str(tmp_path)]) == 0
     assert (tmp_path / "sample_001.gif").exists()

@@ -46,6 +46,11 @@ def _training_sigmas(n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.where(pick, logit_normal, uniform).clamp(1e-3, 1.0)
 
 
+def _command() -> str:
+    # The module form, not sys.argv[0]'s absolute path, so the record is a command anyone can re-run.
+    return " ".join(["python -m adaptive.toy.train", *sys.argv[1:]])
+
+
 def _save_transformer(model, out: Path, record: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(model).to(torch.float16).save_pretrained(out, safe_serialization=True)
@@ -79,7 +84,7 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     started, smoothed = time.time(), None
-    record = dict(command=" ".join(sys.argv), size=size, batch=batch, lr=lr, data_seed=seed,
+    record = dict(command=_command(), size=size, batch=batch, lr=lr, data_seed=seed,
                   ema_decay=ema_decay, cfg_dropout=CFG_DROPOUT, previous_steps=previous_steps, history=history)
     bar = tqdm(range(steps), desc=f"train {size}", mininterval=10)
     for step in bar:
@@ -148,7 +153,7 @@ def train_encoder(steps: int, batch: int, seed: int, out: Path) -> float:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "encoder.safetensors"))
     (out / "encoder.json").write_text(json.dumps(dict(
-        command=" ".join(sys.argv), steps=steps, batch=batch, data_seed=seed, final_loss=round(loss.item(), 5),
+        command=_command(), steps=steps, batch=batch, data_seed=seed, final_loss=round(loss.item(), 5),
         heldout_digit_accuracy=float(acc_d), heldout_direction_accuracy=float(acc_m)), indent=2) + "\n")
     print(f"encoder held-out accuracy: digit {acc_d:.3f} direction {acc_m:.3f}", flush=True)
     return float(loss.item())
