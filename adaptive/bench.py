@@ -141,7 +141,7 @@ COLUMNS = [("gflops_per_video", "GFLOPs/video", "{:.2f}"), ("flops_saved_pct", "
            ("seconds_per_video", "s/video", "{:.3f}"), ("speedup", "speed-up", "{:.2f}x"),
            ("feature_sim", "feature sim", "{:.4f}"), ("frechet", "Frechet", "{:.2f}"),
            ("digit_acc", "digit acc", "{:.3f}"), ("direction_acc", "direction acc", "{:.3f}"),
-           ("frame_agreement", "frame agreement", "{:.3f}"), ("peak_gib", "peak GiB", "{:.2f}")]
+           ("frame_agreement", "frame agreement", "{:.3f}"), ("grain", "grain", "{:.3f}"), ("peak_gib", "peak GiB", "{:.2f}")]
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -72,11 +72,12 @@ def unpack_ltx(tokens: torch.Tensor, frames: int, height: int, width: int, patch
 class TransformerDenoiser:
     """A diffusers flow-matching transformer behind the contract.
 
-    Converts sigma to the transformer's ``timestep = sigma * num_train_timesteps``, casts the input to
-    the transformer's dtype and the velocity back to ``x``'s dtype. Wan (``WanTransformer3DModel``)
-    and any transformer taking ``hidden_states, timestep, encoder_hidden_states`` are called as they
-    are; LTX-Video (``LTXVideoTransformer3DModel``) gets its packed tokens and ``num_frames``,
-    ``height``, ``width`` from the (B, C, F, H, W) latent, so callers never pack.
+    Converts sigma to the transformer's ``timestep = sigma * num_train_timesteps``, casts the input
+    and floating conditioning to the transformer's dtype and the velocity back to ``x``'s dtype. Wan
+    (``WanTransformer3DModel``) and any transformer taking ``hidden_states, timestep,
+    encoder_hidden_states`` are called as they are; LTX-Video (``LTXVideoTransformer3DModel``) gets
+    its packed tokens and ``num_frames``, ``height``, ``width`` from the (B, C, F, H, W) latent, so
+    callers never pack.
     """
 
     def __init__(self, transformer: torch.nn.Module, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> None:
@@ -86,7 +87,10 @@ class TransformerDenoiser:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
+        # diffusers' ModelMixin.dtype skips the modules from_pretrained keeps in fp32 (Wan's time
+        # embedder and norms), whose parameters may come first; the first parameter would say fp32.
+        dtype = getattr(self.transformer, "dtype", None)
+        return dtype if isinstance(dtype, torch.dtype) else next(self.transformer.parameters()).dtype
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
         if getattr(self.transformer, "is_cache_enabled", False):
@@ -103,6 +107,8 @@ class TransformerDenoiser:
     def _call(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: dict[str, Any]) -> torch.Tensor:
         timestep = sigma_batch(sigma, x) * self.num_train_timesteps
         hidden = x.to(self.dtype)
+        # Text embeddings come in whatever precision the encoder ran; the transformer wants its own.
+        cond = {k: v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in cond.items()}
         if self.layout == "ltx":
             return self._call_ltx(hidden, timestep, cond).to(x.dtype)
         out = self.transformer(hidden_states=hidden, timestep=timestep, return_dict=False, **cond)[0]

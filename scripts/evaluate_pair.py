@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from adaptive import Schedule, flops_per_row, probe, sample, sigmas
-from adaptive.toy import generate, load_pair, prompt_conds, prompt_for, seeded_noise
-from adaptive.toy.data import DIRECTION_NAMES, encode_prompts, make_videos
-from adaptive.toy.harness import Harness
+from adaptive.toy import WEIGHTS_DIR, generate, load_pair, prompt_conds, prompt_for, seeded_noise
+from adaptive.toy.data import DIRECTION_NAMES, encode_prompts, make_videos, variant_of
+from adaptive.toy.harness import Harness, load_encoder
 from adaptive.toy.video import save_strip
 
 
@@ -39,13 +39,13 @@ def run(pair, prompts, seeds, schedule, steps, shift, chunk=32):
     return out, (time.perf_counter() - start) / len(prompts)
 
 
-def commitment(pair, harness, prompts, seeds, steps, shift) -> dict[str, list[float]]:
+def commitment(pair, harness, prompts, seeds, steps, shift, device) -> dict[str, list[float]]:
     """How decided Large's video is at each step: feature similarity of its clean-sample prediction
     ``x - sigma * v`` to the final video. Where this is ~1, coarser steps cannot change the content."""
     predictions: list[torch.Tensor] = []
-    final = sample(pair, seeded_noise(seeds), sigmas(steps, shift), None,
+    final = sample(pair, seeded_noise(seeds, device=device), sigmas(steps, shift), None,
                    callback=lambda info: predictions.append(info["x"] - info["sigma"] * info["v"]),
-                   encoder_hidden_states=encode_prompts(prompts))
+                   encoder_hidden_states=encode_prompts(prompts).to(device))
     grid = sigmas(steps, shift)[:-1]
     return {"sigmas": [float(s) for s in grid],
             "feature_sim": [float(harness.similarity(x0, final).mean()) for x0 in predictions]}
@@ -89,19 +89,21 @@ def main() -> None:
     parser.add_argument("--out", default="docs")
     parser.add_argument("--weights", default=None, help="weights folder (default: the shipped ones)")
     parser.add_argument("--sweep", default="5,15,20", help="more Large step counts to measure (comma list, '' for none)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    pair, _ = load_pair(args.weights)
-    harness = Harness()
+    pair, _ = load_pair(args.weights, device=args.device)
+    weights = Path(args.weights) if args.weights else WEIGHTS_DIR
+    harness = Harness(load_encoder(weights / "encoder.safetensors"), variant=variant_of(weights))
     prompts, digits, directions = heldout_prompts(args.videos)
     seeds = list(range(1000, 1000 + args.videos))
     other_seeds = list(range(5000, 5000 + args.videos))
     few = max(1, args.steps // 3)
     small_only = Schedule.from_stages([(1.0, 0.0, "small")])
-    x = seeded_noise([0])
-    per_row = flops_per_row(pair, x, encoder_hidden_states=encode_prompts(prompts[:1]))
+    x = seeded_noise([0], device=args.device)
+    per_row = flops_per_row(pair, x, encoder_hidden_states=encode_prompts(prompts[:1]).to(args.device))
     rows = {}
     large, t_large = run(pair, prompts, seeds, None, args.steps, args.shift)
     plans = {
@@ -124,19 +126,20 @@ def main() -> None:
         report = harness.report(videos, digits, directions, reference=reference)
         report.update(gflops_per_video=flops / 1e9, seconds_per_video=seconds)
         rows[name] = report
-    real = make_videos(args.videos, np.random.default_rng(99), "heldout", digits=digits, directions=directions)
+    real = make_videos(args.videos, np.random.default_rng(99), "heldout", digits=digits, directions=directions,
+                       variant=harness.variant)
     real_videos = torch.from_numpy(real.videos)
     real_report = harness.report(real_videos, digits, directions)
     rows["Real held-out videos"] = real_report
-    curve = probe(pair, prompt_conds(prompts[:8]), args.steps, seeds=[0, 1], shift=args.shift)
-    decided = commitment(pair, harness, prompts[:16], seeds[:16], args.steps, args.shift)
+    curve = probe(pair, prompt_conds(prompts[:8], args.device), args.steps, seeds=[0, 1], shift=args.shift)
+    decided = commitment(pair, harness, prompts[:16], seeds[:16], args.steps, args.shift, args.device)
     result = {"rows": rows, "flops_per_call_per_video": per_row, "commitment": decided,
               "divergence": {"sigmas": curve.sigmas.tolist(), "rel_l2": curve.mean().tolist(),
                              "cosine": curve.mean("cosine").tolist(), "weighted": curve.mean("weighted").tolist()},
               "command": "python scripts/evaluate_pair.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())}
     (out / "pair_eval.json").write_text(json.dumps(result, indent=2) + "\n")
     keys = ["feature_sim", "frechet", "digit_acc", "direction_acc", "frame_agreement", "centroid_accel", "sharpness",
-            "gflops_per_video", "seconds_per_video"]
+            "grain", "gflops_per_video", "seconds_per_video"]
     lines = ["| row | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, report in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{report[k]:.3f}" if k in report else "" for k in keys) + " |")

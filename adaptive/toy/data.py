@@ -5,6 +5,12 @@ one 8x8 digit glyph, upscaled, moving with constant velocity and bouncing on a s
 prompt names the digit and the initial direction; the start position and speed are *not* in the
 prompt, so each prompt has many valid videos (a multimodal target, as real text-to-video is).
 
+Two data variants exist. ``"plain"`` is the above. ``"grain"`` adds fine detail that only the last,
+low-noise denoising steps can decide, as texture is in real video: each ink pixel of each frame is
+dimmed by a per-video contrast with probability 1/2 (film grain on the glyph). The grain is not in
+the prompt, and a sampler that stops refining early leaves it averaged out (grey and smooth), which
+the quality encoder reads back as a lower grain contrast.
+
 Example:
     >>> import numpy as np
     >>> batch = make_videos(4, np.random.default_rng(0))
@@ -15,7 +21,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,15 +48,19 @@ DIRECTION_NAMES = tuple(DIRECTIONS)
 VOCAB = ("<pad>", "a", "moving", *DIGIT_WORDS, *DIRECTION_NAMES)
 _TEXT_SEED = 20251231
 _SPLIT_SEED = 7
+VARIANTS = ("plain", "grain")
+GRAIN_CONTRAST = (0.3, 0.6)
 
 
 @dataclass(frozen=True)
 class VideoBatch:
-    """Videos in [-1, 1] with shape (n, 1, frames, canvas, canvas) and their labels."""
+    """Videos in [-1, 1] with shape (n, 1, frames, canvas, canvas), their labels and grain contrast
+    (0 for the plain variant)."""
 
     videos: np.ndarray
     digits: np.ndarray
     directions: np.ndarray
+    grain: np.ndarray
 
     @property
     def prompts(self) -> list[str]:
@@ -124,14 +136,31 @@ def _trajectory(start: float, velocity: float, span: int) -> np.ndarray:
     return np.where(folded > span, period - folded, folded)
 
 
+def variant_of(weights: Path | str) -> str:
+    """The data variant a weights folder was trained on (its ``encoder.json`` says; "plain" if silent)."""
+    record = Path(weights) / "encoder.json"
+    variant = json.loads(record.read_text()).get("data", "plain") if record.exists() else "plain"
+    if variant not in VARIANTS:
+        raise ValueError(f"{record} names data variant {variant!r}; known variants: {', '.join(VARIANTS)}")
+    return str(variant)
+
+
 def make_videos(
     n: int,
     rng: np.random.Generator,
     split: str = "train",
     digits: np.ndarray | None = None,
     directions: np.ndarray | None = None,
+    variant: str = "plain",
+    grain_contrast: tuple[float, float] = GRAIN_CONTRAST,
 ) -> VideoBatch:
-    """Draw ``n`` videos; ``digits``/``directions`` fix the labels, otherwise they are random."""
+    """Draw ``n`` videos; ``digits``/``directions`` fix the labels, otherwise they are random.
+
+    ``variant`` is "plain" or "grain"; ``grain_contrast`` is the range the grain variant draws each
+    video's contrast from (the quality encoder trains on a wider one, down to no grain).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown data variant {variant!r}; use one of {', '.join(VARIANTS)}")
     images, labels = glyphs(split)
     digits = rng.integers(0, 10, n) if digits is None else np.asarray(digits)
     directions = rng.integers(0, len(DIRECTIONS), n) if directions is None else np.asarray(directions)
@@ -147,4 +176,10 @@ def make_videos(
         for f in range(FRAMES):
             y, x = int(np.rint(ys[f])), int(np.rint(xs[f]))
             videos[k, f, y:y + GLYPH, x:x + GLYPH] = np.maximum(videos[k, f, y:y + GLYPH, x:x + GLYPH], glyph)
-    return VideoBatch(videos[:, None] * 2.0 - 1.0, np.asarray(digits), np.asarray(directions))
+    contrast: np.ndarray = np.zeros(n, dtype=np.float32)
+    if variant == "grain":
+        # Drawn after the glyphs so the plain part of a grain video is the plain video of the same rng.
+        contrast = rng.uniform(*grain_contrast, n).astype(np.float32)
+        dimmed = rng.random(videos.shape, dtype=np.float32) < 0.5
+        videos *= 1.0 - contrast[:, None, None, None] * dimmed
+    return VideoBatch(videos[:, None] * 2.0 - 1.0, np.asarray(digits), np.asarray(directions), contrast)

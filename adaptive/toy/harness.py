@@ -6,7 +6,9 @@ on real moving-digit videos (no vision backbone can be downloaded here).
 - prompt alignment: accuracy of the prompted digit and direction (CLIP score);
 - temporal coherence: share of frames whose digit agrees with the video's majority digit, and motion
   smoothness (mean acceleration of the ink's centre of mass, in pixels per frame squared);
-- sharpness: mean distance of pixels from mid-grey (blurry, averaged videos score low).
+- sharpness: mean distance of pixels from mid-grey (blurry, averaged videos score low);
+- grain (grain data variant only): the encoder's reading of the per-video grain contrast, which
+  sampling that stops refining early leaves averaged out.
 
 Example:
     >>> import numpy as np, torch
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 
 from adaptive.metrics import FeatureSimilarity, frechet_distance
-from adaptive.toy.data import make_videos
+from adaptive.toy.data import make_videos, variant_of
 from adaptive.toy.models import VideoEncoder
 from adaptive.toy.pair import WEIGHTS_DIR
 
@@ -40,7 +42,10 @@ def load_encoder(path: Path | str | None = None, device: str | torch.device = "c
         raise FileNotFoundError(f"no encoder weights at {path}; train them with "
                                 "`python -m adaptive.toy.train encoder`")
     encoder = VideoEncoder()
-    encoder.load_state_dict(load_file(str(path)))
+    missing, unexpected = encoder.load_state_dict(load_file(str(path)), strict=False)
+    if unexpected or any(not key.startswith("grain_head.") for key in missing):
+        raise ValueError(f"{path} is not a VideoEncoder state dict (missing {missing}, unexpected {unexpected})")
+    encoder.reads_grain = not missing  # encoders trained on plain data have no grain head
     return encoder.to(device).eval().requires_grad_(False)
 
 
@@ -55,10 +60,15 @@ def _centroids(videos: torch.Tensor) -> torch.Tensor:
 
 
 class Harness:
-    """Quality numbers for moving-digit videos ``(n, 1, frames, 32, 32)`` in [-1, 1]."""
+    """Quality numbers for moving-digit videos ``(n, 1, frames, 32, 32)`` in [-1, 1].
 
-    def __init__(self, encoder: VideoEncoder | None = None, batch: int = 128) -> None:
+    ``variant`` is the data variant of the real videos the Frechet distance compares with; by default
+    the one the shipped weights were trained on.
+    """
+
+    def __init__(self, encoder: VideoEncoder | None = None, batch: int = 128, variant: str | None = None) -> None:
         self.encoder = encoder if encoder is not None else load_encoder()
+        self.variant = variant if variant is not None else variant_of(WEIGHTS_DIR)
         self.batch = batch
         self.similarity = FeatureSimilarity(self.features, name="toy_feature_cosine")
         self._real: dict[int, np.ndarray] = {}
@@ -72,7 +82,7 @@ class Harness:
     def real_features(self, n: int = 512, seed: int = 12345) -> np.ndarray:
         """Features of ``n`` real held-out videos (cached)."""
         if n not in self._real:
-            real = make_videos(n, np.random.default_rng(seed), "heldout")
+            real = make_videos(n, np.random.default_rng(seed), "heldout", variant=self.variant)
             self._real[n] = self.features(torch.from_numpy(real.videos)).numpy()
         return self._real[n]
 
@@ -98,6 +108,16 @@ class Harness:
         accel = _centroids(videos).diff(dim=1).diff(dim=1).norm(dim=-1)
         return agreement, float(accel.mean())
 
+    @torch.no_grad()
+    def grain(self, videos: torch.Tensor) -> float:
+        """Mean grain contrast the encoder reads (the grain variant's videos have 0.3-0.6)."""
+        if not self.encoder.reads_grain:
+            raise ValueError("this encoder was trained on plain data and cannot read grain; train one with "
+                             "`python -m adaptive.toy.train encoder --data grain`")
+        videos = videos.float().cpu().clamp(-1, 1)
+        return float(torch.cat([self.encoder.grain(videos[i:i + self.batch])
+                                for i in range(0, len(videos), self.batch)]).mean())
+
     @staticmethod
     def sharpness(videos: torch.Tensor) -> float:
         """Mean |pixel| in [-1, 1]: 1 for pure black/white, lower for grey, blurry videos."""
@@ -110,6 +130,8 @@ class Harness:
         agreement, accel = self.coherence(videos)
         out = {"frechet": self.frechet(videos), "digit_acc": digit_acc, "direction_acc": direction_acc,
                "frame_agreement": agreement, "centroid_accel": accel, "sharpness": self.sharpness(videos)}
+        if self.variant == "grain" and self.encoder.reads_grain:
+            out["grain"] = self.grain(videos)
         if reference is not None:
             out["feature_sim"] = float(self.similarity(videos, reference).mean())
         return out

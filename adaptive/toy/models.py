@@ -62,6 +62,9 @@ class VideoEncoder(nn.Module):
         self.digit_head = nn.Linear(self.feature_dim, len(DIGIT_WORDS))
         self.direction_head = nn.Linear(self.feature_dim, len(DIRECTION_NAMES))
         self.frame_digit_head = nn.Linear(64, len(DIGIT_WORDS))
+        # Reads the grain variant's per-video contrast; encoders trained on plain data lack it.
+        self.grain_head = nn.Linear(self.feature_dim, 1)
+        self.reads_grain = True
 
     def _frames(self, videos: torch.Tensor) -> torch.Tensor:
         n, c, f, h, w = videos.shape
@@ -75,6 +78,10 @@ class VideoEncoder(nn.Module):
         """Digit logits (n, 10) and direction logits (n, 8)."""
         feats = self.features(videos)
         return self.digit_head(feats), self.direction_head(feats)
+
+    def grain(self, videos: torch.Tensor) -> torch.Tensor:
+        """Predicted grain contrast (n,) of each video (meaningful only if ``reads_grain``)."""
+        return self.grain_head(self.features(videos)).squeeze(1)
 
     def frame_digit_logits(self, videos: torch.Tensor) -> torch.Tensor:
         """Per-frame digit logits (n, frames, 10), for temporal coherence."""

@@ -20,7 +20,7 @@ import torch
 from adaptive.pair import ModelPair
 from adaptive.sampling import SAMPLERS, sigmas
 from adaptive.schedule import Schedule
-from adaptive.toy.data import encode_prompts
+from adaptive.toy.data import encode_prompts, variant_of
 from adaptive.toy.models import SAMPLE_SHAPE
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -64,8 +64,8 @@ def load_pair(weights: Path | str | None = None, device: str | torch.device = "c
     from adaptive.toy.harness import Harness, load_encoder
 
     large, small = load_transformers(weights, device, dtype)
-    encoder_path = (Path(weights) if weights is not None else WEIGHTS_DIR) / "encoder.safetensors"
-    metric = Harness(load_encoder(encoder_path)).similarity  # the pair's own DINO-similarity analogue
+    root = Path(weights) if weights is not None else WEIGHTS_DIR
+    metric = Harness(load_encoder(root / "encoder.safetensors"), variant=variant_of(root)).similarity  # the pair's own DINO-similarity analogue
     pair = ModelPair(large, small, sample_shape=SAMPLE_SHAPE, name=PAIR_NAME, metric=metric)
     null = encode_prompts([""]).to(device)
     return pair.guided(guidance_scale, {"encoder_hidden_states": null}), encode_prompts

@@ -7,6 +7,10 @@ Run in the background, e.g.::
 Flow-matching loss in the project's convention: ``x = (1 - sigma) * x0 + sigma * noise`` and the
 model regresses ``v = noise - x0`` given ``timestep = 1000 * sigma`` and the prompt tokens; prompts
 are dropped to the null prompt 10% of the time so classifier-free guidance works.
+
+``--data grain`` trains on the grain variant (see :mod:`adaptive.toy.data`); ``--device cuda`` trains
+on a GPU (the same steps; GPU kernels are not bit-reproducible, so a re-run matches in loss, not in
+bits). ``--max-minutes`` stops a run early but still saves, and the record says how many steps ran.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from adaptive.toy.data import encode_prompts, make_videos
+from adaptive.toy.data import VARIANTS, encode_prompts, make_videos
 from adaptive.toy.models import VideoEncoder, build_transformer
 
 CFG_DROPOUT = 0.1
@@ -58,7 +62,8 @@ def _save_transformer(model, out: Path, record: dict) -> None:
 
 
 def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, out: Path,
-                      ema_decay: float = 0.995, save_every: int = 200, init: Path | None = None) -> float:
+                      ema_decay: float = 0.995, save_every: int = 200, init: Path | None = None,
+                      data: str = "plain", device: str = "cpu", max_minutes: float = math.inf) -> float:
     """Train one Wan-architecture denoiser; writes EMA weights (fp16 safetensors) to ``out``.
 
     ``init`` continues from saved weights (e.g. the shipped ones), so training can be spread over
@@ -79,21 +84,25 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
             previous_steps = int(previous.get("steps", 0))
             # Keep every earlier run's command so the shipped weights can be reproduced run by run.
             history = [*previous.pop("history", []), previous]
+    model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
+    params, ema_params = list(model.parameters()), list(ema.parameters())
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     started, smoothed = time.time(), None
     record = dict(command=_command(), size=size, batch=batch, lr=lr, data_seed=seed,
-                  ema_decay=ema_decay, cfg_dropout=CFG_DROPOUT, previous_steps=previous_steps, history=history)
+                  ema_decay=ema_decay, cfg_dropout=CFG_DROPOUT, previous_steps=previous_steps, history=history,
+                  data=data, device=str(torch.device(device).type))
     bar = tqdm(range(steps), desc=f"train {size}", mininterval=10)
     for step in bar:
-        data = make_videos(batch, rng, "train")
-        x0 = torch.from_numpy(data.videos)
-        prompts = [p if keep else "" for p, keep in zip(data.prompts, rng.random(batch) > CFG_DROPOUT)]
-        cond = encode_prompts(prompts)
+        videos = make_videos(batch, rng, "train", variant=data)
+        x0 = torch.from_numpy(videos.videos)
+        prompts = [p if keep else "" for p, keep in zip(videos.prompts, rng.random(batch) > CFG_DROPOUT)]
+        cond = encode_prompts(prompts).to(device)
         sigma = _training_sigmas(batch, gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        x0, sigma = x0.to(device), sigma.to(device)
         s = sigma.view(-1, 1, 1, 1, 1)
         x = (1 - s) * x0 + s * noise
         pred = model(x, sigma * NUM_TRAIN_TIMESTEPS, cond, return_dict=False)[0]
@@ -106,37 +115,47 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
         opt.step()
         with torch.no_grad():
             decay = min(ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
+            torch._foreach_lerp_(ema_params, params, 1 - decay)
         smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
         bar.set_postfix(loss=f"{smoothed:.4f}")
         if step % 25 == 0:
             print(f"{size} step {step} loss {smoothed:.5f} elapsed {time.time() - started:.0f}s", flush=True)
-        if (step + 1) % save_every == 0 or step + 1 == steps:
+        out_of_time = time.time() - started > 60 * max_minutes
+        if (step + 1) % save_every == 0 or step + 1 == steps or out_of_time:
             record.update(steps=previous_steps + step + 1, final_loss=round(smoothed, 5),
                           train_seconds=round(time.time() - started, 1))
             _save_transformer(ema, out / size, record)
+        if out_of_time:
+            print(f"{size}: stopped after {step + 1} of {steps} steps (--max-minutes {max_minutes})", flush=True)
+            break
     return float(smoothed or 0.0)
 
 
-def train_encoder(steps: int, batch: int, seed: int, out: Path) -> float:
-    """Train the digit/direction video encoder on real videos; reports held-out accuracy."""
+def train_encoder(steps: int, batch: int, seed: int, out: Path, data: str = "plain", device: str = "cpu") -> float:
+    """Train the digit/direction (and, on grain data, grain-contrast) video encoder on real videos;
+    reports held-out accuracy."""
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = VideoEncoder()
+    model = VideoEncoder().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    # Generated grain can be anything from crisp to averaged away: train the reading down to none.
+    contrast_range = (0.0, 0.7)
+    # Generated videos are never exact; small noise keeps the encoder robust without hiding the grain.
+    jitter = 0.1 if data == "plain" else 0.03
     for step in tqdm(range(steps), desc="train encoder", mininterval=10):
-        data = make_videos(batch, rng, "train")
-        videos = torch.from_numpy(data.videos)
-        videos = videos + 0.1 * torch.randn_like(videos)  # generated videos are never exact
+        real = make_videos(batch, rng, "train", variant=data, grain_contrast=contrast_range)
+        videos = torch.from_numpy(real.videos).to(device)
+        videos = videos + jitter * torch.randn_like(videos)
         digit_logits, direction_logits = model(videos)
         frame_logits = model.frame_digit_logits(videos)
-        digits = torch.from_numpy(data.digits)
+        digits = torch.from_numpy(real.digits).to(device)
         loss = (F.cross_entropy(digit_logits, digits)
-                + F.cross_entropy(direction_logits, torch.from_numpy(data.directions))
+                + F.cross_entropy(direction_logits, torch.from_numpy(real.directions).to(device))
                 + F.cross_entropy(frame_logits.flatten(0, 1), digits.repeat_interleave(frame_logits.shape[1])))
+        if data == "grain":
+            loss = loss + 10.0 * F.mse_loss(model.grain(videos), torch.from_numpy(real.grain).to(device))
         for group in opt.param_groups:
             group["lr"] = 2e-3 * _lr_factor(step, steps)
         opt.zero_grad(set_to_none=True)
@@ -144,18 +163,22 @@ def train_encoder(steps: int, batch: int, seed: int, out: Path) -> float:
         opt.step()
         if step % 50 == 0:
             print(f"encoder step {step} loss {loss.item():.4f}", flush=True)
-    model.eval()
+    model = model.cpu().eval()
+    record: dict = dict(command=_command(), steps=steps, batch=batch, data_seed=seed, final_loss=round(loss.item(), 5))
     with torch.no_grad():
-        held = make_videos(512, np.random.default_rng(seed + 1), "heldout")
-        d_logits, m_logits = model(torch.from_numpy(held.videos))
-        acc_d = (d_logits.argmax(1).numpy() == held.digits).mean()
-        acc_m = (m_logits.argmax(1).numpy() == held.directions).mean()
+        held = make_videos(512, np.random.default_rng(seed + 1), "heldout", variant=data)
+        held_videos = torch.from_numpy(held.videos)
+        d_logits, m_logits = model(held_videos)
+        record.update(heldout_digit_accuracy=float((d_logits.argmax(1).numpy() == held.digits).mean()),
+                      heldout_direction_accuracy=float((m_logits.argmax(1).numpy() == held.directions).mean()))
+        if data == "grain":
+            error = (model.grain(held_videos).numpy() - held.grain)
+            record.update(data=data, heldout_grain_mae=float(np.abs(error).mean()))
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "encoder.safetensors"))
-    (out / "encoder.json").write_text(json.dumps(dict(
-        command=_command(), steps=steps, batch=batch, data_seed=seed, final_loss=round(loss.item(), 5),
-        heldout_digit_accuracy=float(acc_d), heldout_direction_accuracy=float(acc_m)), indent=2) + "\n")
-    print(f"encoder held-out accuracy: digit {acc_d:.3f} direction {acc_m:.3f}", flush=True)
+    (out / "encoder.json").write_text(json.dumps(record, indent=2) + "\n")
+    print("encoder held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in record.items() if k.startswith("heldout")),
+          flush=True)
     return float(loss.item())
 
 
@@ -171,16 +194,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--init", type=Path, default=None, help="continue from weights saved in this folder")
     parser.add_argument("--lr-scale", type=float, default=1.0, help="multiply the learning rates (e.g. 0.5 to resume)")
+    parser.add_argument("--data", choices=VARIANTS, default="plain", help="data variant (default plain)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--encoder-batch", type=int, default=32)
+    parser.add_argument("--max-minutes", type=float, default=math.inf,
+                        help="stop each model's run after this long (saves what it has)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    common = dict(init=args.init, data=args.data, device=args.device, max_minutes=args.max_minutes)
     if args.what in ("encoder", "all"):
-        train_encoder(args.encoder_steps, 32, args.seed + 100, args.out)
+        train_encoder(args.encoder_steps, args.encoder_batch, args.seed + 100, args.out, args.data, args.device)
     if args.what in ("small", "all"):
         train_transformer("small", args.small_steps, args.batch, 1e-3 * args.lr_scale, args.seed + 1, args.out,
-                          init=args.init)
+                          **common)
     if args.what in ("large", "all"):
         train_transformer("large", args.large_steps, args.batch, 5e-4 * args.lr_scale, args.seed + 2, args.out,
-                          init=args.init)
+                          **common)
 
 
 if __name__ == "__main__":

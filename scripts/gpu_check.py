@@ -1,0 +1,113 @@
+"""Check the GPU path on the embedded pair: CUDA, bf16 and torch.compile, with the shipped profile.
+
+    python scripts/gpu_check.py --out gpu_check.json
+
+For each precision (fp32, bf16) and mode (eager, compiled with inductor) it samples the same videos
+Large-only and with the shipped profile's schedule, and reports: agreement with fp32 eager (feature
+similarity and relative L2 of the videos), wall time per batch (best of ``--repeats``, after warm-up,
+synchronised), the blend's speed-up over Large-only in the same configuration, and peak GPU memory.
+``--device cpu`` runs the same checks on a CPU (slowly; for trying the script without a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from adaptive import ProfileStore, sampler_signature
+from adaptive.toy import generate, load_pair, prompt_for
+from adaptive.toy.harness import Harness
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, repeats: int, device: str) -> tuple[torch.Tensor, float]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", default="32,256", help="batch sizes to time (comma list)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", default="fp32,bf16,bf16+compile",
+                        help="precision[+compile] list; the first is the reference (default fp32,bf16,bf16+compile)")
+    parser.add_argument("--out", default="gpu_check.json")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this script checks the GPU path (try --device cpu to run it slowly "
+                         "on a CPU); the CPU tests are `make test`")
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here: it is the reference
+    reference_pair, _ = load_pair()
+    profile = ProfileStore("profiles").find(reference_pair, sampler_signature("euler", 30, 3.0))
+    if profile is None:
+        raise SystemExit("no shipped profile for the embedded pair in profiles/; run from the repository root")
+    schedule = profile.schedule()
+    harness = Harness()
+    device_name = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
+    report: dict = {"device": device_name, "torch": torch.__version__,
+                    "python": platform.python_version(), "schedule": str(schedule),
+                    "small_steps": list(profile.small_steps), "rows": []}
+    print(report, flush=True)
+    batches = [int(b) for b in args.batches.split(",")]
+    references: dict[int, torch.Tensor] = {}
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    for config in args.configs.split(","):
+        precision, _, mode = config.partition("+")
+        if precision not in dtypes or mode not in ("", "compile"):
+            raise SystemExit(f"--configs entry {config!r}: write a precision (fp32, bf16, fp16), optionally +compile")
+        dtype, compiled = dtypes[precision], mode == "compile"
+        pair, _ = load_pair(device=args.device, dtype=dtype)
+        if compiled:
+            pair = pair.compile()
+        for batch in batches:
+            prompts = [prompt_for(i % 10, i % 8) for i in range(batch)]
+            seeds = list(range(batch))
+            start = time.perf_counter()
+            generate(pair, prompts, seeds, schedule, num_steps=30)  # warm-up (compiles)
+            generate(pair, prompts, seeds, None, num_steps=30)
+            warmup = time.perf_counter() - start
+            row: dict = {"config": config, "batch": batch,
+                         "warmup_s": round(warmup, 2)}
+            for name, sched in (("large", None), ("blend", schedule)):
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                videos, seconds = timed(lambda: generate(pair, prompts, seeds, sched, num_steps=30), args.repeats,
+                                        args.device)
+                videos = videos.float().cpu()
+                key = batch * 2 + (name == "blend")
+                references.setdefault(key, videos)  # the first config is the reference
+                ref = references[key]
+                row[name] = {"seconds": round(seconds, 4),
+                             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+                             "finite": bool(torch.isfinite(videos).all()),
+                             "sim_to_reference": round(float(harness.similarity(videos, ref).mean()), 4),
+                             "rel_l2_to_reference": round(float(((videos - ref).flatten(1).norm(dim=1)
+                                                                  / ref.flatten(1).norm(dim=1)).mean()), 4)}
+                if name == "blend":
+                    large_ref = references[batch * 2]
+                    row[name]["sim_to_reference_large"] = round(float(harness.similarity(videos, large_ref).mean()), 4)
+            row["speedup"] = round(row["large"]["seconds"] / row["blend"]["seconds"], 3)
+            report["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
