@@ -63,19 +63,24 @@ def plot_steps(path: Path, rows: dict, default_steps: int, decided: dict[str, li
     steps = sorted(large)
     band = rows[f"Large, {default_steps} steps, other seeds"]
     small = rows[f"Small, {default_steps} steps"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    for ax, key, label in ((axes[0], "frechet", "Frechet distance to real (lower is better)"),
-                           (axes[1], "feature_sim", f"feature similarity to Large-{default_steps} (same noise)")):
+    panels = [("frechet", "Frechet distance to real (lower is better)"),
+              ("feature_sim", f"feature similarity to Large-{default_steps} (same noise)")]
+    if "grain" in large[default_steps]:
+        panels.append(("grain", "grain the encoder reads (real videos: dotted black)"))
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.4 * (len(panels) + 1), 3.4))
+    for ax, (key, label) in zip(axes, panels):
         ax.plot(steps, [large[k][key] for k in steps], "o-", label="Large")
         ax.axhline(small[key], color="tab:red", ls="--", label=f"Small, {default_steps} steps")
         ax.axhline(band[key], color="grey", ls=":", label=f"Large-{default_steps}, other seeds")
+        if key == "grain":
+            ax.axhline(rows["Real held-out videos"][key], color="black", ls=":", label="real videos")
         ax.set_xlabel("Large Euler steps")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
-    axes[2].plot(decided["sigmas"], decided["feature_sim"], "o-", ms=3)
-    axes[2].invert_xaxis()
-    axes[2].set_xlabel("sigma (noise level), sampling runs left to right")
-    axes[2].set_title("Large's clean-sample prediction vs its final video", fontsize=9)
+    axes[-1].plot(decided["sigmas"], decided["feature_sim"], "o-", ms=3)
+    axes[-1].invert_xaxis()
+    axes[-1].set_xlabel("sigma (noise level), sampling runs left to right")
+    axes[-1].set_title("Large's clean-sample prediction vs its final video", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -13,7 +13,7 @@ CELLS = [
 
 FlowBlending runs a Large model early and late in sampling and a Small model of the same family in the
 middle. This notebook finds *where* automatically on the embedded moving-digit pair (two Wan-architecture
-video models trained on this CPU): probe, change-point proposal, Optuna refinement, then sampling with the
+video models trained by this project): probe, change-point proposal, Optuna refinement, then sampling with the
 profile. It uses only the public API and runs on a CPU in a few minutes (fewer steps than the defaults)."""),
     new_code_cell("""import time, warnings
 import matplotlib.pyplot as plt

@@ -74,6 +74,28 @@ def test_encoder_reads_grain_and_its_loss():
     assert harness.grain(blurred) < harness.grain(videos) - 0.1
 
 
+def test_plain_encoders_load_without_grain_and_say_so(tmp_path):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from adaptive.toy import WEIGHTS_DIR
+    from adaptive.toy.data import variant_of
+
+    state = {k: v for k, v in load_file(str(WEIGHTS_DIR / "encoder.safetensors")).items()
+             if not k.startswith("grain_head.")}
+    save_file(state, str(tmp_path / "encoder.safetensors"))
+    plain = Harness(load_encoder(tmp_path / "encoder.safetensors"), variant=variant_of(tmp_path))
+    assert plain.variant == "plain" and not plain.encoder.reads_grain
+    videos = torch.from_numpy(make_videos(4, np.random.default_rng(0)).videos)
+    assert "grain" not in plain.report(videos, np.zeros(4, int), np.zeros(4, int))
+    with pytest.raises(ValueError, match="cannot read grain"):
+        plain.grain(videos)
+    (tmp_path / "encoder.json").write_text(json.dumps({"data": "sparkly"}))
+    with pytest.raises(ValueError, match="known variants"):
+        variant_of(tmp_path)
+
+
 def test_metrics_behave(harness):
     real = make_videos(64, np.random.default_rng(12), "heldout", variant=harness.variant)
     videos = torch.from_numpy(real.videos)
