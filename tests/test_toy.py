@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaptive import FeatureSimilarity, Schedule, frechet_distance
-from adaptive.toy import encode_prompts, generate, load_pair, make_videos, parse_prompt, prompt_for
+from adaptive.toy import WEIGHTS_DIR, encode_prompts, generate, load_pair, make_videos, parse_prompt, prompt_for
 from adaptive.toy.data import glyphs
 from adaptive.toy.harness import Harness, load_encoder
 
@@ -147,3 +147,25 @@ def test_bf16_pair_from_pretrained_samples_close_to_fp32():
 
 
 EXPECTED_SLICE = [-0.1739, -0.3151, 0.0541, 0.2664, 0.6567, -0.0681]
+
+
+def test_training_script_records_data_steps_and_history(tmp_path):
+    import json
+
+    from adaptive.toy.data import variant_of
+    from adaptive.toy.train import main as train
+
+    tiny = ["--threads", "1", "--batch", "2", "--encoder-batch", "2"]
+    train(["all", "--out", str(tmp_path / "a"), "--encoder-steps", "2", "--small-steps", "2", "--large-steps", "2",
+           *tiny])
+    # No --data: the shipped pair's variant, so the new weights and the shipped harness agree.
+    assert variant_of(tmp_path / "a") == variant_of(WEIGHTS_DIR)
+    record = json.loads((tmp_path / "a" / "small" / "training.json").read_text())
+    assert record["steps"] == 2 and record["data"] == variant_of(tmp_path / "a") and record["device"] == "cpu"
+    pair, _ = load_pair(tmp_path / "a")  # loads through from_pretrained like the shipped folder
+    assert generate(pair, [prompt_for(1, 2)], seeds=[0], num_steps=2).shape == (1, 1, 8, 32, 32)
+    # Continuing with a time limit stops after the first step but still saves and counts every run.
+    train(["small", "--init", str(tmp_path / "a"), "--out", str(tmp_path / "b"), "--small-steps", "50",
+           "--max-minutes", "0", *tiny])
+    again = json.loads((tmp_path / "b" / "small" / "training.json").read_text())
+    assert again["steps"] == 3 and again["previous_steps"] == 2 and len(again["history"]) == 1

@@ -65,7 +65,8 @@ def load_pair(weights: Path | str | None = None, device: str | torch.device = "c
 
     large, small = load_transformers(weights, device, dtype)
     root = Path(weights) if weights is not None else WEIGHTS_DIR
-    metric = Harness(load_encoder(root / "encoder.safetensors"), variant=variant_of(root)).similarity  # the pair's own DINO-similarity analogue
+    # The pair's own DINO-similarity analogue.
+    metric = Harness(load_encoder(root / "encoder.safetensors"), variant=variant_of(root)).similarity
     pair = ModelPair(large, small, sample_shape=SAMPLE_SHAPE, name=PAIR_NAME, metric=metric)
     null = encode_prompts([""]).to(device)
     return pair.guided(guidance_scale, {"encoder_hidden_states": null}), encode_prompts

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from adaptive.toy.data import VARIANTS, encode_prompts, make_videos
+from adaptive.toy.data import VARIANTS, encode_prompts, make_videos, variant_of
 from adaptive.toy.models import VideoEncoder, build_transformer
 
 CFG_DROPOUT = 0.1
@@ -194,12 +194,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--init", type=Path, default=None, help="continue from weights saved in this folder")
     parser.add_argument("--lr-scale", type=float, default=1.0, help="multiply the learning rates (e.g. 0.5 to resume)")
-    parser.add_argument("--data", choices=VARIANTS, default="plain", help="data variant (default plain)")
+    parser.add_argument("--data", choices=VARIANTS, default=None,
+                        help="data variant (default: the --init folder's, else the shipped pair's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--encoder-batch", type=int, default=32)
     parser.add_argument("--max-minutes", type=float, default=math.inf,
                         help="stop each model's run after this long (saves what it has)")
     args = parser.parse_args(argv)
+    if args.data is None:
+        # Continuing a pair on other data than it learnt would quietly change what it generates.
+        args.data = variant_of(args.init if args.init is not None else Path(__file__).parent / "weights")
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
