@@ -106,9 +106,10 @@ class TransformerDenoiser:
 
     def _call(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: dict[str, Any]) -> torch.Tensor:
         timestep = sigma_batch(sigma, x) * self.num_train_timesteps
-        hidden = x.to(self.dtype)
+        dtype = self.dtype
+        hidden = x.to(dtype)
         # Text embeddings come in whatever precision the encoder ran; the transformer wants its own.
-        cond = {k: v.to(self.dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in cond.items()}
+        cond = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in cond.items()}
         if self.layout == "ltx":
             return self._call_ltx(hidden, timestep, cond).to(x.dtype)
         out = self.transformer(hidden_states=hidden, timestep=timestep, return_dict=False, **cond)[0]

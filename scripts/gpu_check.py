@@ -66,7 +66,7 @@ def main() -> None:
                     "small_steps": list(profile.small_steps), "rows": []}
     print(report, flush=True)
     batches = [int(b) for b in args.batches.split(",")]
-    references: dict[int, torch.Tensor] = {}
+    references: dict[tuple[int, str], torch.Tensor] = {}
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     for config in args.configs.split(","):
         precision, _, mode = config.partition("+")
@@ -91,9 +91,7 @@ def main() -> None:
                 videos, seconds = timed(lambda: generate(pair, prompts, seeds, sched, num_steps=30), args.repeats,
                                         args.device)
                 videos = videos.float().cpu()
-                key = batch * 2 + (name == "blend")
-                references.setdefault(key, videos)  # the first config is the reference
-                ref = references[key]
+                ref = references.setdefault((batch, name), videos)  # the first config is the reference
                 row[name] = {"seconds": round(seconds, 4),
                              "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
                              "finite": bool(torch.isfinite(videos).all()),
@@ -101,7 +99,7 @@ def main() -> None:
                              "rel_l2_to_reference": round(float(((videos - ref).flatten(1).norm(dim=1)
                                                                   / ref.flatten(1).norm(dim=1)).mean()), 4)}
                 if name == "blend":
-                    large_ref = references[batch * 2]
+                    large_ref = references[(batch, "large")]
                     row[name]["sim_to_reference_large"] = round(float(harness.similarity(videos, large_ref).mean()), 4)
             row["speedup"] = round(row["large"]["seconds"] / row["blend"]["seconds"], 3)
             report["rows"].append(row)

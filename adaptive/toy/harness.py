@@ -114,9 +114,7 @@ class Harness:
         if not self.encoder.reads_grain:
             raise ValueError("this encoder was trained on plain data and cannot read grain; train one with "
                              "`python -m adaptive.toy.train encoder --data grain`")
-        videos = videos.float().cpu().clamp(-1, 1)
-        return float(torch.cat([self.encoder.grain(videos[i:i + self.batch])
-                                for i in range(0, len(videos), self.batch)]).mean())
+        return float(self.encoder.grain_head(self.features(videos)).mean())
 
     @staticmethod
     def sharpness(videos: torch.Tensor) -> float:

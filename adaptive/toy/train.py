@@ -171,9 +171,10 @@ def train_encoder(steps: int, batch: int, seed: int, out: Path, data: str = "pla
         d_logits, m_logits = model(held_videos)
         record.update(heldout_digit_accuracy=float((d_logits.argmax(1).numpy() == held.digits).mean()),
                       heldout_direction_accuracy=float((m_logits.argmax(1).numpy() == held.directions).mean()))
+        record.update(data=data)
         if data == "grain":
-            error = (model.grain(held_videos).numpy() - held.grain)
-            record.update(data=data, heldout_grain_mae=float(np.abs(error).mean()))
+            error = model.grain(held_videos).numpy() - held.grain
+            record.update(heldout_grain_mae=float(np.abs(error).mean()))
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "encoder.safetensors"))
     (out / "encoder.json").write_text(json.dumps(record, indent=2) + "\n")
