@@ -1,0 +1,213 @@
+"""Quality vs compute of every one-window blend against Large with fewer steps, on the embedded pair.
+
+    python scripts/frontier.py --prompts 32 --seeds 2 --out docs          # 64 videos; ~3 min on a GPU
+    python scripts/frontier.py --prompts 2 --seeds 1 --steps 8 --out /tmp   # a quick run on a CPU
+
+For each Small window ``[start, stop)`` of the default grid (Large elsewhere: Large-Small-Large,
+Small-first and Small-last are all one-window blends) and for Large alone at every step count, it
+records per video: feature similarity to Large with all steps (same noise and prompt), the grain the
+encoder reads, whether digit and direction match the prompt; and per set the Frechet distance to real
+videos. Compute is the fraction of Large-only FLOPs (Small calls weighted by the measured FLOP
+ratio). Writes ``frontier.json`` (per-video values, so any metric can be scored later) and
+``frontier.png`` (every blend and Large-with-fewer-steps against compute) and ``frontier.md``.
+
+    python scripts/frontier.py --summarise docs/frontier/*.json --out docs/frontier   # tables + figure only
+
+A blend "beats" Large with fewer steps when it scores better than Large with as many steps as the
+blend's compute buys (``floor(cost * steps)``), on the same noise and prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from adaptive import sample, sigmas
+from adaptive.calibration import Evaluator, _small_cost
+from adaptive.metrics import frechet_distance
+from adaptive.probing import run_probe
+from adaptive.toy import load_pair, prompt_conds
+from adaptive.toy.pair import GUIDANCE_SCALE
+from adaptive.toy.harness import Harness
+from evaluate_pair import heldout_prompts
+
+
+class Recorder:
+    """A calibration metric (feature similarity to the reference) that keeps the last output's
+    features, so each window's videos are encoded once and read by every metric."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.features: torch.Tensor | None = None
+        self.reference: torch.Tensor | None = None
+
+    def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        if self.reference is None:
+            self.reference = self.harness.features(reference)
+        self.features = self.harness.features(generated)
+        return torch.nn.functional.cosine_similarity(self.features, self.reference, dim=1)
+
+
+def _rounded(values: torch.Tensor | np.ndarray) -> list[float]:
+    return [round(float(v), 5) for v in values]
+
+
+def scores(harness: Harness, features: torch.Tensor, reference: torch.Tensor, digits: np.ndarray,
+           directions: np.ndarray) -> dict[str, object]:
+    encoder = harness.encoder
+    with torch.no_grad():
+        sim = torch.nn.functional.cosine_similarity(features, reference, dim=1)
+        grain = encoder.grain_head(features).squeeze(1)
+        digit_ok = encoder.digit_head(features).argmax(1).numpy() == digits
+        direction_ok = encoder.direction_head(features).argmax(1).numpy() == directions
+    return {"feature_sim": _rounded(sim), "grain": _rounded(grain),
+            "digit_ok": digit_ok.astype(int).tolist(), "direction_ok": direction_ok.astype(int).tolist(),
+            "frechet": frechet_distance(features.numpy(), harness.real_features()) if len(features) > 1 else None}
+
+
+def window_scores(result: dict) -> tuple[dict[int, dict[str, float]], list[dict[str, float]]]:
+    """Mean feature similarity and mean |grain - reference grain| per row: (Large by step count, blends)."""
+    rows = result["rows"]
+    steps = max(r["large_steps"] for r in rows if r["kind"] == "large")
+    reference = np.array(next(r["grain"] for r in rows if r["kind"] == "large" and r["large_steps"] == steps))
+
+    def score(row: dict) -> dict[str, float]:
+        return {"cost": row["cost"], "feature_sim": float(np.mean(row["feature_sim"])),
+                "grain_error": float(np.abs(np.array(row["grain"]) - reference).mean()),
+                "start": row.get("start", -1), "stop": row.get("stop", -1)}
+
+    large = {r["large_steps"]: score(r) for r in rows if r["kind"] == "large"}
+    return large, [score(r) for r in rows if r["kind"] == "blend"]
+
+
+def dominance(result: dict) -> dict[str, Any]:
+    """How many blends beat Large with the steps their compute buys, per metric, with examples."""
+    large, blends = window_scores(result)
+    steps = max(large)
+    affordable = [(b, large[int(np.floor(b["cost"] * steps + 1e-9))]) for b in blends if b["cost"] * steps >= 1 - 1e-9]
+    beat_sim = [(b, k) for b, k in affordable if b["feature_sim"] > k["feature_sim"]]
+    beat_grain = [(b, k) for b, k in affordable if b["grain_error"] < k["grain_error"]]
+
+    def window(b: dict) -> str:
+        return f"Small {b['start']}-{b['stop'] - 1}"
+
+    return {"steps": steps, "blends": len(affordable), "beat_on_feature_sim": len(beat_sim),
+            "beat_on_grain_error": len(beat_grain), "beat_on_both": sum(1 for b, k in beat_sim if (b, k) in beat_grain),
+            "examples": [f"{window(b)} ({b['cost']:.2f}): {b['feature_sim']:.4f} vs Large "
+                         f"{round(k['cost'] * steps)} steps {k['feature_sim']:.4f}" for b, k in beat_sim[:3]],
+            "large_third": large[max(1, steps // 3)]}
+
+
+def plot_frontier(result: dict, path: Path) -> None:
+    """Feature similarity and grain error against compute: every blend (dots) and Large with fewer
+    steps (line), on the result's grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    large, blends = window_scores(result)
+    steps = max(large)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], "feature_sim", "feature similarity to Large (higher is better)"),
+                           (axes[1], "grain_error", "|grain - Large's grain| (lower is better)")):
+        centre = [(b["start"] + b["stop"]) / 2 / steps for b in blends]
+        dots = ax.scatter([b["cost"] for b in blends], [b[key] for b in blends], c=centre, cmap="viridis", s=9,
+                          label="one Small window (colour: its middle step / steps)")
+        ax.plot([large[k]["cost"] for k in sorted(large)], [large[k][key] for k in sorted(large)], "r.-",
+                label="Large alone with fewer steps")
+        ax.set_xlabel("compute (fraction of Large-only FLOPs)")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    axes[0].set_ylim(0.85, 1.002)
+    fig.colorbar(dots, ax=axes[1])
+    fig.suptitle(f"{result['videos']} videos, {steps} Euler steps ({result['command'].split('--out')[0].strip()})",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summarise(paths: list[Path], out: Path) -> str:
+    """A markdown table of :func:`dominance` per result file (finest grid first), and its figure."""
+    lines = ["| run | blends | beat Large-fewer on feature sim | on grain error | on both | Large at a third: sim, grain error |",
+             "|---|---:|---:|---:|---:|---|"]
+    def steps(result: dict) -> int:
+        return max(row.get("large_steps", 0) for row in result["rows"])
+
+    results = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: (-steps(r), r["command"]))
+    for result in results:
+        d = dominance(result)
+        third = d["large_third"]
+        args = result["command"].replace("python scripts/frontier.py ", "").split(" --device")[0]
+        lines.append(f"| `{args}` | {d['blends']} | {d['beat_on_feature_sim']} | {d['beat_on_grain_error']} | "
+                     f"{d['beat_on_both']} | {third['feature_sim']:.3f}, {third['grain_error']:.3f} |")
+    table = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "frontier.md").write_text(table + "\n")
+    plot_frontier(results[0], out / "frontier.png")  # the finest grid
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--summarise", nargs="+", type=Path, help="only tabulate and plot these frontier.json files")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--shift", type=float, default=3.0)
+    parser.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="docs")
+    args = parser.parse_args(argv)
+    if args.summarise:
+        print(summarise(args.summarise, Path(args.out)))
+        return
+    started = time.perf_counter()
+    pair, _ = load_pair(device=args.device, guidance_scale=args.guidance)
+    harness = Harness()
+    prompts, digits, directions = heldout_prompts(args.prompts)
+    seeds = list(range(1000, 1000 + args.seeds))
+    # run_probe batches cond-major: video c * len(seeds) + s has prompt c.
+    digits, directions = np.repeat(digits, len(seeds)), np.repeat(directions, len(seeds))
+    curve, reference = run_probe(pair, prompt_conds(prompts, args.device), args.steps, seeds, args.shift)
+    recorder = Recorder(harness)
+    small_cost = _small_cost(pair, reference)
+    evaluator = Evaluator(pair, reference, recorder, small_cost)
+    ref_features = harness.features(reference.final)
+    rows = []
+    for k in tqdm(range(1, args.steps + 1), desc="Large, k steps"):
+        with torch.no_grad():
+            videos = sample(pair, reference.states[0], sigmas(k, args.shift), None, **reference.cond)
+        rows.append({"kind": "large", "large_steps": k, "cost": k / args.steps,
+                     **scores(harness, harness.features(videos), ref_features, digits, directions)})
+    windows = [(a, b) for a in range(args.steps) for b in range(a + 1, args.steps + 1)]
+    for start, stop in tqdm(windows, desc="Small windows"):
+        evaluator.qualities(start, stop)
+        assert recorder.features is not None
+        rows.append({"kind": "blend", "start": start, "stop": stop, "cost": evaluator.cost(start, stop),
+                     **scores(harness, recorder.features, ref_features, digits, directions)})
+    real = torch.from_numpy(harness.real_features())
+    with torch.no_grad():
+        real_grain = harness.encoder.grain_head(real).squeeze(1).numpy()
+    options = {k: v for k, v in vars(args).items() if k != "summarise"}
+    result = {"command": "python scripts/frontier.py " + " ".join(f"--{k} {v}" for k, v in options.items()),
+              "device": str(args.device), "seconds": time.perf_counter() - started, "small_cost_ratio": small_cost,
+              "videos": len(digits), "real_grain": _rounded(real_grain),
+              "divergence": {"sigmas": curve.sigmas.tolist(), "rel_l2": curve.mean().tolist()}, "rows": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "frontier.json").write_text(json.dumps(result) + "\n")
+    print(f"{len(rows)} rows in {result['seconds']:.0f} s -> {out / 'frontier.json'}")
+    print(summarise([out / "frontier.json"], out))
+
+
+if __name__ == "__main__":
+    main()

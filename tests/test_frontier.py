@@ -1,0 +1,54 @@
+"""scripts/frontier.py: does any one-window blend beat Large with the steps its compute buys?"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+@pytest.fixture
+def frontier(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports its sibling evaluate_pair
+    return importlib.import_module("frontier")
+
+
+def _row(kind: str, cost: float, sim: list[float], grain: list[float], **where: int) -> dict:
+    return {"kind": kind, "cost": cost, "feature_sim": sim, "grain": grain, "digit_ok": [1, 1],
+            "direction_ok": [1, 1], "frechet": 1.0, **where}
+
+
+def test_dominance_compares_each_blend_with_the_large_steps_it_can_afford(frontier):
+    result = {"rows": [
+        _row("large", 1 / 3, [0.70, 0.70], [0.1, 0.1], large_steps=1),
+        _row("large", 2 / 3, [0.95, 0.97], [0.4, 0.4], large_steps=2),
+        _row("large", 1.0, [1.0, 1.0], [0.5, 0.5], large_steps=3),
+        # Affords 1 Large step (0.70, grain error 0.4): better on both.
+        _row("blend", 0.40, [0.80, 0.80], [0.45, 0.55], start=0, stop=3),
+        # Affords 2 Large steps (0.96, grain error 0.1): worse on similarity, better on grain.
+        _row("blend", 0.70, [0.90, 0.92], [0.5, 0.5], start=1, stop=2),
+        # Affords nothing (under one Large step): not compared.
+        _row("blend", 0.20, [0.99, 0.99], [0.5, 0.5], start=0, stop=3),
+    ]}
+    d = frontier.dominance(result)
+    assert (d["blends"], d["beat_on_feature_sim"], d["beat_on_grain_error"], d["beat_on_both"]) == (2, 1, 2, 1)
+    assert d["examples"] == ["Small 0-2 (0.40): 0.8000 vs Large 1 steps 0.7000"]
+    assert d["large_third"]["feature_sim"] == pytest.approx(0.70)
+
+
+def test_frontier_measures_every_window_on_the_shipped_pair(frontier, tmp_path, capsys):
+    frontier.main(["--prompts", "2", "--seeds", "1", "--steps", "3", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "frontier.json").read_text())
+    large = [r for r in result["rows"] if r["kind"] == "large"]
+    blends = [r for r in result["rows"] if r["kind"] == "blend"]
+    assert [r["large_steps"] for r in large] == [1, 2, 3]
+    assert sorted((r["start"], r["stop"]) for r in blends) == [(a, b) for a in range(3) for b in range(a + 1, 4)]
+    assert large[-1]["feature_sim"] == pytest.approx([1.0, 1.0], abs=1e-4)  # the reference itself
+    small_only = next(r for r in blends if (r["start"], r["stop"]) == (0, 3))
+    assert 0.05 < small_only["cost"] < 0.25 and max(small_only["feature_sim"]) < 0.999
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+    assert "| run |" in (tmp_path / "frontier.md").read_text() and "| run |" in capsys.readouterr().out
