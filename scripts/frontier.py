@@ -40,17 +40,14 @@ from evaluate_pair import heldout_prompts
 
 
 class Recorder:
-    """A calibration metric (feature similarity to the reference) that keeps the last output's
-    features, so each window's videos are encoded once and read by every metric."""
+    """A calibration metric (feature similarity to Large's videos, whose features it is given) that
+    keeps the last output's features, so each window's videos are encoded once and read by every metric."""
 
-    def __init__(self, harness: Harness) -> None:
-        self.harness = harness
+    def __init__(self, harness: Harness, reference: torch.Tensor) -> None:
+        self.harness, self.reference = harness, reference
         self.features: torch.Tensor | None = None
-        self.reference: torch.Tensor | None = None
 
     def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        if self.reference is None:
-            self.reference = self.harness.features(reference)
         self.features = self.harness.features(generated)
         return torch.nn.functional.cosine_similarity(self.features, self.reference, dim=1)
 
@@ -139,6 +136,7 @@ def summarise(paths: list[Path], out: Path) -> str:
     """A markdown table of :func:`dominance` per result file (finest grid first), and its figure."""
     lines = ["| run | blends | beat Large-fewer on feature sim | on grain error | on both | Large at a third: sim, grain error |",
              "|---|---:|---:|---:|---:|---|"]
+
     def steps(result: dict) -> int:
         return max(row.get("large_steps", 0) for row in result["rows"])
 
@@ -171,17 +169,19 @@ def main(argv: list[str] | None = None) -> None:
         print(summarise(args.summarise, Path(args.out)))
         return
     started = time.perf_counter()
-    pair, _ = load_pair(device=args.device, guidance_scale=args.guidance)
     harness = Harness()
+    if not harness.encoder.reads_grain:
+        parser.error("the shipped encoder cannot read grain (plain data); train one with --data grain")
+    pair, _ = load_pair(device=args.device, guidance_scale=args.guidance)
     prompts, digits, directions = heldout_prompts(args.prompts)
     seeds = list(range(1000, 1000 + args.seeds))
     # run_probe batches cond-major: video c * len(seeds) + s has prompt c.
     digits, directions = np.repeat(digits, len(seeds)), np.repeat(directions, len(seeds))
     curve, reference = run_probe(pair, prompt_conds(prompts, args.device), args.steps, seeds, args.shift)
-    recorder = Recorder(harness)
-    small_cost = _small_cost(pair, reference)
-    evaluator = Evaluator(pair, reference, recorder, small_cost)
     ref_features = harness.features(reference.final)
+    small_cost = _small_cost(pair, reference)
+    recorder = Recorder(harness, ref_features)
+    evaluator = Evaluator(pair, reference, recorder, small_cost)
     rows = []
     for k in tqdm(range(1, args.steps + 1), desc="Large, k steps"):
         with torch.no_grad():
