@@ -1,4 +1,5 @@
-"""scripts/frontier.py: does any one-window blend beat Large with the steps its compute buys?"""
+"""Measurement scripts: frontier.py (does any one-window blend beat Large with the steps its compute
+buys?) and ink_levels.py (the ink brightness behind the Frechet distance)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,25 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 @pytest.fixture
 def frontier(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPTS))  # the script imports its sibling evaluate_pair
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # the scripts import their sibling evaluate_pair
     return importlib.import_module("frontier")
+
+
+def test_ink_levels_bins_ink_pixels_by_brightness(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    ink_levels = importlib.import_module("ink_levels").ink_levels
+    video = torch.full((1, 1, 2, 2, 5), -1.0)
+    video[0, 0, 0, 0, :4] = torch.tensor([-0.5, 0.2, 0.9, 1.3])  # 1.3 is clamped into the top bin
+    share, spread = ink_levels(video)
+    assert share == pytest.approx(4 / 20)
+    assert spread.tolist() == pytest.approx([0.25, 0.0, 0.25, 0.0, 0.5])
 
 
 def _row(kind: str, cost: float, sim: list[float], grain: list[float], **where: int) -> dict:
