@@ -45,12 +45,22 @@ def open_storage(storage: Any, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                                                   heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                                   **_retry_callback())
         except Exception as err:  # noqa: BLE001 - SQLAlchemy's error classes differ per database driver
-            # Two workers opening a new database at once both create Optuna's tables; the loser sees
-            # "already exists". The tables are there now, so opening again succeeds.
-            if "already exists" not in str(err) or attempt == _SCHEMA_ATTEMPTS - 1:
+            if not lost_schema_race(err) or attempt == _SCHEMA_ATTEMPTS - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def lost_schema_race(err: BaseException) -> bool:
+    """Whether ``err`` is what the loser sees when workers open a new database at once.
+
+    Each creates Optuna's tables and stamps the schema version: the loser gets "already exists" for
+    a table, or a unique-constraint error for the version row. The schema is complete by then, so
+    opening the database again succeeds.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    return isinstance(err, IntegrityError) or "already exists" in str(err)
 
 
 def _retry_callback() -> dict[str, Any]:
