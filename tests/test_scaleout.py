@@ -1,4 +1,5 @@
-"""Several worker processes share one calibration study; one is killed mid-trial (SIGKILL).
+"""Several worker processes share one calibration study; one is killed mid-trial (SIGKILL). Workers
+that all open one new database at once all get in.
 
 PostgreSQL: a throwaway cluster on loopback (initdb/pg_ctl in a temp dir) unless
 ADAPTIVE_TEST_POSTGRES_URL names one. If PostgreSQL is not installed the test is skipped with a
