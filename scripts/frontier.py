@@ -69,24 +69,28 @@ def scores(harness: Harness, features: torch.Tensor, reference: torch.Tensor, di
             "frechet": frechet_distance(features.numpy(), harness.real_features()) if len(features) > 1 else None}
 
 
-def window_scores(result: dict) -> tuple[dict[int, dict[str, float]], list[dict[str, float]]]:
-    """Mean feature similarity and mean |grain - reference grain| per row: (Large by step count, blends)."""
+def window_scores(result: dict, videos: np.ndarray | None = None
+                  ) -> tuple[dict[int, dict[str, float]], list[dict[str, float]]]:
+    """Mean feature similarity and mean |grain - reference grain| per row, over all videos or the
+    boolean mask ``videos``: (Large by step count, blends)."""
     rows = result["rows"]
     steps = max(r["large_steps"] for r in rows if r["kind"] == "large")
-    reference = np.array(next(r["grain"] for r in rows if r["kind"] == "large" and r["large_steps"] == steps))
+    keep = np.ones(len(rows[0]["feature_sim"]), bool) if videos is None else np.asarray(videos, bool)
+    reference = np.array(next(r["grain"] for r in rows if r["kind"] == "large" and r["large_steps"] == steps))[keep]
 
     def score(row: dict) -> dict[str, float]:
-        return {"cost": row["cost"], "feature_sim": float(np.mean(row["feature_sim"])),
-                "grain_error": float(np.abs(np.array(row["grain"]) - reference).mean()),
+        return {"cost": row["cost"], "feature_sim": float(np.array(row["feature_sim"])[keep].mean()),
+                "grain_error": float(np.abs(np.array(row["grain"])[keep] - reference).mean()),
                 "start": row.get("start", -1), "stop": row.get("stop", -1)}
 
     large = {r["large_steps"]: score(r) for r in rows if r["kind"] == "large"}
     return large, [score(r) for r in rows if r["kind"] == "blend"]
 
 
-def dominance(result: dict) -> dict[str, Any]:
-    """How many blends beat Large with the steps their compute buys, per metric, with examples."""
-    large, blends = window_scores(result)
+def dominance(result: dict, videos: np.ndarray | None = None) -> dict[str, Any]:
+    """How many blends beat Large with the steps their compute buys, per metric, and the blends that
+    win on feature similarity (over all videos or the boolean mask ``videos``)."""
+    large, blends = window_scores(result, videos)
     steps = max(large)
     affordable = [(b, large[int(np.floor(b["cost"] * steps + 1e-9))]) for b in blends if b["cost"] * steps >= 1 - 1e-9]
     beat_sim = [(b, k) for b, k in affordable if b["feature_sim"] > k["feature_sim"]]
@@ -98,7 +102,8 @@ def dominance(result: dict) -> dict[str, Any]:
     return {"steps": steps, "blends": len(affordable), "beat_on_feature_sim": len(beat_sim),
             "beat_on_grain_error": len(beat_grain), "beat_on_both": sum(1 for b, k in beat_sim if (b, k) in beat_grain),
             "examples": [f"{window(b)} ({b['cost']:.2f}): {b['feature_sim']:.4f} vs Large "
-                         f"{round(k['cost'] * steps)} steps {k['feature_sim']:.4f}" for b, k in beat_sim[:3]],
+                         f"{round(k['cost'] * steps)} steps {k['feature_sim']:.4f}, grain error "
+                         f"{b['grain_error']:.3f} vs {k['grain_error']:.3f}" for b, k in beat_sim],
             "large_third": large[max(1, steps // 3)]}
 
 
@@ -132,6 +137,41 @@ def plot_frontier(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def matched_table(result: dict) -> list[str]:
+    """Per Large step count k: Large-k against the best blends whose compute buys k Large steps."""
+    large, blends = window_scores(result)
+    steps = max(large)
+    lines = [f"| Large steps ({steps}-step grid) | Large sim | best blend by sim | its sim | (1 - sim) ratio "
+             "| Large grain error | best blend by grain error | its grain error |", "|---:|---:|---|---:|---:|---:|---|---:|"]
+    for k in range(1, steps):
+        bought = [b for b in blends if k <= b["cost"] * steps + 1e-9 < k + 1]
+        if not bought:
+            continue
+        by_sim = max(bought, key=lambda b: b["feature_sim"])
+        by_grain = min(bought, key=lambda b: b["grain_error"])
+        ratio = (1 - by_sim["feature_sim"]) / max(1e-9, 1 - large[k]["feature_sim"])
+        lines.append(f"| {k} | {large[k]['feature_sim']:.4f} | Small {by_sim['start']}-{by_sim['stop'] - 1} | "
+                     f"{by_sim['feature_sim']:.4f} | {ratio:.1f} | {large[k]['grain_error']:.3f} | "
+                     f"Small {by_grain['start']}-{by_grain['stop'] - 1} | {by_grain['grain_error']:.3f} |")
+    return lines
+
+
+def small_right_note(result: dict) -> str:
+    """Whether blends do better on the videos where Small alone draws the prompted digit."""
+    steps = max(r.get("large_steps", 0) for r in result["rows"])
+    small = next(r for r in result["rows"] if r["kind"] == "blend" and (r["start"], r["stop"]) == (0, steps))
+    right = np.array(small["digit_ok"], bool)
+    parts = []
+    for name, mask in (("draws", right), ("misses", ~right)):
+        if mask.any():
+            d = dominance(result, mask)
+            sim = float(np.array(small["feature_sim"])[mask].mean())
+            parts.append(f"on the {int(mask.sum())} videos where Small alone {name} the prompted digit, "
+                         f"{d['beat_on_feature_sim']} of {d['blends']} blends beat Large-fewer on feature sim "
+                         f"(Small alone: {sim:.3f} similarity to Large)")
+    return f"{steps} steps: " + "; ".join(parts) + "."
+
+
 def summarise(paths: list[Path], out: Path) -> str:
     """A markdown table of :func:`dominance` per result file (finest grid first), and its figure."""
     lines = ["| run | blends | beat Large-fewer on feature sim | on grain error | on both | Large at a third: sim, grain error |",
@@ -147,6 +187,10 @@ def summarise(paths: list[Path], out: Path) -> str:
         args = result["command"].replace("python scripts/frontier.py ", "").split(" --device")[0]
         lines.append(f"| `{args}` | {d['blends']} | {d['beat_on_feature_sim']} | {d['beat_on_grain_error']} | "
                      f"{d['beat_on_both']} | {third['feature_sim']:.3f}, {third['grain_error']:.3f} |")
+    winners = [f"- `{r['command'].split(' --device')[0].split('.py ')[1]}`: " + "; ".join(dominance(r)["examples"])
+               for r in results]
+    lines += ["", "Blends that beat Large-fewer on feature sim:", *winners, "",
+              small_right_note(results[0]), "", *matched_table(results[0])]
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "frontier.md").write_text(table + "\n")
