@@ -69,12 +69,17 @@ def scores(harness: Harness, features: torch.Tensor, reference: torch.Tensor, di
             "frechet": frechet_distance(features.numpy(), harness.real_features()) if len(features) > 1 else None}
 
 
+def grid_steps(result: dict) -> int:
+    """The default grid's step count of a frontier result (its most Large steps)."""
+    return max(r["large_steps"] for r in result["rows"] if r["kind"] == "large")
+
+
 def window_scores(result: dict, videos: np.ndarray | None = None
                   ) -> tuple[dict[int, dict[str, float]], list[dict[str, float]]]:
     """Mean feature similarity and mean |grain - reference grain| per row, over all videos or the
     boolean mask ``videos``: (Large by step count, blends)."""
     rows = result["rows"]
-    steps = max(r["large_steps"] for r in rows if r["kind"] == "large")
+    steps = grid_steps(result)
     keep = np.ones(len(rows[0]["feature_sim"]), bool) if videos is None else np.asarray(videos, bool)
     reference = np.array(next(r["grain"] for r in rows if r["kind"] == "large" and r["large_steps"] == steps))[keep]
 
@@ -101,7 +106,7 @@ def dominance(result: dict, videos: np.ndarray | None = None) -> dict[str, Any]:
 
     return {"steps": steps, "blends": len(affordable), "beat_on_feature_sim": len(beat_sim),
             "beat_on_grain_error": len(beat_grain), "beat_on_both": sum(1 for b, k in beat_sim if (b, k) in beat_grain),
-            "examples": [f"{window(b)} ({b['cost']:.2f}): {b['feature_sim']:.4f} vs Large "
+            "winners": [f"{window(b)} ({b['cost']:.2f}): {b['feature_sim']:.4f} vs Large "
                          f"{round(k['cost'] * steps)} steps {k['feature_sim']:.4f}, grain error "
                          f"{b['grain_error']:.3f} vs {k['grain_error']:.3f}" for b, k in beat_sim],
             "large_third": large[max(1, steps // 3)]}
@@ -158,7 +163,7 @@ def matched_table(result: dict) -> list[str]:
 
 def small_right_note(result: dict) -> str:
     """Whether blends do better on the videos where Small alone draws the prompted digit."""
-    steps = max(r.get("large_steps", 0) for r in result["rows"])
+    steps = grid_steps(result)
     small = next(r for r in result["rows"] if r["kind"] == "blend" and (r["start"], r["stop"]) == (0, steps))
     right = np.array(small["digit_ok"], bool)
     parts = []
@@ -176,18 +181,14 @@ def summarise(paths: list[Path], out: Path) -> str:
     """A markdown table of :func:`dominance` per result file (finest grid first), and its figure."""
     lines = ["| run | blends | beat Large-fewer on feature sim | on grain error | on both | Large at a third: sim, grain error |",
              "|---|---:|---:|---:|---:|---|"]
-
-    def steps(result: dict) -> int:
-        return max(row.get("large_steps", 0) for row in result["rows"])
-
-    results = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: (-steps(r), r["command"]))
+    results = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: (-grid_steps(r), r["command"]))
     for result in results:
         d = dominance(result)
         third = d["large_third"]
         args = result["command"].replace("python scripts/frontier.py ", "").split(" --device")[0]
         lines.append(f"| `{args}` | {d['blends']} | {d['beat_on_feature_sim']} | {d['beat_on_grain_error']} | "
                      f"{d['beat_on_both']} | {third['feature_sim']:.3f}, {third['grain_error']:.3f} |")
-    winners = [f"- `{r['command'].split(' --device')[0].split('.py ')[1]}`: " + "; ".join(dominance(r)["examples"])
+    winners = [f"- `{r['command'].split(' --device')[0].split('.py ')[1]}`: " + "; ".join(dominance(r)["winners"])
                for r in results]
     lines += ["", "Blends that beat Large-fewer on feature sim:", *winners, "",
               small_right_note(results[0]), "", *matched_table(results[0])]

@@ -48,7 +48,7 @@ def test_dominance_compares_each_blend_with_the_large_steps_it_can_afford(fronti
     ]}
     d = frontier.dominance(result)
     assert (d["blends"], d["beat_on_feature_sim"], d["beat_on_grain_error"], d["beat_on_both"]) == (2, 1, 2, 1)
-    assert d["examples"] == ["Small 0-2 (0.40): 0.8000 vs Large 1 steps 0.7000, grain error 0.050 vs 0.400"]
+    assert d["winners"] == ["Small 0-2 (0.40): 0.8000 vs Large 1 steps 0.7000, grain error 0.050 vs 0.400"]
     assert d["large_third"]["feature_sim"] == pytest.approx(0.70)
 
 
