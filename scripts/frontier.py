@@ -43,6 +43,8 @@ class Recorder:
     """A calibration metric (feature similarity to Large's videos, whose features it is given) that
     keeps the last output's features, so each window's videos are encoded once and read by every metric."""
 
+    name = "toy_feature_cosine"
+
     def __init__(self, harness: Harness, reference: torch.Tensor) -> None:
         self.harness, self.reference = harness, reference
         self.features: torch.Tensor | None = None
@@ -61,7 +63,7 @@ def scores(harness: Harness, features: torch.Tensor, reference: torch.Tensor, di
     encoder = harness.encoder
     with torch.no_grad():
         sim = torch.nn.functional.cosine_similarity(features, reference, dim=1)
-        grain = encoder.grain_head(features).squeeze(1)
+        grain = encoder.grain_from_features(features)
         digit_ok = encoder.digit_head(features).argmax(1).numpy() == digits
         direction_ok = encoder.direction_head(features).argmax(1).numpy() == directions
     return {"feature_sim": _rounded(sim), "grain": _rounded(grain),
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
                      **scores(harness, recorder.features, ref_features, digits, directions)})
     real = torch.from_numpy(harness.real_features())
     with torch.no_grad():
-        real_grain = harness.encoder.grain_head(real).squeeze(1).numpy()
+        real_grain = harness.encoder.grain_from_features(real).numpy()
     options = {k: v for k, v in vars(args).items() if k != "summarise"}
     result = {"command": "python scripts/frontier.py " + " ".join(f"--{k} {v}" for k, v in options.items()),
               "device": str(args.device), "seconds": time.perf_counter() - started, "small_cost_ratio": small_cost,

@@ -114,7 +114,7 @@ class Harness:
         if not self.encoder.reads_grain:
             raise ValueError("this encoder was trained on plain data and cannot read grain; train one with "
                              "`python -m adaptive.toy.train encoder --data grain`")
-        return float(self.encoder.grain_head(self.features(videos)).mean())
+        return float(self.encoder.grain_from_features(self.features(videos)).mean())
 
     @staticmethod
     def sharpness(videos: torch.Tensor) -> float:

@@ -81,7 +81,11 @@ class VideoEncoder(nn.Module):
 
     def grain(self, videos: torch.Tensor) -> torch.Tensor:
         """Predicted grain contrast (n,) of each video (meaningful only if ``reads_grain``)."""
-        return self.grain_head(self.features(videos)).squeeze(1)
+        return self.grain_from_features(self.features(videos))
+
+    def grain_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Predicted grain contrast (n,) from features already computed by :meth:`features`."""
+        return self.grain_head(features).squeeze(1)
 
     def frame_digit_logits(self, videos: torch.Tensor) -> torch.Tensor:
         """Per-frame digit logits (n, frames, 10), for temporal coherence."""
