@@ -76,9 +76,14 @@ class ModelPair:
         large, small = models.pop("large"), models.pop("small")
         return ModelPair(large, small, sample_shape=self.sample_shape, name=self.name, metric=self.metric, **models)
 
-    def compile(self, **options: Any) -> ModelPair:
+    def compile(self, regional: bool = False, **options: Any) -> ModelPair:
         """``torch.compile`` every model's module in place (``module.compile(**options)``, e.g.
         ``mode="max-autotune"``); the sampler loop has no per-step host sync, so graphs stay whole.
+
+        ``regional=True`` compiles only the repeated transformer blocks of diffusers models
+        (``compile_repeated_blocks``: one block graph per model, so a 40-layer Wan 14B compiles in
+        seconds rather than minutes, at nearly the same speed); a module without repeated blocks
+        is compiled whole.
 
         Example:
             >>> import torch
@@ -90,7 +95,11 @@ class ModelPair:
             -1.0
         """
         for module in self.modules().values():
-            if module is not None:
+            if module is None:
+                continue
+            if regional and getattr(module, "_repeated_blocks", None):
+                module.compile_repeated_blocks(**options)
+            else:
                 module.compile(**options)
         return self
 

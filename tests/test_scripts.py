@@ -64,3 +64,47 @@ def test_frontier_measures_every_window_on_the_shipped_pair(frontier, tmp_path, 
     assert 0.05 < small_only["cost"] < 0.25 and max(small_only["feature_sim"]) < 0.999
     assert (tmp_path / "frontier.png").stat().st_size > 0
     assert "| run |" in (tmp_path / "frontier.md").read_text() and "| run |" in capsys.readouterr().out
+
+
+def test_wan_scale_rehearses_every_section_on_tiny_wan_models(monkeypatch, tmp_path, capsys):
+    """The real-scale timing script on the same diffusers classes at toy size, on the CPU: every
+    section runs, each run ran the models its plan names (the drop-in's trace, the sampler's
+    decisions), the bounds follow from the measured ratios, and the report is written."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    wan_scale = importlib.import_module("wan_scale")
+    out = tmp_path / "wan.json"
+    monkeypatch.setattr("sys.argv", ["wan_scale.py", "--tiny", "--device", "cpu", "--out", str(out),
+                                     "--compile-backend", "eager", "--steps", "10", "--repeats", "1"])
+    wan_scale.main()
+    report = json.loads(out.read_text())
+    assert report["latent"] == [1, 16, 2, 4, 6] and report["configs"]["large"]["num_layers"] == 3
+    calls = report["calls"]
+    assert 0 < calls["r_flops"] < 1 and calls["large"]["flops_per_call"] > calls["small"]["flops_per_call"]
+    runs = report["pipeline"]["runs"]
+    assert runs["large"]["calls"] == {"large": 20}
+    assert runs["paper_lsl"]["plan"] == "LLLLSSSSLL" and runs["paper_lsl"]["calls"] == {"large": 12, "small": 8}
+    assert runs["paper_lsl"]["flop_bound"] == pytest.approx(1 / (1 - 0.4 * (1 - calls["r_flops"])), abs=1e-3)
+    window = runs["profile_window"]
+    assert window["calls"]["small"] == 2 * window["plan"].count("S") > 0  # mapped onto the UniPC grid by sigma
+    assert all(row["finite"] for row in runs.values())
+    sampled = report["sample"]["runs"]
+    assert sampled["blend"]["models"] == "LLSSL" and sampled["online"]["models"] == "LLSSL"
+    assert sampled["online"]["probes"] == 1 and sampled["large"]["probes"] == 0
+    assert sampled["blend_small_offloaded"]["models"] == "LLSSL"
+    assert report["compile"]["runs"]["blend"]["models"] == "LLSSL" and "compile_s" in report["compile"]
+    assert report["frames33"]["latent"] == [1, 16, 3, 4, 6]
+    assert "switch_overhead" in report["pipeline"] and "online_overhead" in report["sample"]
+    assert "FLOP bound" in capsys.readouterr().out
+
+
+def test_wan_scale_configs_are_the_published_sizes(monkeypatch):
+    """14B and 1.3B by parameter count, counted on the meta device (no memory, no weights)."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    wan_scale = importlib.import_module("wan_scale")
+    from diffusers import WanTransformer3DModel
+
+    counts = []
+    for config in (wan_scale.WAN_14B, wan_scale.WAN_1_3B):
+        with torch.device("meta"):
+            counts.append(sum(p.numel() for p in WanTransformer3DModel(**config).parameters()) / 1e9)
+    assert counts[0] == pytest.approx(14.3, abs=0.2) and counts[1] == pytest.approx(1.42, abs=0.05)
