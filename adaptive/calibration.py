@@ -54,16 +54,21 @@ class Evaluator:
     prefix.
     """
 
-    def __init__(self, pair: ModelPair, reference: Reference, metric: Metric, small_cost: float) -> None:
+    def __init__(self, pair: ModelPair, reference: Reference, metric: Metric, small_cost: float,
+                 target: torch.Tensor | None = None, full_steps: int | None = None) -> None:
         self.pair, self.reference, self.metric, self.small_cost = pair, reference, metric, small_cost
         self.n = len(reference.grid) - 1
+        # What every result is judged against (Large with all steps) and the steps compute is counted
+        # in: for a coarser grid's evaluator these are the full grid's, not its own.
+        self.target = reference.final if target is None else target
+        self.full_steps = self.n if full_steps is None else int(full_steps)
         self.cache: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
         self.large_equivalents = 0.0  # calls actually spent, in Large-call units per sample
         self._prefix: tuple[int, list[torch.Tensor]] = (-1, [])
 
     def cost(self, start: int, stop: int) -> float:
-        """Compute of the window as a fraction of Large-only (1.0)."""
-        return (self.n - (stop - start) * (1.0 - self.small_cost)) / self.n
+        """Compute of the window on this grid as a fraction of Large-only with all steps (1.0)."""
+        return (self.n - max(stop - start, 0) * (1.0 - self.small_cost)) / self.full_steps
 
     def _step(self, model: Any, x: torch.Tensor, i: int) -> torch.Tensor:
         grid = self.reference.grid
@@ -81,22 +86,72 @@ class Evaluator:
 
     @torch.no_grad()
     def qualities(self, start: int, stop: int) -> np.ndarray:
-        """Per-sample metric of the blended result against Large-only (cached per window)."""
+        """Per-sample metric of the blended result (Large alone on this grid when ``start >= stop``)
+        against Large-only with all steps (cached per window)."""
         if start >= stop:
-            return np.ones(len(self.reference.final))
+            if self.full_steps == self.n:
+                return np.ones(len(self.reference.final))
+            start = stop = 0
         key = (start, stop)
         if key not in self.cache:
-            x = self._small_until(start, stop)
-            for i in range(stop, self.n):
+            x = self._small_until(start, stop) if start < stop else self.reference.final
+            for i in range(stop, self.n) if start < stop else ():
                 x = self._step(self.pair.large, x, i)
-            self.large_equivalents += self.n - stop
-            values = self.metric(x, self.reference.final).detach().float().cpu().numpy().astype(float)
+            self.large_equivalents += self.n - stop if start < stop else 0
+            values = self.metric(x, self.target).detach().float().cpu().numpy().astype(float)
             self.cache[key] = (values, self.cost(start, stop))
         return self.cache[key][0]
 
     def quality(self, start: int, stop: int) -> float:
         """Mean metric of the blended result against Large-only."""
         return float(self.qualities(start, stop).mean())
+
+
+class StepSearch:
+    """The candidates of a calibration on every grid it visits: ``at(n)`` is the :class:`Evaluator`
+    of ``sigmas(n, shift)`` (Large's trajectory on it runs once: ``n`` Large calls per sample), and
+    every candidate is judged against Large with all ``full.n`` steps, its compute counted in them.
+
+    A window is named on the full grid (``start``, ``stop``) and placed on a coarser grid by sigma,
+    as a stored profile is: Small takes the steps whose sigma lies in the window.
+    """
+
+    def __init__(self, full: Evaluator, shift: float) -> None:
+        self.full, self.shift = full, float(shift)
+        self.evaluators: dict[int, Evaluator] = {full.n: full}
+
+    def at(self, steps: int) -> Evaluator:
+        if steps not in self.evaluators:
+            from adaptive.sampling import sample, sigmas
+
+            full = self.full
+            grid = sigmas(steps, self.shift)
+            states: list[torch.Tensor] = []
+            noise = full.reference.states[0]
+            final = sample(full.pair, noise, grid, None, callback=lambda info: states.append(info["x"]),
+                           **full.reference.cond)
+            reference = Reference(grid.tolist(), states + [final], full.reference.cond)
+            evaluator = Evaluator(full.pair, reference, full.metric, full.small_cost, target=full.reference.final,
+                                  full_steps=full.n)
+            evaluator.large_equivalents = float(steps)
+            self.evaluators[steps] = evaluator
+        return self.evaluators[steps]
+
+    def window_on(self, steps: int, start: int, stop: int) -> tuple[int, int]:
+        """The full grid's window ``start .. stop - 1`` placed on the grid of ``steps`` by sigma."""
+        if start >= stop:
+            return 0, 0
+        if steps == self.full.n:
+            return start, stop
+        window = boundaries_from_steps(self.full.reference.grid, start, stop)
+        grid = self.at(steps).reference.grid
+        small = [i for i in range(steps) if window.sigma_out < grid[i] <= window.sigma_in]
+        return (small[0], small[-1] + 1) if small else (0, 0)
+
+    @property
+    def large_equivalents(self) -> float:
+        """Calls spent by every grid's evaluator, in Large calls per sample."""
+        return sum(e.large_equivalents for e in self.evaluators.values())
 
 
 def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
@@ -142,30 +197,86 @@ def make_study(storage: Any, study_name: str, seed: int | None = 0) -> optuna.St
                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=6))
 
 
-def _objective(evaluator: Evaluator, target: float):
-    n = evaluator.n
+def _objective(search: StepSearch, target: float, search_steps: bool):
+    n = search.full.n
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker_pid", os.getpid())
+        steps = trial.suggest_int("steps", 1, n) if search_steps else n
         start = trial.suggest_int("start", 0, n - 1)
         length = trial.suggest_int("length", 0, n)
         stop = min(n, start + length)
-        quality = evaluator.quality(start, stop)
-        cost = evaluator.cost(start, stop)
+        first, last = search.window_on(steps, start, stop)
+        evaluator = search.at(steps)
+        quality = evaluator.quality(first, last)
+        cost = evaluator.cost(first, last)
         trial.set_user_attr("stop", stop)
+        trial.set_user_attr("steps", steps)
+        trial.set_user_attr("window", [first, last])  # Small's steps on the grid of `steps`
         trial.set_user_attr("quality", quality)
         trial.set_user_attr("cost", cost)
-        # Feasible windows rank by compute; infeasible ones rank after Large-only (1.0).
+        # Feasible plans rank by compute; infeasible ones rank after Large-only (1.0).
         return cost if quality >= target else 1.0 + (target - quality)
 
     return objective
 
 
-def _best_window(study: optuna.Study, target: float) -> tuple[int, int, float, float]:
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """One measured candidate: Small on steps ``start .. stop - 1`` of ``sigmas(steps, shift)``
+    (Large alone when ``start == stop``), its compute as a fraction of Large with all steps, and its
+    mean quality against that."""
+
+    steps: int
+    start: int
+    stop: int
+    quality: float
+    cost: float
+
+    @property
+    def is_large_only(self) -> bool:
+        return self.start >= self.stop
+
+
+def measured_plans(study: optuna.Study) -> list[Plan]:
+    """Every distinct plan the study measured (the latest value of each), cheapest first."""
+    plans: dict[tuple[int, int, int], Plan] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        quality, cost = t.user_attrs.get("quality"), t.user_attrs.get("cost")
+        if quality is None or cost is None:
+            continue
+        steps = int(t.user_attrs.get("steps", t.params.get("steps", 0)) or 0)
+        if "window" in t.user_attrs:
+            first, last = (int(v) for v in t.user_attrs["window"])
+        else:  # a study from before step search: windows on the full grid
+            first, last = int(t.params["start"]), int(t.user_attrs["stop"])
+            steps = steps or -1
+        if first >= last:
+            first = last = 0
+        plans[(steps, first, last)] = Plan(steps, first, last, float(quality), float(cost))
+    return sorted(plans.values(), key=lambda p: (p.cost, -p.quality))
+
+
+def best_plan(study: optuna.Study, target: float, num_steps: int) -> Plan:
+    """The cheapest measured plan that meets ``target`` (ties: the better one); Large with all
+    ``num_steps`` steps when none does."""
+    best = Plan(num_steps, 0, 0, 1.0, 1.0)
+    for plan in measured_plans(study):
+        steps = num_steps if plan.steps == -1 else plan.steps
+        if plan.quality >= target and (plan.cost, -plan.quality) < (best.cost, -best.quality):
+            best = dataclasses.replace(plan, steps=steps)
+    return best
+
+
+def _best_window(study: optuna.Study, target: float, num_steps: int | None = None) -> tuple[int, int, float, float]:
+    """The cheapest window on the full grid of ``num_steps`` that meets ``target`` (per-prompt
+    windows start from it); trials on coarser grids are skipped."""
     best = (0, 0, 1.0, 1.0)  # Large only: always feasible
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         quality, cost = t.user_attrs.get("quality"), t.user_attrs.get("cost")
         if quality is None or quality < target:
+            continue
+        if num_steps is not None and t.user_attrs.get("steps", num_steps) != num_steps:
             continue
         start, stop = int(t.params["start"]), int(t.user_attrs["stop"])
         if start >= stop:
@@ -175,21 +286,55 @@ def _best_window(study: optuna.Study, target: float) -> tuple[int, int, float, f
     return best
 
 
-def refine(evaluator: Evaluator, proposal: Boundaries | None, quality_target: float, n_trials: int,
-           storage: Any, study_name: str, progress: bool = True, seed: int | None = 0) -> optuna.Study:
-    """Run (or join) the Optuna study seeded with the detector's proposal."""
+LADDER = (0.25, 0.5, 0.75)  # Large-only step counts enqueued first, as fractions of num_steps
+
+
+def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quality_target: float, n_trials: int,
+           storage: Any, study_name: str, progress: bool = True, seed: int | None = 0,
+           search_steps: bool = False) -> optuna.Study:
+    """Run (or join) the Optuna study seeded with the detector's proposal.
+
+    With ``search_steps`` (give a :class:`StepSearch`) the step count is a parameter too: Large
+    alone with a quarter, half and three quarters of the steps is enqueued first, and after the
+    study the least Large-only step count meeting the target is pinned down by bisection (each
+    probe one more trial of the study), so "Large with fewer steps" is always measured.
+    """
+    search = evaluator if isinstance(evaluator, StepSearch) else StepSearch(evaluator, shift=1.0)
+    if search_steps and not isinstance(evaluator, StepSearch):
+        raise CalibrationError("search_steps=True needs a StepSearch (it knows the grid's shift)")
+    n = search.full.n
+    full = {"steps": n} if search_steps else {}
     study = make_study(storage, study_name, seed)
     if not study.trials and proposal is not None and not proposal.is_large_only:
-        study.enqueue_trial({"start": proposal.start, "length": proposal.stop - proposal.start})
+        study.enqueue_trial({**full, "start": proposal.start, "length": proposal.stop - proposal.start})
     elif not study.trials and proposal is not None:
-        study.enqueue_trial({"start": 0, "length": evaluator.n})
+        study.enqueue_trial({**full, "start": 0, "length": n})
+    if search_steps and len(study.trials) <= 1:
+        for steps in sorted({max(1, round(n * f)) for f in LADDER} - {n}):
+            study.enqueue_trial({"steps": steps, "start": 0, "length": 0})
+    objective = _objective(search, quality_target, search_steps)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if n_trials > done:
         stop_at = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(_objective(evaluator, quality_target), n_trials=n_trials - done, callbacks=[stop_at],
-                       show_progress_bar=progress)
+        study.optimize(objective, n_trials=n_trials - done, callbacks=[stop_at], show_progress_bar=progress)
+    if search_steps:
+        _bisect_large_only(study, objective, quality_target, n)
     return study
+
+
+def _bisect_large_only(study: optuna.Study, objective: Any, target: float, n: int) -> None:
+    """Pin down the least step count with which Large alone meets ``target`` (quality taken as
+    rising with steps), enqueueing each probe as a trial."""
+    while True:
+        measured = {p.steps: p.quality for p in measured_plans(study) if p.is_large_only and p.steps > 0}
+        measured[n] = 1.0
+        high = min(steps for steps, quality in measured.items() if quality >= target)
+        low = max((steps for steps, quality in measured.items() if quality < target and steps < high), default=0)
+        if high - low <= 1:
+            return
+        study.enqueue_trial({"steps": (low + high) // 2, "start": 0, "length": 0})
+        study.optimize(objective, n_trials=1)
 
 
 def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int = 30,
@@ -198,8 +343,10 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
               metric: Metric | None = None, storage: Any = None, study_name: str | None = None,
               store: ProfileStore | str | Path | None = None, detector: ChangePointDetector | None = None,
               probe_steps: Sequence[int] | None = None, progress: bool = True, save: bool = True,
-              per_prompt: bool = False) -> Profile:
-    """Find where Small may replace Large for this pair and sampler grid; return (and store) a Profile.
+              per_prompt: bool = False, search_steps: bool = True) -> Profile:
+    """Find the cheapest plan that keeps Large's quality for this pair and sampler grid: a
+    Large-Small-Large window where a blend pays, Large with fewer steps where they do; return (and
+    store) the Profile.
 
     Args:
         pair: the Large/Small pair (guidance already applied if the pipeline uses it).
@@ -214,9 +361,15 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         store: the :class:`ProfileStore` (or its directory) the profile is written to.
         per_prompt: also choose a window per prompt (keyed by :func:`~adaptive.profiles.prompt_key`
             of its conditioning; unseen prompts fall back to the pair-level window) and fit the
-            online controller (``sample(..., schedule="online")``) from those windows.
+            online controller (``sample(..., schedule="online")``) from those windows. Per-prompt
+            windows and the controller are for the full grid of ``num_steps``.
+        search_steps: also search the step count ``n <= num_steps``: Large alone with fewer steps
+            and blends on coarser grids ``sigmas(n, shift)`` are candidates like any window, all
+            judged against Large with ``num_steps``. The profile's ``recommended_steps`` is the
+            ``n`` of the plan and ``schedule()`` its stages; ``frontier`` keeps every measured plan.
 
-    A quality target no window meets gives a Large-only profile whose ``note`` says so.
+    A quality target no plan meets gives a Large-only profile whose ``note`` says so. With
+    ``progress`` the decision is printed in words (``Profile.decision``).
 
     Example:
         >>> import tempfile, torch
@@ -235,20 +388,23 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
     proposal = (detector or ChangePointDetector()).fit(curve).predict()
     evaluator = Evaluator(pair, reference, metric, _small_cost(pair, reference))
+    search = StepSearch(evaluator, shift)
     signature = sampler_signature("euler", num_steps, shift)
     fp = fingerprint(pair)
     name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name)}")
     # One worker: a fixed sampler seed makes calibration reproducible. Shared studies get a fresh seed
     # per worker, or every worker would propose the same windows.
-    study = refine(evaluator, proposal, quality_target, n_trials, storage or default_storage(store), name, progress,
-                   seed=0 if storage is None else None)
-    profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, evaluator, quality_target,
+    study = refine(search, proposal, quality_target, n_trials, storage or default_storage(store), name, progress,
+                   seed=0 if storage is None else None, search_steps=search_steps)
+    profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,
                        metric_name, conds, seeds, name)
     if per_prompt:
-        profile = _with_per_prompt(profile, evaluator, study, curve, reference, len(conds), len(seeds),
+        profile = _with_per_prompt(profile, search, study, curve, reference, len(conds), len(seeds),
                                    quality_target, detector or ChangePointDetector(), progress)
     if profile.note:
         warnings.warn(profile.note, stacklevel=2)
+    if progress:
+        print(profile.decision)
     if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
         store.save(profile)
     return profile
@@ -266,24 +422,25 @@ def _finished_here(study: optuna.Study) -> bool:
 
 
 def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: float, curve: DivergenceCurve,
-             proposal: Boundaries | None, study: optuna.Study, evaluator: Evaluator, target: float,
+             proposal: Boundaries | None, study: optuna.Study, search: StepSearch, target: float,
              metric_name: str, conds: Sequence[Any], seeds: Sequence[int], study_name: str) -> Profile:
-    start, stop, quality, cost = _best_window(study, target)
-    window = boundaries_from_steps(curve.grid, start, stop)
+    plan = best_plan(study, target, num_steps)
+    evaluator = search.at(plan.steps)
+    window = boundaries_from_steps(evaluator.reference.grid, plan.start, plan.stop)
     note = ""
-    if window.is_large_only:
-        tried = [t.user_attrs.get("quality", 0.0) for t in study.trials if t.user_attrs.get("stop", 0) >
-                 t.params.get("start", 0)]
+    if plan.is_large_only and plan.steps == num_steps:
+        tried = [p.quality for p in measured_plans(study) if (p.steps, p.start, p.stop) != (num_steps, 0, 0)]
         best_tried = max(tried) if tried else float("nan")
-        note = (f"no Small window met quality_target={target} (best tried: {best_tried:.4f}); the profile runs "
-                "Large only. Lower the target or give more trials.")
-    n = num_steps
+        note = (f"no plan cheaper than Large with all {num_steps} steps met quality_target={target} (best tried: "
+                f"{best_tried:.4f}); the profile runs Large only. Lower the target or give more trials.")
     probe_cost = curve.cost["large_calls"] + curve.cost["small_calls"] * evaluator.small_cost
-    trials_cost = evaluator.large_equivalents
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    frontier = [{"steps": num_steps if p.steps == -1 else p.steps, "start": p.start, "stop": p.stop,
+                 "quality": p.quality, "cost": p.cost} for p in measured_plans(study)]
     return Profile(
         pair_fingerprint=fp, sampler=signature, num_steps=num_steps, shift=float(shift),
-        sigma_in=window.sigma_in, sigma_out=window.sigma_out, small_steps=tuple(range(start, stop)),
+        sigma_in=window.sigma_in, sigma_out=window.sigma_out, small_steps=tuple(range(plan.start, plan.stop)),
+        recommended_steps=plan.steps, frontier=frontier,
         pair_name=pair.name,
         proposal={} if proposal is None else {"sigma_in": proposal.sigma_in, "sigma_out": proposal.sigma_out,
                                               "start": proposal.start, "stop": proposal.stop,
@@ -291,10 +448,10 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
         curve={"sigmas": curve.sigmas.tolist(), "steps": curve.steps.tolist(),
                "rel_l2": curve.mean("rel_l2").tolist(), "cosine": curve.mean("cosine").tolist(),
                "weighted": curve.mean("weighted").tolist()},
-        quality={"metric": metric_name, "target": target, "achieved": quality},
-        cost={"fraction_of_large": cost, "small_cost_ratio": evaluator.small_cost,
-              "large_calls": n - (stop - start), "small_calls": stop - start,
-              "calibration_large_equivalents_per_sample": probe_cost + trials_cost,
+        quality={"metric": metric_name, "target": target, "achieved": plan.quality},
+        cost={"fraction_of_large": plan.cost, "small_cost_ratio": evaluator.small_cost,
+              "large_calls": plan.steps - (plan.stop - plan.start), "small_calls": plan.stop - plan.start,
+              "calibration_large_equivalents_per_sample": probe_cost + search.large_equivalents,
               "probe_large_equivalents_per_sample": probe_cost},
         calibration={"num_conds": len(conds), "seeds": [int(s) for s in seeds], "n_trials": len(complete),
                      "study_name": study_name, "samples": int(curve.cost["samples"])},
@@ -328,7 +485,7 @@ def _candidate_windows(evaluator: Evaluator, study: optuna.Study, start: int, st
     return sorted(windows)
 
 
-def _with_per_prompt(profile: Profile, evaluator: Evaluator, study: optuna.Study, curve: DivergenceCurve,
+def _with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, curve: DivergenceCurve,
                      reference: Reference, num_conds: int, num_seeds: int, target: float,
                      detector: ChangePointDetector, progress: bool) -> Profile:
     """Per-prompt windows (cheapest candidate meeting the target on that prompt's samples) and the
@@ -339,13 +496,14 @@ def _with_per_prompt(profile: Profile, evaluator: Evaluator, study: optuna.Study
     from adaptive.denoisers import select_rows
     from adaptive.profiles import prompt_key
 
+    evaluator = search.full
     batch = len(reference.final)
     rows_of = [list(range(k * num_seeds, (k + 1) * num_seeds)) for k in range(num_conds)]
     proposals = []
     for rows in rows_of:
         values = curve.rel_l2[:, rows].mean(axis=1)
         proposals.append(detector.fit(values, curve.grid).predict())
-    start, stop = (profile.small_steps[0], profile.small_steps[-1] + 1) if profile.small_steps else (0, 0)
+    start, stop, _, _ = _best_window(study, target, evaluator.n)  # the pair-level window on the full grid
     candidates = _candidate_windows(evaluator, study, start, stop, proposals)
     for a, b in tqdm(candidates, desc="per-prompt windows", disable=not progress, leave=False):
         evaluator.qualities(a, b)
@@ -364,12 +522,13 @@ def _with_per_prompt(profile: Profile, evaluator: Evaluator, study: optuna.Study
                         "sigma_out": chosen.sigma_out, "quality": best[2], "cost": best[3]}
         starts += [best[0] if best[0] < best[1] else None] * num_seeds
         sigma_outs += [chosen.sigma_out if best[0] < best[1] else None] * num_seeds
-    controller = fit_controller(curve.grid.tolist(), curve.rel_l2.T, starts, sigma_outs, profile.sigma_out)
+    prior_out = boundaries_from_steps(curve.grid, start, stop).sigma_out
+    controller = fit_controller(curve.grid.tolist(), curve.rel_l2.T, starts, sigma_outs, prior_out)
     mean_cost = float(np.mean([w["cost"] for w in windows.values()]))
     per_prompt = {"windows": windows, "candidates": [list(w) for w in candidates], "mean_cost": mean_cost,
                   "fallback": "pair-level window for prompts not calibrated"}
     spent = dict(profile.cost, calibration_large_equivalents_per_sample=(
-        profile.cost.get("probe_large_equivalents_per_sample", 0.0) + evaluator.large_equivalents))
+        profile.cost.get("probe_large_equivalents_per_sample", 0.0) + search.large_equivalents))
     return dataclasses.replace(profile, per_prompt=per_prompt, controller=controller.to_dict(), cost=spent)
 
 
@@ -377,7 +536,8 @@ def windows_table(study: optuna.Study) -> list[dict[str, Any]]:
     """The study's complete trials as rows (start, stop, quality, cost), for reports."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        rows.append({"trial": t.number, "start": t.params["start"], "stop": t.user_attrs.get("stop"),
+        rows.append({"trial": t.number, "steps": t.user_attrs.get("steps"), "start": t.params["start"],
+                     "stop": t.user_attrs.get("stop"), "window": t.user_attrs.get("window"),
                      "quality": t.user_attrs.get("quality"), "cost": t.user_attrs.get("cost"), "value": t.value})
     return rows
 
@@ -397,5 +557,5 @@ def sweep(evaluator: Evaluator, quality_target: float, progress: bool = True) ->
     return best
 
 
-__all__ = ["DEFAULT_QUALITY_TARGET", "Evaluator", "calibrate", "default_storage", "make_study", "refine", "sweep",
+__all__ = ["DEFAULT_QUALITY_TARGET", "Evaluator", "Plan", "StepSearch", "best_plan", "calibrate", "measured_plans", "default_storage", "make_study", "refine", "sweep",
            "windows_table"]

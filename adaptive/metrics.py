@@ -84,6 +84,74 @@ class FeatureSimilarity:
         return F.cosine_similarity(self.encode(generated).float(), self.encode(reference).float(), dim=1)
 
 
+class StructuralSimilarity:
+    """Per-frame SSIM (torchmetrics' implementation), averaged over frames: 1.0 when identical.
+
+    The pooled feature cosine of an encoder can call a smeared, doubled or torn video "similar":
+    its pooled features still say "a 3 moving left". SSIM compares local luminance, contrast and
+    structure at every pixel window, so it fails what a person would reject. Inputs are images
+    ``(batch, channels, h, w)`` or videos ``(batch, channels, frames, h, w)`` spanning
+    ``data_range`` (2.0 for [-1, 1]); latents of real pairs should be decoded first.
+
+    Example:
+        >>> import torch
+        >>> video = torch.rand(2, 1, 3, 16, 16) * 2 - 1
+        >>> StructuralSimilarity()(video, video).tolist()
+        [1.0, 1.0]
+        >>> bool(StructuralSimilarity()(video.flip(-1), video)[0] < 0.5)   # mirrored: structure lost
+        True
+    """
+
+    name = "ssim"
+
+    def __init__(self, data_range: float = 2.0, kernel_size: int = 11) -> None:
+        self.data_range, self.kernel_size = float(data_range), int(kernel_size)
+
+    @torch.no_grad()
+    def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        from torchmetrics.functional.image import structural_similarity_index_measure
+
+        if generated.shape != reference.shape or generated.ndim not in (4, 5):
+            raise ValueError(f"SSIM compares images (b, c, h, w) or videos (b, c, f, h, w) of one shape; got "
+                             f"{tuple(generated.shape)} and {tuple(reference.shape)}")
+        batch = generated.shape[0]
+        frames = [t.float().cpu() for t in (generated, reference)]
+        if generated.ndim == 5:  # torchmetrics reads 5-D input as volumes: compare frame by frame
+            frames = [t.transpose(1, 2).flatten(0, 1) for t in frames]
+        size = min(self.kernel_size, *generated.shape[-2:])
+        size -= 1 - size % 2  # an odd window that fits the frame
+        values = structural_similarity_index_measure(frames[0], frames[1], data_range=self.data_range,
+                                                     kernel_size=size, reduction="none")
+        return values.reshape(batch, -1).mean(dim=1)
+
+
+class WorstOf:
+    """Several metrics at once: each sample scores the lowest of them, so a sample passes a target
+    only if it passes on every metric (e.g. the same content *and* the same structure).
+
+    Example:
+        >>> import torch
+        >>> first = FeatureSimilarity(lambda v: v[:, :1], name="first")
+        >>> both = WorstOf(first, LatentSimilarity())
+        >>> both.name, both(torch.tensor([[1.0, 1.0]]), torch.tensor([[1.0, -1.0]])).tolist()
+        ('min(first,latent_cosine)', [0.0])
+    """
+
+    def __init__(self, *metrics: Metric) -> None:
+        if not metrics:
+            raise ValueError("WorstOf needs at least one metric")
+        self.metrics = metrics
+        self.name = "min(" + ",".join(getattr(m, "name", type(m).__name__) for m in metrics) + ")"
+
+    def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        scores = [m(generated, reference).float().cpu() for m in self.metrics]
+        return torch.stack(scores).min(dim=0).values
+
+    def parts(self, generated: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each metric's own per-sample scores, by name (for reports)."""
+        return {getattr(m, "name", type(m).__name__): m(generated, reference).float().cpu() for m in self.metrics}
+
+
 def frechet_distance(features_a: np.ndarray | torch.Tensor, features_b: np.ndarray | torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to two feature sets (FID/FVD formula).
 

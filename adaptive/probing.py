@@ -122,9 +122,10 @@ def _shape(pair: ModelPair, shape: Sequence[int] | None) -> tuple[int, ...]:
 
 def _device(pair: ModelPair) -> torch.device:
     for module in pair.modules().values():
-        if module is not None:
-            return next(module.parameters()).device
-    return torch.device("cpu")
+        tensor = None if module is None else next(iter([*module.parameters(), *module.buffers()]), None)
+        if tensor is not None:
+            return tensor.device
+    return torch.device("cpu")  # plain functions, or modules without weights
 
 
 def _divergence(v_large: torch.Tensor, v_small: torch.Tensor, dt: float, scale: torch.Tensor

@@ -37,7 +37,8 @@ from adaptive.errors import ProfileError
 from adaptive.pair import ModelPair
 from adaptive.schedule import Schedule
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added recommended_steps and frontier (step-count search); 1 still reads
+READABLE_SCHEMAS = (1, 2)
 ENV_VAR = "ADAPTIVE_PROFILES"
 
 
@@ -148,6 +149,8 @@ class Profile:
     calibration: dict[str, Any] = field(default_factory=dict)
     per_prompt: dict[str, Any] = field(default_factory=dict)
     controller: dict[str, Any] = field(default_factory=dict)
+    recommended_steps: int | None = None
+    frontier: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
     version: str = ""
     created: str = ""
@@ -168,6 +171,33 @@ class Profile:
     @property
     def is_large_only(self) -> bool:
         return self.sigma_in == self.sigma_out
+
+    @property
+    def steps(self) -> int:
+        """The step count of the recommended plan (``num_steps`` unless fewer steps pay)."""
+        return self.recommended_steps or self.num_steps
+
+    @property
+    def decision(self) -> str:
+        """The recommendation in words, e.g. "Large with 9 of 30 steps meets the target ..."."""
+        n, full = self.steps, self.num_steps
+        target = self.quality.get("target")
+        metric = self.quality.get("metric", "quality")
+        cost = self.cost.get("fraction_of_large", 1.0)
+        meets = f"meets the target ({metric} >= {target}) at {cost:.2f} of the compute"
+        blends = [p for p in self.frontier if p["stop"] > p["start"] and p["quality"] >= (target or 0)]
+        large = [p for p in self.frontier if p["stop"] <= p["start"] and p["quality"] >= (target or 0)]
+        if self.is_large_only and n == full:
+            return f"Large with all {full} steps: no cheaper plan met the target ({metric} >= {target})."
+        if self.is_large_only:
+            rival = min((p["cost"] for p in blends), default=None)
+            tail = f"the cheapest blend that meets it costs {rival:.2f}" if rival is not None else \
+                "no blend tried met it"
+            return f"Large with {n} of {full} steps {meets}; {tail}."
+        fewest = min((p["steps"] for p in large), default=full)
+        steps = f"steps {self.small_steps[0]}..{self.small_steps[-1]}" if self.small_steps else "no steps"
+        return (f"Small on {steps} of {n} (sigma {self.sigma_out:.3f} to {self.sigma_in:.3f}) {meets}; Large alone "
+                f"needs {fewest} of {full} steps ({fewest / full:.2f}).")
 
     def schedule(self) -> Schedule:
         """The Large-Small-Large schedule (Large only when no window is safe)."""
@@ -199,7 +229,7 @@ class Profile:
     def from_dict(cls, data: Any, source: str = "profile") -> Profile:
         if not isinstance(data, dict):
             raise ProfileError(f"{source}: a profile must be a JSON object")
-        if data.get("schema_version") != SCHEMA_VERSION:
+        if data.get("schema_version") not in READABLE_SCHEMAS:
             raise ProfileError(f"{source}: schema version {data.get('schema_version')!r} is not supported "
                                f"(this library reads {SCHEMA_VERSION}); recalibrate with `flowblend calibrate`")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -216,12 +246,22 @@ class Profile:
         for key in ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller"):
             if key in data and not isinstance(data[key], dict):
                 raise ProfileError(f"{source}: field {key!r} must be an object")
+        recommended = data.get("recommended_steps")
+        if recommended is not None and (not isinstance(recommended, int) or isinstance(recommended, bool)
+                                        or not 1 <= recommended <= data["num_steps"]):
+            raise ProfileError(f"{source}: recommended_steps must be a step count in [1, num_steps], got "
+                               f"{recommended!r}")
+        frontier = data.get("frontier", [])
+        if not isinstance(frontier, list) or not all(isinstance(p, dict) and {"steps", "start", "stop", "quality",
+                                                                               "cost"} <= set(p) for p in frontier):
+            raise ProfileError(f"{source}: frontier must be a list of plans with steps, start, stop, quality, cost")
         steps = data.get("small_steps", [])
         if not isinstance(steps, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in steps):
             raise ProfileError(f"{source}: small_steps must be a list of step indices")
         for key in ("pair_name", "note", "version", "created"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise ProfileError(f"{source}: field {key!r} must be a string")
+        data = {**data, "schema_version": SCHEMA_VERSION}  # version 1 is version 2 without the new fields
         try:
             return cls(**data)
         except (TypeError, ValueError) as err:

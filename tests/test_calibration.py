@@ -95,7 +95,7 @@ def test_detector_rejects_bad_curves(bad):
 def test_calibrate_finds_the_known_window(tmp_path):
     small = small_wrong_outside(0.3, 0.7)
     profile = calibrate(pair_of(small), [{}], STEPS, seeds=[0, 1, 2], quality_target=0.999, n_trials=30,
-                        store=tmp_path, progress=False)
+                        store=tmp_path, progress=False, search_steps=False)
     assert list(profile.small_steps) == expected_steps(0.3, 0.7)
     assert profile.schedule().small_steps(sigmas(STEPS)) == expected_steps(0.3, 0.7)
     assert profile.quality["achieved"] >= 0.999
@@ -108,20 +108,21 @@ def test_calibrate_finds_the_known_window(tmp_path):
 
 
 def test_calibrate_identical_and_useless(tmp_path):
-    same = calibrate(pair_of(LARGE), [{}], STEPS, seeds=[0], n_trials=5, store=tmp_path, progress=False)
+    same = calibrate(pair_of(LARGE), [{}], STEPS, seeds=[0], n_trials=5, store=tmp_path, progress=False,
+                     search_steps=False)
     assert (same.sigma_in, same.sigma_out) == (1.0, 0.0)
     with pytest.warns(UserWarning, match="quality_target"):
         # Useless everywhere, even for the last step (sigma 0.001 -> 0), which any error-bounded Small passes.
         useless = calibrate(pair_of(lambda x, s: LARGE(x, s) + 1000.0), [{}], STEPS, seeds=[0], n_trials=8,
-                            store=tmp_path, progress=False)
+                            store=tmp_path, progress=False, search_steps=False)
     assert useless.is_large_only and useless.proposal == {}
     assert useless.schedule().small_steps(sigmas(STEPS)) == []
 
 
 def test_unreachable_target_gives_large_only_with_a_clear_note(tmp_path):
-    with pytest.warns(UserWarning, match="no Small window met quality_target=0.9999"):
+    with pytest.warns(UserWarning, match="no plan cheaper than Large with all 12 steps met quality_target=0.9999"):
         profile = calibrate(pair_of(lambda x, s: LARGE(x, s) + 50.0), [{}], STEPS, seeds=[0], quality_target=0.9999,
-                            n_trials=6, store=tmp_path, progress=False)
+                            n_trials=6, store=tmp_path, progress=False, search_steps=False)
     assert profile.is_large_only and "Lower the target" in profile.note
 
 
@@ -232,3 +233,93 @@ def test_shipped_profile_is_found_for_the_embedded_pair():
     store = ProfileStore(Path(__file__).resolve().parents[1] / "profiles")
     profile = store.find(pair, "euler-30-shift3")
     assert profile is not None and not profile.is_large_only
+
+
+# The honest frontier: step count is part of the search --------------------------------------------
+# An exact Gaussian flow with a power-law spectrum (x0 ~ N(0, diag(k^-1)), 64 dims) bends: Large with
+# 10 of 30 Euler steps (shift 3) lands 0.21 relative L2 from Large with 30, with 27 steps 0.012.
+SPECTRUM = torch.arange(1, 65, dtype=torch.float64) ** -1.0
+SPECTRUM = SPECTRUM / SPECTRUM.mean() * 0.25
+
+
+class SpectrumVelocity(torch.nn.Module):
+    """The exact velocity for data ``N(0, diag(spectrum))``; ``work`` identity matmuls make its
+    FLOPs (what calibration counts as cost) proportional to ``work``."""
+
+    def __init__(self, spectrum: torch.Tensor, work: int, error: float = 0.0, exact_in=(0.0, 1.0)) -> None:
+        super().__init__()
+        self.spectrum, self.work, self.error, self.exact_in = spectrum, work, error, exact_in
+        self.eye = torch.eye(spectrum.numel())
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.work):
+            x = x @ self.eye
+        s = sigma.view(-1, 1).double()
+        v = ((s - (1 - s) * self.spectrum) / ((1 - s) ** 2 * self.spectrum + s**2) * x.double()).float()
+        lo, hi = self.exact_in
+        inside = ((sigma > lo) & (sigma <= hi)).float().view(-1, 1)
+        return v + (1 - inside) * self.error
+
+
+class OneMinusRelL2:
+    """A similarity that sees every component alike: 1 - ||a - b|| / ||b||."""
+
+    name = "one_minus_rel_l2"
+
+    def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        from adaptive.metrics import rel_l2
+
+        return 1 - rel_l2(generated, reference)
+
+
+def spectrum_calibration(small: SpectrumVelocity, target: float, tmp_path) -> Profile:
+    pair = ModelPair(SpectrumVelocity(SPECTRUM, 10), small, sample_shape=(64,))
+    return calibrate(pair, [{}], 30, seeds=[0, 1, 2, 3], shift=3.0, quality_target=target, n_trials=30,
+                     metric=OneMinusRelL2(), store=tmp_path, progress=False)
+
+
+def test_a_bad_small_on_a_curved_flow_gets_large_with_fewer_steps(tmp_path):
+    """(a) Small's spectrum is wrong (coarse scales x3, fine scales x0.2) and its mean is off at every
+    noise level: every window it takes costs more quality than dropping Large steps does, so the
+    plan is Large alone with fewer steps. (With the spectrum wrong but the mean right, calibration
+    finds that Small is harmless at high noise, where every zero-mean model has nearly the same
+    velocity, and blends there: the search is not told the answer.)"""
+    wrong = SPECTRUM.clone()
+    wrong[:4] *= 3.0
+    wrong[16:] *= 0.2
+    profile = spectrum_calibration(SpectrumVelocity(wrong, 1, error=0.5, exact_in=(1.0, 1.0)), 0.9, tmp_path)
+    assert profile.is_large_only and 10 < profile.steps < 30, profile.decision
+    # the least step count that meets the target, pinned down: one step fewer fails it
+    fewer = {p["steps"]: p["quality"] for p in profile.frontier if p["start"] == p["stop"]}
+    assert fewer[profile.steps] >= 0.9 > fewer[profile.steps - 1]
+    assert profile.cost["fraction_of_large"] == pytest.approx(profile.steps / 30)
+    assert profile.decision.startswith(f"Large with {profile.steps} of 30 steps meets the target")
+    assert profile.schedule().small_steps(sigmas(profile.steps, 3.0)) == []
+
+
+def test_a_small_exact_in_the_middle_of_a_curved_flow_gets_that_window(tmp_path):
+    """(b) Small is exact for sigma in (0.3, 0.7] and far off elsewhere; Large needs 27 of 30 steps
+    for the target, the window costs less: the plan blends, and Small runs only inside the window."""
+    profile = spectrum_calibration(SpectrumVelocity(SPECTRUM, 1, error=2.0, exact_in=(0.3, 0.7)), 0.98, tmp_path)
+    assert not profile.is_large_only, profile.decision
+    grid = sigmas(profile.steps, 3.0).tolist()
+    small = profile.schedule().small_steps(grid)
+    assert small and all(0.3 < grid[i] <= 0.7 for i in small)
+    large_alone = min(p["cost"] for p in profile.frontier if p["start"] == p["stop"] and p["quality"] >= 0.98)
+    assert profile.cost["fraction_of_large"] < large_alone
+    assert profile.quality["achieved"] >= 0.98 and "Small on steps" in profile.decision
+
+
+def test_profile_with_recommended_steps_round_trips_and_old_profiles_still_load(tmp_path):
+    profile = Profile(pair_fingerprint="abc", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.0,
+                      sigma_out=0.0, recommended_steps=9,
+                      frontier=[{"steps": 9, "start": 0, "stop": 0, "quality": 0.96, "cost": 0.3}])
+    again = Profile.from_json(profile.to_json())
+    assert again == profile and again.steps == 9
+    old = json.loads(profile.to_json())
+    for key in ("recommended_steps", "frontier"):
+        del old[key]
+    old["schema_version"] = 1
+    assert Profile.from_dict(old).steps == 30
+    with pytest.raises(ProfileError, match="recommended_steps"):
+        Profile.from_dict({**json.loads(profile.to_json()), "recommended_steps": 31})

@@ -169,3 +169,33 @@ def test_training_script_records_data_steps_and_history(tmp_path):
            "--max-minutes", "0", *tiny])
     again = json.loads((tmp_path / "b" / "small" / "training.json").read_text())
     assert again["steps"] == 3 and again["previous_steps"] == 2 and len(again["history"]) == 1
+
+
+def test_the_pairs_metric_fails_garbled_videos_that_the_pooled_features_let_through():
+    """(c) Smeared (doubled), torn (halves swapped) and blotched copies of real videos score below a
+    clean copy and below the default target on the embedded pair's metric; the pooled feature
+    cosine alone passes at least one of them, which is how broken blends were shipped."""
+    import numpy as np
+
+    from adaptive.calibration import DEFAULT_QUALITY_TARGET
+    from adaptive.metrics import WorstOf
+    from adaptive.toy import load_pair
+    from adaptive.toy.data import make_videos
+
+    metric = load_pair()[0].metric
+    assert isinstance(metric, WorstOf)
+    real = torch.from_numpy(make_videos(16, np.random.default_rng(3), "heldout").videos)
+    clean = (real + 0.01 * torch.randn(real.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    smeared = (0.5 * real + 0.5 * real.roll(3, dims=-1)).clamp(-1, 1)
+    torn = torch.cat([real[..., 16:, :], real[..., :16, :]], dim=-2)
+    blotched = real.clone()
+    blotched[..., 8:14, 8:14] = -blotched[..., 8:14, 8:14]
+    clean_score = metric(clean, real).mean()
+    assert clean_score > 0.99
+    features = metric.metrics[0]
+    passed_by_features = 0
+    for garbled in (smeared, torn, blotched):
+        score = metric(garbled, real).mean()
+        assert score < DEFAULT_QUALITY_TARGET < clean_score
+        passed_by_features += float(features(garbled, real).mean()) >= DEFAULT_QUALITY_TARGET
+    assert passed_by_features >= 1
