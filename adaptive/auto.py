@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -54,4 +55,34 @@ def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: di
                       else v) for k, v in cond.items()} for i in range(rows)]
         profile = calibrate(pair, conds, num_steps=len(grid) - 1, seeds=[0, 1], shift=shift,
                             shape=tuple(noise.shape[1:]), store=store, progress=False)
+    warn_if_cheaper(profile, len(grid) - 1)
     return profile.schedule(), profile
+
+
+_WARNED: set[tuple[str, str, int]] = set()
+
+
+def warn_if_cheaper(profile: Profile, steps: int) -> bool:
+    """Warn (once per profile and step count) when the stored frontier holds a cheaper plan that
+    meets the target than the ``steps`` the caller fixed, naming it; the caller's grid still runs.
+
+    Example:
+        >>> import warnings
+        >>> p = Profile(pair_fingerprint="f", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.0,
+        ...             sigma_out=0.0, recommended_steps=9, cost={"fraction_of_large": 0.3},
+        ...             quality={"metric": "ssim", "target": 0.95})
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_cheaper(p, 30), warn_if_cheaper(p, 30)
+        (True, False)
+        >>> "Large with 9 of 30 steps" in str(seen[0].message)
+        True
+    """
+    key = (profile.pair_fingerprint, profile.sampler, steps)
+    if profile.steps >= steps or profile.num_steps != steps or key in _WARNED:
+        return False
+    _WARNED.add(key)
+    warnings.warn(f"a cheaper plan meets the quality target: {profile.decision} Running the {steps}-step grid "
+                  f"you asked for with the stored window; pass num_steps={profile.steps} to take the plan.",
+                  stacklevel=3)
+    return True

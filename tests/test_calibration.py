@@ -208,7 +208,7 @@ def test_probe_reports_non_finite_velocities():
     from adaptive import NonFiniteVelocityError
 
     broken = ModelPair(LARGE, lambda x, s: x * float("nan"), sample_shape=(8,))
-    with pytest.raises(NonFiniteVelocityError, match="probe step 0"):
+    with pytest.raises(NonFiniteVelocityError, match="'small' returned NaN/Inf in the dry run"):
         probe(broken, [{}], 4, seeds=[0])
 
 
@@ -272,13 +272,17 @@ class OneMinusRelL2:
         return 1 - rel_l2(generated, reference)
 
 
+def spectrum_pair(small: SpectrumVelocity) -> ModelPair:
+    return ModelPair(SpectrumVelocity(SPECTRUM, 10), small, sample_shape=(64,))
+
+
 def spectrum_calibration(small: SpectrumVelocity, target: float, tmp_path) -> Profile:
-    pair = ModelPair(SpectrumVelocity(SPECTRUM, 10), small, sample_shape=(64,))
+    pair = spectrum_pair(small)
     return calibrate(pair, [{}], 30, seeds=[0, 1, 2, 3], shift=3.0, quality_target=target, n_trials=30,
                      metric=OneMinusRelL2(), store=tmp_path, progress=False)
 
 
-def test_a_bad_small_on_a_curved_flow_gets_large_with_fewer_steps(tmp_path):
+def test_a_bad_small_on_a_curved_flow_gets_large_with_fewer_steps(tmp_path, monkeypatch):
     """(a) Small's spectrum is wrong (coarse scales x3, fine scales x0.2) and its mean is off at every
     noise level: every window it takes costs more quality than dropping Large steps does, so the
     plan is Large alone with fewer steps. (With the spectrum wrong but the mean right, calibration
@@ -295,6 +299,13 @@ def test_a_bad_small_on_a_curved_flow_gets_large_with_fewer_steps(tmp_path):
     assert profile.cost["fraction_of_large"] == pytest.approx(profile.steps / 30)
     assert profile.decision.startswith(f"Large with {profile.steps} of 30 steps meets the target")
     assert profile.schedule().small_steps(sigmas(profile.steps, 3.0)) == []
+    # A caller who fixes 30 steps gets what was asked, and one warning naming the cheaper plan.
+    monkeypatch.setenv("ADAPTIVE_PROFILES", str(tmp_path))
+    pair = spectrum_pair(SpectrumVelocity(wrong, 1, error=0.5, exact_in=(1.0, 1.0)))
+    noise = torch.randn(2, 64, generator=torch.Generator().manual_seed(5))
+    with pytest.warns(UserWarning, match=f"cheaper plan .* Large with {profile.steps} of 30 steps"):
+        out = sample(pair, noise, sigmas(30, 3.0), "auto")
+    assert torch.equal(out, sample(pair, noise, sigmas(30, 3.0)))  # the stored plan is Large alone: 30 Large steps
 
 
 def test_a_small_exact_in_the_middle_of_a_curved_flow_gets_that_window(tmp_path):

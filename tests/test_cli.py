@@ -40,7 +40,8 @@ def test_demo_and_sample(tmp_path, capsys):
     # The blended run is named by its stages, whatever the schedule's shape.
     assert main(["demo", "--num", "1", "--steps", "4", "--repeats", "1", "--schedule", "lsl:0.9,0.4",
                  "--out", str(tmp_path)]) == 0
-    assert "Large-Small-Large:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "chosen: Large-Small-Large, 4 steps:" in printed and "Large, 2 steps (the same compute):" in printed
     assert main(["sample", "--num", "2", "--steps", "3", "--prompt", "a 4 moving down", "--schedule", "lsl:0.9,0.4",
                  "--out", str(tmp_path)]) == 0
     assert (tmp_path / "sample_001.gif").exists()

@@ -44,3 +44,31 @@ def save_strip(path: Path | str, rows: Mapping[str, torch.Tensor], captions: Seq
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_side_by_side(path: Path | str, columns: Mapping[str, torch.Tensor],
+                      captions: Sequence[str] | None = None) -> None:
+    """One row per video (prompt and seed), one column per method: the same sample's frames side
+    by side, so a person compares methods on the same noise and prompt at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(v) for v in columns.values())
+    frames = next(iter(columns.values())).shape[2]
+    fig, axes = plt.subplots(n, len(columns), figsize=(frames * 0.55 * len(columns), n * 0.8 + 0.4),
+                             squeeze=False)
+    for col, (label, videos) in enumerate(columns.items()):
+        for i in range(n):
+            ax = axes[i, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.imshow(np.concatenate(list(_frames(videos[i])), axis=1), cmap="gray", vmin=0, vmax=255)
+            if i == 0:
+                ax.set_title(label, fontsize=8)
+            if col == 0 and captions is not None and i < len(captions):
+                ax.set_ylabel(captions[i], fontsize=6, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
