@@ -1,22 +1,31 @@
 """A diffusers drop-in: one module that wraps several transformers and runs a schedule.
 
 Assign it to ``pipe.transformer`` of an unmodified ``WanPipeline`` or ``LTXPipeline`` (or use
-:func:`blend`): on each forward call it reads the timestep the pipeline passes, turns it into sigma
-and calls the transformer the schedule names. Everything the pipeline reads from its transformer
-(``config``, ``dtype``, ``device``, ``cache_context`` and other methods) is the Large model's.
+:func:`blend`): on each forward call it reads the timestep the pipeline passes, finds the step of
+the pipeline's scheduler grid it belongs to and calls the transformer the schedule (or the online
+controller) names for that step. Any flow-matching scheduler works (Euler, UniPC and DPM-Solver++
+with ``use_flow_sigmas=True``, ...): steps are matched by the scheduler's own timesteps, so a
+scheduler that rounds timesteps to integers (UniPC, DPM-Solver) still lands on the right step.
+Everything the pipeline reads from its transformer (``config``, ``dtype``, ``device``,
+``cache_context`` and other methods) is the Large model's.
 
 Example (tiny random models, as in the tests)::
 
-    pipe = WanPipeline(...)                               # any Wan 2.1 pipeline
+    pipe = WanPipeline(...)                               # any Wan 2.1 pipeline, any flow scheduler
     blend(pipe, small_transformer, Schedule.lsl(0.85, 0.3))
     video = pipe(prompt_embeds=..., num_inference_steps=30).frames
+    pipe.transformer.decisions.models[0]                  # the model of each of the 30 steps
     unblend(pipe)                                         # back to the Large model alone
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import math
+import warnings
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,52 +33,155 @@ from torch import nn
 
 from adaptive.controller import ControllerConfig, Decisions, OnlineController
 from adaptive.denoisers import NUM_TRAIN_TIMESTEPS
-from adaptive.errors import PairMismatchError
+from adaptive.errors import PairMismatchError, SigmaGridError
 from adaptive.schedule import Schedule, check_grid
 
 _SHARED_CONFIG_KEYS = ("in_channels", "out_channels", "patch_size", "patch_size_t", "text_dim", "caption_channels")
 
 
+@dataclass(frozen=True)
+class StepGrid:
+    """The steps a scheduler runs: ``sigmas`` (``num_steps + 1`` values down to 0) and the
+    ``timesteps`` it hands the transformer, one per step; ``scheduler`` names its class.
+
+    Example:
+        >>> steps = StepGrid((1.0, 0.9001, 0.5, 0.0), (999.0, 900.0, 500.0))
+        >>> steps.step_of(900), steps.num_steps
+        (1, 3)
+    """
+
+    sigmas: tuple[float, ...]
+    timesteps: tuple[float, ...]
+    scheduler: str = "scheduler"
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.timesteps)
+
+    def step_of(self, timestep: float) -> int:
+        """The step whose timestep is ``timestep`` (within rounding: int casts, bf16 timesteps)."""
+        i = min(range(len(self.timesteps)), key=lambda k: abs(self.timesteps[k] - timestep))
+        if not abs(self.timesteps[i] - timestep) <= max(1.0, 0.005 * abs(self.timesteps[i])):
+            shown = ", ".join(f"{t:g}" for t in self.timesteps[:12]) + (", ..." if self.num_steps > 12 else "")
+            raise SigmaGridError(
+                f"the transformer was called with timestep {timestep:g}, which is no step of the {self.scheduler} "
+                f"grid of {self.num_steps} steps (timesteps {shown}). Run the blended transformer inside the "
+                "pipeline (it sets its scheduler's timesteps first), pass blend() the num_inference_steps you "
+                "give the pipeline, and blend again after replacing pipe.scheduler")
+        return i
+
+
+def grid_of(scheduler: Any) -> StepGrid | None:
+    """The grid ``scheduler`` is set to run now (after its ``set_timesteps``), or None when it is not
+    a flow-matching grid of one call per step (sigmas in [0, 1], one more sigma than timesteps)."""
+    sigmas, timesteps = getattr(scheduler, "sigmas", None), getattr(scheduler, "timesteps", None)
+    if not isinstance(sigmas, torch.Tensor) or not isinstance(timesteps, torch.Tensor):
+        return None
+    if sigmas.ndim != 1 or timesteps.ndim != 1 or len(sigmas) != len(timesteps) + 1:
+        return None
+    try:
+        grid = check_grid(sigmas)
+    except SigmaGridError:
+        return None
+    return StepGrid(tuple(grid), tuple(timesteps.detach().double().cpu().tolist()), type(scheduler).__name__)
+
+
+def scheduler_grid(scheduler: Any, num_inference_steps: int) -> StepGrid | None:
+    """The grid a pipeline runs for ``num_inference_steps``: ``set_timesteps`` on a copy of its scheduler.
+
+    None when the scheduler needs run-time inputs to build it (dynamic shifting needs the latent
+    size) or is no flow-matching scheduler; the drop-in then reads the grid when the pipeline runs.
+
+    Example:
+        >>> from diffusers import UniPCMultistepScheduler
+        >>> unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+        >>> steps = scheduler_grid(unipc, 8)
+        >>> steps.timesteps[:3], round(steps.sigmas[2], 4), steps.step_of(900)
+        ((999.0, 954.0, 900.0), 0.9001, 2)
+    """
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+    copy = type(scheduler).from_config(scheduler.config)
+    try:
+        copy.set_timesteps(num_inference_steps)
+    except (ValueError, TypeError):  # e.g. use_dynamic_shifting: mu depends on the latent size
+        return None
+    return grid_of(copy)
+
+
+def scheduler_shift(scheduler: Any) -> float:
+    """The resolution shift a flow scheduler applies: ``flow_shift`` (UniPC, DPM-Solver) or ``shift`` (Euler).
+
+    Example:
+        >>> from diffusers import FlowMatchEulerDiscreteScheduler
+        >>> scheduler_shift(FlowMatchEulerDiscreteScheduler(shift=5.0))
+        5.0
+    """
+    config = scheduler.config
+    key = "flow_shift" if "flow_shift" in config else "shift"
+    return float(config.get(key, 1.0))
+
+
+def fixed_decisions(grid: Sequence[float], plan: list[str], reason: str) -> Decisions:
+    """:class:`~adaptive.controller.Decisions` of a fixed plan (one shared row, no probes)."""
+    small = [i for i, name in enumerate(plan) if name == "small"]
+    back = next((i for i in range(small[0], len(plan)) if plan[i] != "small"), None) if small else None
+    return Decisions(list(grid), [plan], [[]], [[]], [small[0] if small else None], [back], [None], [reason],
+                     shared=True)
+
+
 class BlendedTransformer(nn.Module):
-    """Several transformers behind one, picked per call by ``schedule.model_for(timestep / 1000)``.
+    """Several transformers behind one: each call runs the one named for the call's step.
 
-    ``trace`` records ``(sigma, model_name)`` for every call, so a user can see which model ran.
-    Reading the timestep is one scalar read per call (free on CPU timesteps; on CUDA it waits for
-    the queued work, as diffusers' own Wan 2.2 boundary switch does).
+    The step is found by matching the call's timestep against the grid the pipeline's scheduler
+    runs (read from ``pipeline.scheduler`` when a run starts, else ``steps``), and the schedule
+    names the model of that step's sigma; with no flow grid known (no pipeline, a scheduler that
+    is not flow matching) a fixed schedule falls back to ``sigma = timestep / num_train_timesteps``.
+    ``trace`` records ``(sigma, model_name)`` for every call and ``decisions`` the last run's
+    :class:`~adaptive.controller.Decisions` (one entry per step of the grid that ran). Reading the
+    timestep is one scalar read per call (free on CPU timesteps; on CUDA it waits for the queued
+    work, as diffusers' own Wan 2.2 boundary switch does).
 
-    With ``controller`` (and the pipeline's sigma ``grid``) the online controller decides instead,
-    one decision per denoising step for the whole pipeline batch (``batch_decisions="shared"``):
-    on probe steps every call also runs Small on the same input, the divergence is pooled over the
-    step's calls (cond and uncond alike, so both always run the same model) and decides the next
-    step. ``decisions`` holds the last run's :class:`~adaptive.controller.Decisions`.
+    With ``controller`` the online controller decides instead, one decision per denoising step for
+    the whole pipeline batch (``batch_decisions="shared"``): on probe steps every call also runs
+    Small on the same input, the divergence is pooled over the step's calls (cond and uncond alike,
+    so both always run the same model) and decides the next step.
     """
 
     def __init__(self, transformers: Mapping[str, nn.Module], schedule: Schedule, primary: str = "large",
                  num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, controller: ControllerConfig | None = None,
-                 grid: list[float] | None = None) -> None:
+                 steps: StepGrid | None = None, pipeline: Any = None) -> None:
         super().__init__()
         if primary not in transformers:
             raise PairMismatchError(f"primary model {primary!r} is not among {sorted(transformers)}")
         schedule.check_models(transformers)
         check_compatible(transformers)
-        if controller is not None and (grid is None or not {"large", "small"} <= set(transformers)):
-            raise ValueError("online blending needs the sigma grid (num_inference_steps) and models named "
-                             "'large' and 'small'")
+        if controller is not None and not {"large", "small"} <= set(transformers):
+            raise ValueError("online blending needs models named 'large' and 'small'")
         self.transformers = nn.ModuleDict(dict(transformers))
         self.schedule = schedule
         self.primary = primary
         self.num_train_timesteps = num_train_timesteps
         self.trace: list[tuple[float, str]] = []
         self.controller_config = controller
-        self.grid = check_grid(grid) if grid is not None else None
+        self.steps = steps
+        self._pipeline = weakref.ref(pipeline) if pipeline is not None else None
+        self._run: tuple[Any, StepGrid | None] = (None, None)  # (the scheduler's timesteps tensor, its grid)
         self._online: OnlineController | None = None
+        self._fixed: Decisions | None = None
         self._step = -1
         self._pooled = [0.0, 0.0]  # sum ||v_L - v_S||^2, sum ||v_L||^2 over the probe step's calls
         self._step_model = ""
 
     @property
+    def grid(self) -> list[float] | None:
+        """The sigma grid expected at blend time (``num_inference_steps`` on the pipeline's scheduler)."""
+        return None if self.steps is None else list(self.steps.sigmas)
+
+    @property
     def decisions(self) -> Decisions | None:
-        return None if self._online is None else self._online.decisions
+        """Which model ran each step of the last run, and why (None before a run on a known grid)."""
+        return self._online.decisions if self._online is not None else self._fixed
 
     @property
     def primary_model(self) -> nn.Module:
@@ -109,29 +221,58 @@ class BlendedTransformer(nn.Module):
             if hasattr(model, "_reset_stateful_cache"):
                 model._reset_stateful_cache(recurse)
 
+    def _run_grid(self) -> tuple[StepGrid | None, bool]:
+        """The grid of the current run and whether a new run began (the scheduler was set again)."""
+        pipe = self._pipeline() if self._pipeline is not None else None
+        scheduler = getattr(pipe, "scheduler", None)
+        timesteps = getattr(scheduler, "timesteps", None)
+        if timesteps is None:
+            return self.steps, False
+        if timesteps is self._run[0]:
+            return self._run[1] or self.steps, False
+        self._run = (timesteps, grid_of(scheduler))
+        return self._run[1] or self.steps, True
+
     def model_for_timestep(self, timestep: torch.Tensor | float) -> str:
+        """The model for a call at ``timestep`` (records it in ``trace``; advances the online controller)."""
         value = _scalar(timestep)
-        sigma = min(max(value / self.num_train_timesteps, 0.0), 1.0)
-        name = self.schedule.model_for(sigma)
+        steps, new_run = self._run_grid()
+        if steps is None:
+            if self.controller_config is not None:
+                raise SigmaGridError("online blending needs the sigma grid the pipeline runs: use a flow-matching "
+                                     "scheduler (Euler, or UniPC/DPM-Solver with use_flow_sigmas=True) and "
+                                     "blend(..., num_inference_steps=) with the steps you pass the pipeline")
+            sigma = min(max(value / self.num_train_timesteps, 0.0), 1.0)
+            name = self.schedule.model_for(sigma)
+        else:
+            step = steps.step_of(value)
+            current = self.decisions
+            if new_run or step < self._step or current is None or list(current.grid) != list(steps.sigmas):
+                self._start_run(steps)
+            name = self._online_step(step) if self.controller_config is not None else self._fixed_step(step)
+            self._step, sigma = step, steps.sigmas[step]
         self.trace.append((sigma, name))
         return name
 
-    def _online_model(self, timestep: torch.Tensor | float) -> str:
+    def _start_run(self, steps: StepGrid) -> None:
+        self._step, self._pooled = -1, [0.0, 0.0]
+        if self.controller_config is not None:
+            self._online = OnlineController(self.controller_config, steps.sigmas, 1, shared=True)
+        else:
+            plan = self.schedule.step_models(steps.sigmas)
+            self._fixed = fixed_decisions(steps.sigmas, plan, f"fixed schedule on the {steps.scheduler} grid")
+
+    def _fixed_step(self, step: int) -> str:
+        assert self._fixed is not None
+        return self._fixed.models[0][step]
+
+    def _online_step(self, step: int) -> str:
         """The online controller's model for this call's step; closes the previous step's probes."""
-        assert self.grid is not None and self.controller_config is not None
-        value = _scalar(timestep)
-        sigma = value / self.num_train_timesteps
-        grid = self.grid
-        step = min(range(len(grid) - 1), key=lambda i: abs(grid[i] - sigma))
-        if self._online is None or step < self._step:  # a new pipeline run
-            self._online, self._step = OnlineController(self.controller_config, grid, 1, shared=True), -1
-            self._pooled = [0.0, 0.0]
+        assert self._online is not None
         if step != self._step:
             self._close_probe()
             for skipped in range(self._step + 1, step + 1):  # steps the pipeline never called stay unprobed
                 self._step_model = self._online.models_at(skipped)[0]
-            self._step = step
-        self.trace.append((sigma, self._step_model))
         return self._step_model
 
     def _close_probe(self) -> None:
@@ -147,12 +288,9 @@ class BlendedTransformer(nn.Module):
             model(hidden_states=hidden_states, timestep=timestep, **kwargs)
 
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if self.controller_config is None:
-            return self._call(self.model_for_timestep(timestep), hidden_states, timestep, args, kwargs)
-        name = self._online_model(timestep)
+        name = self.model_for_timestep(timestep)
         out = self._call(name, hidden_states, timestep, args, kwargs)
-        assert self._online is not None
-        if name == "large" and self._online.probe_rows(self._step):
+        if self._online is not None and name == "large" and self._online.probe_rows(self._step):
             probe = self._call("small", hidden_states, timestep, args, kwargs)
             v_large, v_small = _sample_of(out).float(), _sample_of(probe).float()
             self._pooled[0] += float((v_large - v_small).pow(2).sum())
@@ -161,8 +299,9 @@ class BlendedTransformer(nn.Module):
 
 
 def _scalar(timestep: torch.Tensor | float) -> float:
-    """The call's timestep as a number (every sample of a pipeline batch shares it)."""
-    return float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+    """The call's timestep as a number: the largest entry (a pipeline batch shares one timestep;
+    Wan 2.2's per-token timesteps give conditioning frames 0 and the rest the step's timestep)."""
+    return float(timestep.detach().amax()) if isinstance(timestep, torch.Tensor) else float(timestep)
 
 
 def _sample_of(output: Any) -> torch.Tensor:
@@ -203,14 +342,31 @@ def _stored_profile(pipe: Any, large: nn.Module, small: nn.Module, num_inference
     pair = ModelPair(large, small)
     if guidance_scale is not None and guidance_scale != 1.0:
         pair = pair.guided(guidance_scale)
-    shift = float(getattr(pipe.scheduler.config, "shift", 1.0))
-    signature = sampler_signature("euler", num_inference_steps, shift)
+    signature = sampler_signature("euler", num_inference_steps, scheduler_shift(pipe.scheduler))
     profile = (store if isinstance(store, ProfileStore) else ProfileStore(store)).find(pair, signature)
     if profile is None:
         raise CalibrationError(f"no stored profile for this pair and {signature}; calibrate it once with "
                                "`flowblend calibrate --large DIR --small DIR --embeddings E.safetensors --shape ...` "
                                "(same guidance scale) or adaptive.calibrate(), then blend again")
     return profile
+
+
+def _note_other_grid(profile: Any, steps: StepGrid | None, what: str) -> None:
+    """Warn once when ``profile`` was calibrated on another solver or grid than the pipeline runs."""
+    from adaptive.sampling import sigmas
+
+    if steps is None or not hasattr(profile, "num_steps") or not hasattr(profile, "shift"):
+        return
+    calibrated = sigmas(int(profile.num_steps), float(profile.shift)).tolist()
+    same = steps.scheduler == "FlowMatchEulerDiscreteScheduler" and len(calibrated) == len(steps.sigmas) and \
+        all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(calibrated, steps.sigmas))
+    if same:
+        return
+    shown = ", ".join(f"{s:.3f}" for s in steps.sigmas[:6]) + (", ..." if len(steps.sigmas) > 6 else "")
+    warnings.warn(f"the profile was calibrated with the Euler sampler for {profile.sampler} (sigmas "
+                  f"{', '.join(f'{s:.3f}' for s in calibrated[:6])}, ...) but this pipeline runs {steps.scheduler} "
+                  f"over {steps.num_steps} steps (sigmas {shown}); its {what} are in sigma and are used by sigma on "
+                  "this grid. Calibrate on this scheduler's grid for a tuned result.", stacklevel=3)
 
 
 def _schedule_of(schedule_or_profile: Any) -> Schedule:
@@ -221,44 +377,65 @@ def _schedule_of(schedule_or_profile: Any) -> Schedule:
     raise TypeError(f"expected an adaptive.Schedule or a Profile, got {type(schedule_or_profile).__name__}")
 
 
+def _plan_of(pipe: Any, large: nn.Module, small: nn.Module, schedule_or_profile: Any,
+             num_inference_steps: int | None, guidance_scale: float | None, store: Any
+             ) -> tuple[Schedule, ControllerConfig | None, StepGrid | None]:
+    """The schedule, the online controller (or None) and the grid expected at blend time."""
+    steps = None if num_inference_steps is None else scheduler_grid(pipe.scheduler, num_inference_steps)
+    controller = None
+    if isinstance(schedule_or_profile, str) and schedule_or_profile in ("auto", "online"):
+        mode = schedule_or_profile
+        schedule_or_profile = _stored_profile(pipe, large, small, num_inference_steps, guidance_scale, store, mode)
+        if mode == "online":
+            controller = ControllerConfig.from_dict(schedule_or_profile.controller)
+        _note_other_grid(schedule_or_profile, steps, "controller's sigmas" if controller else "boundaries")
+    elif isinstance(schedule_or_profile, ControllerConfig):
+        controller = schedule_or_profile
+    elif not isinstance(schedule_or_profile, Schedule):
+        _note_other_grid(schedule_or_profile, steps, "boundaries")
+    if controller is not None:
+        if num_inference_steps is None:
+            raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
+        return Schedule.large_only(), controller, steps
+    return _schedule_of(schedule_or_profile), None, steps
+
+
 def blend(pipe: Any, small_transformer: nn.Module, schedule_or_profile: Any, *, num_inference_steps: int | None = None,
           guidance_scale: float | None = None, store: Any = None) -> Any:
     """Make ``pipe`` run its own transformer (Large) and ``small_transformer`` by a schedule.
 
     ``schedule_or_profile`` is an :class:`~adaptive.Schedule`, a calibrated profile, ``"auto"``:
-    the stored profile for this pair, guidance scale and ``num_inference_steps`` on the pipeline's
-    scheduler shift (a clear error says how to calibrate when there is none), ``"online"``: that
-    profile's online controller, or a :class:`~adaptive.controller.ControllerConfig` (both need
-    ``num_inference_steps``; after a run ``pipe.transformer.decisions`` says which model ran each
-    step and why). Returns the same pipeline object; :func:`unblend` restores it. Blending a
-    blended pipeline replaces the schedule and Small model rather than nesting.
+    the stored profile for this pair, guidance scale and ``num_inference_steps`` at the shift the
+    pipeline's scheduler applies (``flow_shift`` of UniPC/DPM-Solver, ``shift`` of Euler; a clear
+    error says how to calibrate when there is none), ``"online"``: that profile's online
+    controller, or a :class:`~adaptive.controller.ControllerConfig` (both need
+    ``num_inference_steps``). Every call is mapped to a step of the grid the pipeline's scheduler
+    runs, whatever the scheduler (Euler, UniPC, DPM-Solver++ on flow sigmas); profile boundaries
+    are in sigma and apply by sigma, with a warning when the profile was calibrated on another
+    solver or grid. After a run ``pipe.transformer.decisions`` says which model ran each step and
+    why. Returns the same pipeline object; :func:`unblend` restores it. Blending a blended
+    pipeline replaces the schedule and Small model rather than nesting.
+
+    Example:
+        >>> import sys; sys.path.insert(0, "tests")
+        >>> from diffusers import UniPCMultistepScheduler, WanPipeline
+        >>> from conftest import tiny_wan
+        >>> unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+        >>> pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=tiny_wan(), vae=None, scheduler=unipc)
+        >>> pipe = blend(pipe, tiny_wan(heads=1, layers=1), Schedule.lsl(0.85, 0.3), num_inference_steps=8)
+        >>> pipe.transformer.steps.timesteps[:3]
+        (999.0, 954.0, 900.0)
     """
     current = getattr(pipe, "transformer", None)
     if current is None:
         raise ValueError("the pipeline has no transformer to blend; load it with its transformer first")
     large = current.transformers[current.primary] if isinstance(current, BlendedTransformer) else current
-    controller, grid = None, None
-    if isinstance(schedule_or_profile, str) and schedule_or_profile in ("auto", "online"):
-        profile = _stored_profile(pipe, large, small_transformer, num_inference_steps, guidance_scale, store,
-                                  schedule_or_profile)
-        if schedule_or_profile == "online":
-            controller = ControllerConfig.from_dict(profile.controller)
-        schedule_or_profile = profile
-    elif isinstance(schedule_or_profile, ControllerConfig):
-        controller, schedule_or_profile = schedule_or_profile, Schedule.large_only()
-    if controller is not None:
-        from adaptive.sampling import sigmas
-
-        if num_inference_steps is None:
-            raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
-        grid = sigmas(num_inference_steps, float(getattr(pipe.scheduler.config, "shift", 1.0))).tolist()
-        schedule = Schedule.large_only()
-    else:
-        schedule = _schedule_of(schedule_or_profile)
+    schedule, controller, steps = _plan_of(pipe, large, small_transformer, schedule_or_profile,
+                                           num_inference_steps, guidance_scale, store)
     if small_transformer.dtype != large.dtype or small_transformer.device != large.device:
         small_transformer = small_transformer.to(device=large.device, dtype=large.dtype)
     pipe.transformer = BlendedTransformer({"large": large, "small": small_transformer}, schedule,
-                                          controller=controller, grid=grid)
+                                          controller=controller, steps=steps, pipeline=pipe)
     return pipe
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from adaptive.denoisers import Denoiser, DeviceDenoiser, GuidedDenoiser, as_denoiser, first_row, underlying_module
-from adaptive.errors import PairMismatchError
+from adaptive.errors import NonFiniteVelocityError, PairMismatchError
 
 
 class ModelPair:
@@ -116,9 +116,22 @@ class ModelPair:
     def check(self, x: torch.Tensor, **cond: Any) -> None:
         """One tiny dry call of every model on ``x[:1]``: same output shape as the input, finite.
 
-        Runs once per input shape/dtype/cond keys; raises :class:`PairMismatchError` naming the
-        model and the fix. Cheap next to sampling (one row, one call per model).
+        Raises :class:`~adaptive.errors.NonFiniteVelocityError` if ``x`` (the noise) or a model's
+        velocity holds NaN/Inf, and :class:`PairMismatchError` on a shape mismatch, naming the model
+        and the fix. The noise is checked on every call (one host read); the dry call runs once per
+        input shape/dtype/cond keys. Cheap next to sampling (one row, one call per model).
+
+        Example:
+            >>> import torch
+            >>> pair = ModelPair(lambda x, s: -x, lambda x, s: x / 0)
+            >>> pair.check(torch.ones(2, 3))
+            Traceback (most recent call last):
+            ...
+            adaptive.errors.NonFiniteVelocityError: model 'small' returned NaN/Inf in the dry run ...
         """
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteVelocityError("the noise holds NaN/Inf before any model ran; draw it again (e.g. "
+                                         "torch.randn) and check what produced it")
         key = (tuple(x.shape[1:]), x.dtype, x.device, tuple(sorted(cond)))
         if key in self._checked:
             return
@@ -142,4 +155,9 @@ class ModelPair:
                         f"model {name!r} returned shape {tuple(out.shape)} for input {tuple(row.shape)}; "
                         "Large and Small must map a latent to a velocity of the same shape "
                         "(same in/out channels and patch size)")
+                if not bool(torch.isfinite(out).all()):
+                    raise NonFiniteVelocityError(
+                        f"model {name!r} returned NaN/Inf in the dry run (one row at sigma 1, before sampling "
+                        "step 0) on finite noise; check its weights and dtype (fp16 overflows: try bf16 or "
+                        "fp32) and its conditioning")
         self._checked.add(key)

@@ -172,14 +172,39 @@ def _prepare(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, cond: di
         models.reset_caches()
 
 
+CHECK_EVERY = 10
+
+
 def check_finite(v: torch.Tensor, model_name: str, step: int) -> None:
     """Raise :class:`NonFiniteVelocityError` naming the model and step if ``v`` has NaN/Inf.
 
-    This reads one value back from the device, so samplers call it only every ``check_every`` steps.
+    One elementwise pass and one value read back from the device (a host sync), so samplers call
+    it only on the steps :func:`finite_check_due` names.
+
+    Example:
+        >>> check_finite(torch.tensor([float("nan")]), "small", 3)
+        Traceback (most recent call last):
+        ...
+        adaptive.errors.NonFiniteVelocityError: model 'small' returned NaN/Inf at step 3; ...
     """
     if not bool(torch.isfinite(v).all()):
         raise NonFiniteVelocityError(f"model {model_name!r} returned NaN/Inf at step {step}; check its dtype "
-                                     "(fp16 overflows: try bf16 or fp32) and its inputs")
+                                     "(fp16 overflows: try bf16 or fp32) and its inputs (NaN in the noise or "
+                                     "the conditioning gives NaN everywhere)")
+
+
+def finite_check_due(step: int, num_steps: int, check_every: int) -> bool:
+    """Whether a sampler checks step ``step``'s velocity: the first and last steps and every
+    ``check_every``-th one (``check_every=0``: never). NaN carries forward through ``x``, so the
+    last step's check also catches one that arose between two checks.
+
+    Example:
+        >>> [i for i in range(30) if finite_check_due(i, 30, 10)]
+        [0, 10, 20, 29]
+    """
+    if not isinstance(check_every, int) or check_every < 0:
+        raise ValueError(f"check_every must be a non-negative integer (0: no checks), got {check_every!r}")
+    return check_every > 0 and (step % check_every == 0 or step == num_steps - 1)
 
 
 def _call_rows(model: Denoiser, x: torch.Tensor, sigma: float, cond: dict[str, Any], rows: list[int]
@@ -204,19 +229,19 @@ def _measure(planner: RowPlans | OnlineController, rows: list[int], batch: int, 
 
 @overload
 def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
-           callback: Callback | None = None, check_every: int = 0, batch_decisions: str = "split",
+           callback: Callback | None = None, check_every: int = CHECK_EVERY, batch_decisions: str = "split",
            return_decisions: Literal[False] = False, **cond: Any) -> torch.Tensor: ...
 
 
 @overload
 def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
-           callback: Callback | None = None, check_every: int = 0, batch_decisions: str = "split", *,
+           callback: Callback | None = None, check_every: int = CHECK_EVERY, batch_decisions: str = "split", *,
            return_decisions: Literal[True], **cond: Any) -> tuple[torch.Tensor, Decisions]: ...
 
 
 @torch.no_grad()
 def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
-           callback: Callback | None = None, check_every: int = 0, batch_decisions: str = "split",
+           callback: Callback | None = None, check_every: int = CHECK_EVERY, batch_decisions: str = "split",
            return_decisions: bool = False, **cond: Any) -> torch.Tensor | tuple[torch.Tensor, Decisions]:
     """Euler sampling (diffusers' FlowMatchEulerDiscrete step) with the model the schedule picks.
 
@@ -235,9 +260,15 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: 
     divergence, so every step is one call of one model. Classifier-free guidance lives inside each
     model (:meth:`ModelPair.guided`), so cond and uncond of a sample always run on the same model.
 
-    ``check_every=k`` checks the velocity for NaN/Inf every ``k`` steps (0: never; each check is one
-    host read). Returns the final ``x`` at sigma = ``sigmas[-1]``, and with ``return_decisions=True``
-    also the :class:`~adaptive.controller.Decisions` (which model ran each step and why).
+    ``check_every=k`` (default 10) checks the velocity for NaN/Inf on the first step, every ``k``-th
+    and the last (:func:`finite_check_due`; 0: never) and raises
+    :class:`~adaptive.errors.NonFiniteVelocityError` naming the model and the step. A check is one
+    elementwise pass and one host read: on 2 CPU cores it took 0.07 ms for a (4, 1, 8, 32, 32)
+    velocity against about 150 ms per step of the embedded pair, so the 4 checks of a 30-step run
+    cost under 0.01%; on a GPU each read also waits for the queued step (a bubble of about a kernel
+    launch, not measured here), well under 1% for any step longer than a few ms. Returns the final
+    ``x`` at sigma = ``sigmas[-1]``, and with ``return_decisions=True`` also the
+    :class:`~adaptive.controller.Decisions` (which model ran each step and why).
 
     Example:
         >>> import torch
@@ -272,7 +303,7 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: 
                 index = expand(rows)
                 extra = _call_rows(table[model_name], x, grid[i], cond, index)
                 observe(i, _measure(planner, rows, batch, v, extra, index, reference_is_probe=kind == "monitor"))
-        if check_every and i % check_every == 0:
+        if finite_check_due(i, len(grid) - 1, check_every):
             check_finite(v, "/".join(dict.fromkeys(per_sample)), i)
         if callback is not None:
             uniform = per_sample[0] if len(set(per_sample)) == 1 else "mixed"
@@ -284,11 +315,12 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: 
 
 @torch.no_grad()
 def sample_heun(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Schedule | str | None = None,
-                callback: Callback | None = None, check_every: int = 0, **cond: Any) -> torch.Tensor:
+                callback: Callback | None = None, check_every: int = CHECK_EVERY, **cond: Any) -> torch.Tensor:
     """Heun's second-order method (trapezoid on the velocity); the last step to sigma 0 is Euler.
 
     Both evaluations of a step use the step's model, so a stage boundary never mixes models inside
-    a step. Costs two model calls per step except the last.
+    a step. Costs two model calls per step except the last. ``check_every`` checks the step's
+    first velocity as :func:`sample` does (first, every ``k``-th and last step; 0: never).
 
     Example:
         >>> import torch
@@ -303,7 +335,7 @@ def sample_heun(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, sched
     for i, name in enumerate(plan):
         model, dt = table[name], grid[i + 1] - grid[i]
         v = model(x, torch.full((x.shape[0],), grid[i], device=x.device), **cond)
-        if check_every and i % check_every == 0:
+        if finite_check_due(i, len(plan), check_every):
             check_finite(v, name, i)
         if callback is not None:
             callback({"i": i, "sigma": grid[i], "sigma_next": grid[i + 1], "x": x, "v": v, "model_name": name})

@@ -216,3 +216,123 @@ def test_small_on_its_own_device_dtype_or_offloaded_and_compiled(wan_pair):
     out = sample(double, noise, grid, schedule, **cond)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-4)
+
+
+FLOW_SOLVERS = ["unipc", "dpm++"]
+
+
+def _flow_solver(kind):
+    """Wan's default scheduler (UniPC on flow sigmas) and DPM-Solver++ on flow sigmas, shift 3."""
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+    if kind == "unipc":
+        return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+                                       algorithm_type="dpmsolver++")
+
+
+def _solver_pipe(large, kind):
+    pipe = _wan_pipe(large)
+    pipe.scheduler = _flow_solver(kind)
+    return pipe
+
+
+def _record_calls(large, small):
+    """Forward hooks on the real transformers: (model, timestep) of every call that actually ran."""
+    calls = []
+    handles = [model.register_forward_pre_hook(
+        lambda module, args, kwargs, name=name: calls.append((name, float(kwargs["timestep"].reshape(-1)[0]))),
+        with_kwargs=True) for name, model in (("large", large), ("small", small))]
+    return calls, handles
+
+
+def _ran_per_step(calls, timesteps):
+    """Which models ran at each step, by matching each call's timestep to the scheduler's."""
+    steps = [[] for _ in timesteps]
+    for name, t in calls:
+        steps[[float(s) for s in timesteps].index(t)].append(name)
+    return steps
+
+
+@pytest.mark.parametrize("kind", FLOW_SOLVERS)
+def test_fixed_schedule_on_flow_solvers_runs_the_steps_of_their_own_grid(wan_pair, kind):
+    large, small = wan_pair
+    pipe = _solver_pipe(large, kind)
+    reference = _flow_solver(kind)
+    reference.set_timesteps(8)
+    grid, timesteps = reference.sigmas.tolist(), reference.timesteps.tolist()
+    assert grid[1] < 0.99  # not Euler's shift-1 grid (1, 0.875, ...) nor its shift-3 one
+    # These solvers cast timesteps to int: step k's timestep / 1000 lies below its sigma. Put Small's
+    # entry boundary between the two, so reading sigma from the truncated timestep picks Small.
+    k = next(i for i in range(1, 8) if grid[i] * 1000 - timesteps[i] > 0.05)
+    schedule = Schedule.lsl((grid[k] + timesteps[k] / 1000) / 2, 0.35)
+    plan = schedule.step_models(grid)
+    assert plan[k] == "large" and schedule.model_for(timesteps[k] / 1000) == "small" and "small" in plan
+    latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    prompt, null = torch.randn(1, 6, 32), torch.zeros(1, 6, 32)
+    for steps in (8, None):  # the grid from blend's copy of the scheduler, or read while the pipeline runs
+        blend(pipe, small, schedule, num_inference_steps=steps)
+        calls, handles = _record_calls(large, small)
+        _run_wan(pipe, latents, prompt, null)
+        for handle in handles:
+            handle.remove()
+        trace = pipe.transformer.trace
+        assert [name for _, name in trace[::2]] == [name for _, name in trace[1::2]] == plan
+        assert _ran_per_step(calls, pipe.scheduler.timesteps) == [[name, name] for name in plan]
+        assert pipe.transformer.decisions.models[0] == plan and len(pipe.transformer.decisions.grid) == 9
+
+
+@pytest.mark.parametrize("kind", FLOW_SOLVERS)
+def test_online_controller_on_flow_solvers_decides_every_step_that_ran(wan_pair, kind):
+    from adaptive.controller import ControllerConfig
+
+    large, small = wan_pair
+    pipe = _solver_pipe(large, kind)
+    latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    prompt, null = torch.randn(1, 6, 32), torch.zeros(1, 6, 32)
+    config = ControllerConfig(threshold=1e6, sigma_out=0.4, sigma_in_max=0.95, probe_budget=3)
+    blend(pipe, small, config, num_inference_steps=8)
+    calls, handles = _record_calls(large, small)
+    out = _run_wan(pipe, latents, prompt, null)
+    for handle in handles:
+        handle.remove()
+    assert pipe.transformer.grid == pipe.scheduler.sigmas.tolist()  # blend's grid is the one the solver ran
+    decisions, trace = pipe.transformer.decisions, pipe.transformer.trace
+    plan = decisions.models[0]
+    assert len(plan) == 8 and decisions.grid == pipe.scheduler.sigmas.tolist()
+    assert [name for _, name in trace[::2]] == [name for _, name in trace[1::2]] == plan
+    assert "small" in plan and plan[0] == "large" and plan[-1] == "large"
+    # Every call that ran: the step's model for cond and uncond, plus Small's probes on probe steps.
+    probed = {step for step, *_ in decisions.probes[0]}
+    expected = [[name, name] + (["small", "small"] if i in probed else []) for i, name in enumerate(plan)]
+    assert [sorted(ran) for ran in _ran_per_step(calls, pipe.scheduler.timesteps)] == \
+        [sorted(names) for names in expected]
+    # The video is the one the plan gives when written out as a fixed schedule on the solver's grid.
+    blend(pipe, small, Schedule.from_steps(pipe.scheduler.sigmas, plan))
+    torch.testing.assert_close(_run_wan(pipe, latents, prompt, null), out, rtol=0, atol=0)
+
+
+def test_auto_looks_the_profile_up_by_the_solvers_shift_and_says_it_was_calibrated_with_euler(wan_pair, tmp_path):
+    import warnings
+
+    from adaptive import Profile, ProfileStore, fingerprint
+
+    large, small = wan_pair
+    key = fingerprint(ModelPair(large, small).guided(4.0))
+    store = ProfileStore(tmp_path)
+    for shift, window in ((1.0, (0.6, 0.2)), (3.0, (0.9, 0.4))):
+        store.save(Profile(pair_fingerprint=key, sampler=f"euler-8-shift{shift:g}", num_steps=8, shift=shift,
+                           sigma_in=window[0], sigma_out=window[1]))
+    pipe = _solver_pipe(large, "unipc")  # flow_shift=3.0
+    with pytest.warns(UserWarning, match=r"calibrated with the Euler sampler for euler-8-shift3.*"
+                                         r"UniPCMultistepScheduler over 8 steps"):
+        blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    assert pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)
+    latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    _run_wan(pipe, latents, torch.randn(1, 6, 32), torch.zeros(1, 6, 32))
+    plan = Schedule.lsl(0.9, 0.4).step_models(pipe.scheduler.sigmas)  # the boundaries, by sigma, on UniPC's grid
+    assert pipe.transformer.decisions.models[0] == plan == [name for _, name in pipe.transformer.trace[::2]]
+    euler = _wan_pipe(large)  # Euler, shift 3: the grid the profile was calibrated on, so nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blend(euler, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)

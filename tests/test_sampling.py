@@ -126,3 +126,50 @@ def test_non_finite_velocity_names_model_and_step():
     with pytest.raises(NonFiniteVelocityError, match=r"'small'.*step 5"):
         sample(ModelPair(lambda x, s: x, broken), torch.zeros(1, 2), sigmas(10), Schedule.large_first(0.52),
                check_every=1)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("sampler", [sample, sample_heun])
+def test_a_model_non_finite_in_the_dry_run_is_named_before_sampling(sampler):
+    calls = []
+    pair = ModelPair(lambda x, s: calls.append(1) or x, lambda x, s: x / 0)  # Small: Inf from its first call
+    with pytest.raises(NonFiniteVelocityError, match=r"model 'small' returned NaN/Inf in the dry run"):
+        sampler(pair, torch.ones(2, 3), sigmas(6), Schedule.lsl(0.8, 0.3))
+    assert calls == [1]  # Large's one dry call, no sampling step
+
+
+@pytest.mark.parametrize("sampler", [sample, sample_heun])
+def test_the_first_step_is_checked_by_default(sampler):
+    # Finite on the dry run's single row, NaN on the whole batch: only a sampling step can see it.
+    def batch_only(x, sigma):
+        return x if x.shape[0] == 1 else x * NAN
+
+    with pytest.raises(NonFiniteVelocityError, match=r"model 'large' returned NaN/Inf at step 0"):
+        sampler(ModelPair(batch_only, lambda x, s: x), torch.ones(2, 3), sigmas(30), Schedule.lsl(0.8, 0.3))
+
+
+def test_nan_between_two_checks_is_caught_by_the_last_step():
+    # NaN from sigma < 0.05 on: steps 28 and 29 of 30, after the default's check at step 20.
+    def late(x, sigma):
+        return torch.where(sigma.view(-1, 1) < 0.05, x * NAN, x)
+
+    grid = sigmas(30)
+    assert [i for i in range(30) if grid[i] < 0.05] == [28, 29]
+    with pytest.raises(NonFiniteVelocityError, match=r"'large' returned NaN/Inf at step 29"):
+        sample(ModelPair(late, lambda x, s: x), torch.ones(1, 3), grid)
+
+
+def test_nan_noise_is_named_as_the_noise():
+    noise = torch.ones(2, 3)
+    noise[1, 2] = NAN
+    with pytest.raises(NonFiniteVelocityError, match="the noise holds NaN/Inf before any model ran"):
+        sample(ModelPair(lambda x, s: x, lambda x, s: x), noise, sigmas(4))
+
+
+def test_check_every_zero_opts_out_and_bad_values_are_refused():
+    pair = ModelPair(lambda x, s: x if x.shape[0] == 1 else x * NAN, lambda x, s: x)
+    assert torch.isnan(sample(pair, torch.ones(2, 3), sigmas(4), check_every=0)).all()
+    with pytest.raises(ValueError, match="check_every must be a non-negative integer"):
+        sample(pair, torch.ones(2, 3), sigmas(4), check_every=-2)
