@@ -348,6 +348,9 @@ def _stored_profile(pipe: Any, large: nn.Module, small: nn.Module, num_inference
         raise CalibrationError(f"no stored profile for this pair and {signature}; calibrate it once with "
                                "`flowblend calibrate --large DIR --small DIR --embeddings E.safetensors --shape ...` "
                                "(same guidance scale) or adaptive.calibrate(), then blend again")
+    from adaptive.auto import warn_if_cheaper
+
+    warn_if_cheaper(profile, num_inference_steps)  # the pipeline's steps are the caller's: say if fewer pay
     return profile
 
 
