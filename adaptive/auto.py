@@ -54,12 +54,13 @@ def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: di
         conds = [{k: (v[i:i + 1] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == noise.shape[0]
                       else v) for k, v in cond.items()} for i in range(rows)]
         profile = calibrate(pair, conds, num_steps=len(grid) - 1, seeds=[0, 1], shift=shift,
-                            shape=tuple(noise.shape[1:]), store=store, progress=False)
+                            shape=tuple(noise.shape[1:]), store=store, progress=False,
+                            search_steps=False)  # the caller fixed the grid
     warn_if_cheaper(profile, len(grid) - 1)
-    return profile.schedule(), profile
+    return profile.schedule_for_steps(len(grid) - 1), profile
 
 
-_WARNED: set[tuple[str, str, int]] = set()
+_WARNED: set[tuple[str, str, int]] = set()  # (pair, profile, steps) already warned
 
 
 def warn_if_cheaper(profile: Profile, steps: int) -> bool:
@@ -69,8 +70,9 @@ def warn_if_cheaper(profile: Profile, steps: int) -> bool:
     Example:
         >>> import warnings
         >>> p = Profile(pair_fingerprint="f", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.0,
-        ...             sigma_out=0.0, recommended_steps=9, cost={"fraction_of_large": 0.3},
-        ...             quality={"metric": "ssim", "target": 0.95})
+        ...             sigma_out=0.0, quality={"metric": "ssim", "target": 0.95},
+        ...             plan={"steps": 9, "start": 0, "stop": 0, "quality": 0.96, "cost": 0.3, "sigma_in": 0.0,
+        ...                   "sigma_out": 0.0})
         >>> with warnings.catch_warnings(record=True) as seen:
         ...     warnings.simplefilter("always")
         ...     warn_if_cheaper(p, 30), warn_if_cheaper(p, 30)
@@ -78,11 +80,12 @@ def warn_if_cheaper(profile: Profile, steps: int) -> bool:
         >>> "Large with 9 of 30 steps" in str(seen[0].message)
         True
     """
-    key = (profile.pair_fingerprint, profile.sampler, steps)
+    key = (profile.pair_fingerprint, profile.sampler + profile.created, steps)
     if profile.steps >= steps or profile.num_steps != steps or key in _WARNED:
         return False
     _WARNED.add(key)
-    warnings.warn(f"a cheaper plan meets the quality target: {profile.decision} Running the {steps}-step grid "
-                  f"you asked for with the stored window; pass num_steps={profile.steps} to take the plan.",
-                  stacklevel=3)
+    warnings.warn(f"a cheaper plan meets the quality target: {profile.decision} Running the {steps} steps you "
+                  f"asked for with the best {steps}-step plan measured; sample on sigmas({profile.steps}, "
+                  f"{profile.shift:g}) (a pipeline: num_inference_steps={profile.steps}) to take the cheaper one.",
+                  stacklevel=2)
     return True

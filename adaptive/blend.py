@@ -360,9 +360,13 @@ def _note_other_grid(profile: Any, steps: StepGrid | None, what: str) -> None:
 
     if steps is None or not hasattr(profile, "num_steps") or not hasattr(profile, "shift"):
         return
-    calibrated = sigmas(int(profile.num_steps), float(profile.shift)).tolist()
-    same = steps.scheduler == "FlowMatchEulerDiscreteScheduler" and len(calibrated) == len(steps.sigmas) and \
-        all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(calibrated, steps.sigmas))
+    # the grid it was calibrated on, and the recommended plan's grid (measured by the same calibration)
+    counts = {int(profile.num_steps), int(getattr(profile, "steps", profile.num_steps))}
+    grids = [sigmas(n, float(profile.shift)).tolist() for n in counts]
+    calibrated = grids[0] if len(grids) == 1 else sigmas(int(profile.num_steps), float(profile.shift)).tolist()
+    same = steps.scheduler == "FlowMatchEulerDiscreteScheduler" and any(
+        len(grid) == len(steps.sigmas) and all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(grid, steps.sigmas))
+        for grid in grids)
     if same:
         return
     shown = ", ".join(f"{s:.3f}" for s in steps.sigmas[:6]) + (", ..." if len(steps.sigmas) > 6 else "")
@@ -400,6 +404,8 @@ def _plan_of(pipe: Any, large: nn.Module, small: nn.Module, schedule_or_profile:
         if num_inference_steps is None:
             raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
         return Schedule.large_only(), controller, steps
+    if num_inference_steps is not None and hasattr(schedule_or_profile, "schedule_for_steps"):
+        return schedule_or_profile.schedule_for_steps(num_inference_steps), None, steps
     return _schedule_of(schedule_or_profile), None, steps
 
 

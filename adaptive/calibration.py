@@ -173,8 +173,11 @@ def _small_cost(pair: ModelPair, reference: Reference) -> float:
     return flops["small"] / flops["large"] if flops.get("large") else _FALLBACK_SMALL_COST
 
 
-def _calibration_key(conds: Sequence[Mapping[str, Any]], seeds: Sequence[int], target: float, metric: str) -> str:
-    h = hashlib.sha256(json.dumps([list(map(int, seeds)), target, metric]).encode())
+def _calibration_key(conds: Sequence[Mapping[str, Any]], seeds: Sequence[int], target: float, metric: str,
+                     search_steps: bool = False) -> str:
+    # A step-search study and a fixed-grid one measure different candidates: never join one for the other.
+    h = hashlib.sha256(json.dumps([list(map(int, seeds)), target, metric] + (["steps"] if search_steps else []))
+                       .encode())
     for cond in conds:
         for key in sorted(cond):
             value = cond[key]
@@ -215,10 +218,16 @@ def _objective(search: StepSearch, target: float, search_steps: bool):
         trial.set_user_attr("window", [first, last])  # Small's steps on the grid of `steps`
         trial.set_user_attr("quality", quality)
         trial.set_user_attr("cost", cost)
-        # Feasible plans rank by compute; infeasible ones rank after Large-only (1.0).
-        return cost if quality >= target else 1.0 + (target - quality)
+        return _value(quality, cost, target)
 
     return objective
+
+
+def _value(quality: float, cost: float, target: float) -> float:
+    """Feasible plans rank by compute; infeasible ones (a non-finite quality too) after Large-only (1.0)."""
+    if quality >= target:
+        return cost
+    return 1.0 + (target - quality if math.isfinite(quality) else 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,7 +295,7 @@ def _best_window(study: optuna.Study, target: float, num_steps: int | None = Non
     return best
 
 
-LADDER = (0.25, 0.5, 0.75)  # Large-only step counts enqueued first, as fractions of num_steps
+LADDER = (0.25, 0.5, 0.75)  # Large-only step counts tried first, as fractions of num_steps
 
 
 def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quality_target: float, n_trials: int,
@@ -294,10 +303,11 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
            search_steps: bool = False) -> optuna.Study:
     """Run (or join) the Optuna study seeded with the detector's proposal.
 
-    With ``search_steps`` (give a :class:`StepSearch`) the step count is a parameter too: Large
-    alone with a quarter, half and three quarters of the steps is enqueued first, and after the
-    study the least Large-only step count meeting the target is pinned down by bisection (each
-    probe one more trial of the study), so "Large with fewer steps" is always measured.
+    With ``search_steps`` (give a :class:`StepSearch`) the step count is a parameter too: a new
+    study is first given Large alone with a quarter, half and three quarters of the steps, and
+    after the ``n_trials`` trials the least Large-only step count meeting the target is pinned down
+    by bisection (each probe recorded in the study as one more trial; quality is taken to rise with
+    steps), so "Large with fewer steps" is always measured. ``n_trials=0`` runs nothing.
     """
     search = evaluator if isinstance(evaluator, StepSearch) else StepSearch(evaluator, shift=1.0)
     if search_steps and not isinstance(evaluator, StepSearch):
@@ -305,36 +315,54 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
     n = search.full.n
     full = {"steps": n} if search_steps else {}
     study = make_study(storage, study_name, seed)
-    if not study.trials and proposal is not None and not proposal.is_large_only:
-        study.enqueue_trial({**full, "start": proposal.start, "length": proposal.stop - proposal.start})
-    elif not study.trials and proposal is not None:
-        study.enqueue_trial({**full, "start": 0, "length": n})
-    if search_steps and len(study.trials) <= 1:
+    if n_trials > 0 and not study.trials and proposal is not None:
+        window = (proposal.start, proposal.stop - proposal.start) if not proposal.is_large_only else (0, n)
+        study.enqueue_trial({**full, "start": window[0], "length": window[1]})
+    if n_trials > 0 and search_steps and len(study.trials) <= 1:
         for steps in sorted({max(1, round(n * f)) for f in LADDER} - {n}):
             study.enqueue_trial({"steps": steps, "start": 0, "length": 0})
-    objective = _objective(search, quality_target, search_steps)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if n_trials > done:
         stop_at = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))
-        study.optimize(objective, n_trials=n_trials - done, callbacks=[stop_at], show_progress_bar=progress)
-    if search_steps:
-        _bisect_large_only(study, objective, quality_target, n)
+        study.optimize(_objective(search, quality_target, search_steps), n_trials=n_trials - done,
+                       callbacks=[stop_at], show_progress_bar=progress)
+    if n_trials > 0 and search_steps:
+        _bisect_large_only(study, search, quality_target)
     return study
 
 
-def _bisect_large_only(study: optuna.Study, objective: Any, target: float, n: int) -> None:
-    """Pin down the least step count with which Large alone meets ``target`` (quality taken as
-    rising with steps), enqueueing each probe as a trial."""
-    while True:
-        measured = {p.steps: p.quality for p in measured_plans(study) if p.is_large_only and p.steps > 0}
-        measured[n] = 1.0
+def _record_large_only(study: optuna.Study, search: StepSearch, steps: int, target: float) -> float:
+    """Measure Large alone with ``steps`` steps and add it to the study as a complete trial."""
+    n = search.full.n
+    evaluator = search.at(steps)
+    quality, cost = evaluator.quality(0, 0), evaluator.cost(0, 0)
+    study.add_trial(optuna.trial.create_trial(
+        params={"steps": steps, "start": 0, "length": 0},
+        distributions={"steps": optuna.distributions.IntDistribution(1, n),
+                       "start": optuna.distributions.IntDistribution(0, n - 1),
+                       "length": optuna.distributions.IntDistribution(0, n)},
+        value=_value(quality, cost, target),
+        user_attrs={"worker_pid": os.getpid(), "stop": 0, "steps": steps, "window": [0, 0], "quality": quality,
+                    "cost": cost}))
+    return quality
+
+
+def _bisect_large_only(study: optuna.Study, search: StepSearch, target: float) -> None:
+    """Pin down the least step count with which Large alone meets ``target``: between the most
+    steps measured to fail and the fewest measured to pass (all ``n`` always pass), halve until
+    they are adjacent. A non-finite quality fails; at most ``2 log2(n) + 2`` probes."""
+    n = search.full.n
+    measured = {p.steps: p.quality for p in measured_plans(study) if p.is_large_only and 0 < p.steps <= n}
+    measured[n] = 1.0
+    for _ in range(2 * max(n, 2).bit_length() + 2):
         high = min(steps for steps, quality in measured.items() if quality >= target)
-        low = max((steps for steps, quality in measured.items() if quality < target and steps < high), default=0)
+        low = max((steps for steps, quality in measured.items() if not quality >= target and steps < high),
+                  default=0)
         if high - low <= 1:
             return
-        study.enqueue_trial({"steps": (low + high) // 2, "start": 0, "length": 0})
-        study.optimize(objective, n_trials=1)
+        middle = (low + high) // 2
+        measured[middle] = _record_large_only(study, search, middle, target)
 
 
 def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int = 30,
@@ -354,8 +382,8 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         num_steps, shift: the Euler grid (``adaptive.sigmas(num_steps, shift)``).
         seeds: noise seeds; every cond runs with every seed.
         quality_target: least mean similarity to Large-only output a window must keep (default 0.95,
-            on the pair's ``metric`` — the toy encoder's feature cosine for the embedded pair,
-            latent cosine otherwise).
+            on the pair's ``metric`` — for the embedded pair the worse of the toy encoder's
+            feature cosine and per-frame SSIM, latent cosine for pairs without one).
         n_trials: Optuna trials in all (shared by every worker of the study).
         storage: an Optuna storage (SQLAlchemy URL, ``JournalStorage``...); default SQLite in the store.
         store: the :class:`ProfileStore` (or its directory) the profile is written to.
@@ -365,8 +393,10 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
             windows and the controller are for the full grid of ``num_steps``.
         search_steps: also search the step count ``n <= num_steps``: Large alone with fewer steps
             and blends on coarser grids ``sigmas(n, shift)`` are candidates like any window, all
-            judged against Large with ``num_steps``. The profile's ``recommended_steps`` is the
-            ``n`` of the plan and ``schedule()`` its stages; ``frontier`` keeps every measured plan.
+            judged against Large with ``num_steps``. The profile's ``plan`` is the cheapest that
+            meets the target (``steps``: its ``n``; ``plan_schedule()``: its stages), ``frontier``
+            keeps every measured plan, and ``sigma_in``/``sigma_out``/``schedule()`` stay the best
+            window on the full grid, for callers who fix ``num_steps``.
 
     A quality target no plan meets gives a Large-only profile whose ``note`` says so. With
     ``progress`` the decision is printed in words (``Profile.decision``).
@@ -391,7 +421,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     search = StepSearch(evaluator, shift)
     signature = sampler_signature("euler", num_steps, shift)
     fp = fingerprint(pair)
-    name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name)}")
+    name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name, search_steps)}")
     # One worker: a fixed sampler seed makes calibration reproducible. Shared studies get a fresh seed
     # per worker, or every worker would propose the same windows.
     study = refine(search, proposal, quality_target, n_trials, storage or default_storage(store), name, progress,
@@ -424,23 +454,29 @@ def _finished_here(study: optuna.Study) -> bool:
 def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: float, curve: DivergenceCurve,
              proposal: Boundaries | None, study: optuna.Study, search: StepSearch, target: float,
              metric_name: str, conds: Sequence[Any], seeds: Sequence[int], study_name: str) -> Profile:
+    """The profile: the best window on the full grid (what a caller who fixes ``num_steps`` runs)
+    and, from the step search, the recommended plan and every measured candidate."""
+    start, stop, quality, cost = _best_window(study, target, num_steps)
+    window = boundaries_from_steps(curve.grid, start, stop)
     plan = best_plan(study, target, num_steps)
-    evaluator = search.at(plan.steps)
-    window = boundaries_from_steps(evaluator.reference.grid, plan.start, plan.stop)
+    plan_window = boundaries_from_steps(search.at(plan.steps).reference.grid, plan.start, plan.stop)
     note = ""
     if plan.is_large_only and plan.steps == num_steps:
         tried = [p.quality for p in measured_plans(study) if (p.steps, p.start, p.stop) != (num_steps, 0, 0)]
         best_tried = max(tried) if tried else float("nan")
         note = (f"no plan cheaper than Large with all {num_steps} steps met quality_target={target} (best tried: "
                 f"{best_tried:.4f}); the profile runs Large only. Lower the target or give more trials.")
-    probe_cost = curve.cost["large_calls"] + curve.cost["small_calls"] * evaluator.small_cost
+    small_cost = search.full.small_cost
+    probe_cost = curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     frontier = [{"steps": num_steps if p.steps == -1 else p.steps, "start": p.start, "stop": p.stop,
-                 "quality": p.quality, "cost": p.cost} for p in measured_plans(study)]
+                 "quality": p.quality, "cost": p.cost} for p in measured_plans(study) if math.isfinite(p.quality)]
     return Profile(
         pair_fingerprint=fp, sampler=signature, num_steps=num_steps, shift=float(shift),
-        sigma_in=window.sigma_in, sigma_out=window.sigma_out, small_steps=tuple(range(plan.start, plan.stop)),
-        recommended_steps=plan.steps, frontier=frontier,
+        sigma_in=window.sigma_in, sigma_out=window.sigma_out, small_steps=tuple(range(start, stop)),
+        plan={"steps": plan.steps, "start": plan.start, "stop": plan.stop, "sigma_in": plan_window.sigma_in,
+              "sigma_out": plan_window.sigma_out, "quality": plan.quality, "cost": plan.cost},
+        frontier=frontier,
         pair_name=pair.name,
         proposal={} if proposal is None else {"sigma_in": proposal.sigma_in, "sigma_out": proposal.sigma_out,
                                               "start": proposal.start, "stop": proposal.stop,
@@ -448,9 +484,9 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
         curve={"sigmas": curve.sigmas.tolist(), "steps": curve.steps.tolist(),
                "rel_l2": curve.mean("rel_l2").tolist(), "cosine": curve.mean("cosine").tolist(),
                "weighted": curve.mean("weighted").tolist()},
-        quality={"metric": metric_name, "target": target, "achieved": plan.quality},
-        cost={"fraction_of_large": plan.cost, "small_cost_ratio": evaluator.small_cost,
-              "large_calls": plan.steps - (plan.stop - plan.start), "small_calls": plan.stop - plan.start,
+        quality={"metric": metric_name, "target": target, "achieved": quality},
+        cost={"fraction_of_large": cost, "small_cost_ratio": small_cost,
+              "large_calls": num_steps - (stop - start), "small_calls": stop - start,
               "calibration_large_equivalents_per_sample": probe_cost + search.large_equivalents,
               "probe_large_equivalents_per_sample": probe_cost},
         calibration={"num_conds": len(conds), "seeds": [int(s) for s in seeds], "n_trials": len(complete),

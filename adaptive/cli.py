@@ -144,15 +144,19 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     else:
         # A profile stored for another grid (ProfileStore.find says so) maps by sigma onto this one.
         steps = profile.steps if profile.num_steps == n else n
+        schedule = profile.plan_schedule() if profile.num_steps == n else profile.schedule_for_steps(n)
         why = profile.decision if profile.num_steps == n else f"the stored window on {n} steps (see the warning)"
-        share = profile.schedule().fraction("small", sigmas(steps, args.shift))
-        plan = _Run("chosen: " + _label(profile.schedule(), steps), steps, profile.schedule(),
-                    steps / n * (1 - share * (1 - small_cost)))
+        share = schedule.fraction("small", sigmas(steps, args.shift))
+        plan = _Run("chosen: " + _label(schedule, steps), steps, schedule, steps / n * (1 - share * (1 - small_cost)))
     if plan.schedule is not None and "small" in plan.schedule.models:
         k = max(1, math.floor(plan.cost * n + 1e-9))
         return [full, plan, _Run(f"Large, {k} steps (the same compute)", k, None, k / n)], why
-    blends = [p for p in (profile.frontier if profile is not None else []) if p["stop"] > p["start"]
-              and p["cost"] <= plan.cost + 1e-9]
+    target = profile.quality.get("target", 0.0) if profile is not None else 0.0
+    frontier = profile.frontier if profile is not None and profile.num_steps == n else []
+    blends = [p for p in frontier if p["stop"] > p["start"] and p["cost"] <= plan.cost + 1e-9 and
+              p["quality"] >= target]
+    if not blends:  # none met the target: show the best blend at that compute all the same
+        blends = [p for p in frontier if p["stop"] > p["start"] and p["cost"] <= plan.cost + 1e-9]
     if not blends:
         return [full, plan], why
     best = max(blends, key=lambda p: p["quality"])
@@ -195,10 +199,10 @@ def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
         print(f"plan: no stored profile for {args.steps} steps; the uncalibrated window "
               f"lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
         return Schedule.lsl(*DEFAULT_WINDOW), args.steps
-    if profile.num_steps != args.steps:  # mapped from another grid by sigma (find warned)
-        return profile.schedule(), args.steps
-    print(f"plan: {profile.decision}")
-    return profile.schedule(), profile.steps
+    if profile.num_steps != args.steps:  # another grid's profile: its plan for this grid, else its window by sigma
+        return profile.schedule_for_steps(args.steps), args.steps
+    print(f"plan: {profile.decision} (--schedule auto keeps all {args.steps} steps)")
+    return profile.plan_schedule(), profile.steps
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -118,10 +118,13 @@ class StructuralSimilarity:
         frames = [t.float().cpu() for t in (generated, reference)]
         if generated.ndim == 5:  # torchmetrics reads 5-D input as volumes: compare frame by frame
             frames = [t.transpose(1, 2).flatten(0, 1) for t in frames]
+        if min(generated.shape[-2:]) < 3:
+            raise ValueError(f"SSIM needs frames of at least 3x3 pixels, got {tuple(generated.shape[-2:])}")
         size = min(self.kernel_size, *generated.shape[-2:])
         size -= 1 - size % 2  # an odd window that fits the frame
+        # torchmetrics sizes a Gaussian window from its sigma (11 pixels at the standard 1.5)
         values = structural_similarity_index_measure(frames[0], frames[1], data_range=self.data_range,
-                                                     kernel_size=size, reduction="none")
+                                                     sigma=1.5 * size / 11, reduction="none")
         return values.reshape(batch, -1).mean(dim=1)
 
 

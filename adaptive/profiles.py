@@ -22,6 +22,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -149,7 +150,7 @@ class Profile:
     calibration: dict[str, Any] = field(default_factory=dict)
     per_prompt: dict[str, Any] = field(default_factory=dict)
     controller: dict[str, Any] = field(default_factory=dict)
-    recommended_steps: int | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
     frontier: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
     version: str = ""
@@ -175,32 +176,54 @@ class Profile:
     @property
     def steps(self) -> int:
         """The step count of the recommended plan (``num_steps`` unless fewer steps pay)."""
-        return self.recommended_steps or self.num_steps
+        return int(self.plan.get("steps", self.num_steps))
+
+    recommended_steps = steps
+
+    def plan_schedule(self) -> Schedule:
+        """The stages of the recommended plan, to run on ``sigmas(self.steps, self.shift)``.
+
+        ``sigma_in``/``sigma_out`` and :meth:`schedule` stay the best window on the full grid of
+        ``num_steps``: what a caller who fixes that step count gets.
+        """
+        if not self.plan:
+            return self.schedule()
+        if self.plan["start"] >= self.plan["stop"]:
+            return Schedule.large_only()
+        return Schedule.lsl(self.plan["sigma_in"], self.plan["sigma_out"])
+
+    def schedule_for_steps(self, steps: int) -> Schedule:
+        """The plan for a grid of ``steps``: the recommended plan on its own grid, else the full
+        grid's window (mapped by sigma on any other grid)."""
+        return self.plan_schedule() if self.plan and steps == self.steps else self.schedule()
 
     @property
     def decision(self) -> str:
         """The recommendation in words, e.g. "Large with 9 of 30 steps meets the target ..."."""
         n, full = self.steps, self.num_steps
+        plan = self.plan or {"start": 0 if not self.small_steps else self.small_steps[0],
+                             "stop": 0 if not self.small_steps else self.small_steps[-1] + 1,
+                             "sigma_in": self.sigma_in, "sigma_out": self.sigma_out,
+                             "cost": self.cost.get("fraction_of_large", 1.0)}
         target = self.quality.get("target")
         metric = self.quality.get("metric", "quality")
-        cost = self.cost.get("fraction_of_large", 1.0)
-        meets = f"meets the target ({metric} >= {target}) at {cost:.2f} of the compute"
-        blends = [p for p in self.frontier if p["stop"] > p["start"] and p["quality"] >= (target or 0)]
-        large = [p for p in self.frontier if p["stop"] <= p["start"] and p["quality"] >= (target or 0)]
-        if self.is_large_only and n == full:
+        meets = f"meets the target ({metric} >= {target}) at {plan['cost']:.2f} of the compute"
+        feasible = [p for p in self.frontier if target is not None and p["quality"] >= target]
+        blends = [p["cost"] for p in feasible if p["stop"] > p["start"]]
+        fewer = [p["steps"] for p in feasible if p["stop"] <= p["start"] and p["steps"] < full]
+        searched = any(p["stop"] <= p["start"] and p["steps"] < full for p in self.frontier)
+        if plan["start"] >= plan["stop"] and n == full:
             return f"Large with all {full} steps: no cheaper plan met the target ({metric} >= {target})."
-        if self.is_large_only:
-            rival = min((p["cost"] for p in blends), default=None)
-            tail = f"the cheapest blend that meets it costs {rival:.2f}" if rival is not None else \
-                "no blend tried met it"
+        if plan["start"] >= plan["stop"]:
+            tail = f"the cheapest blend that meets it costs {min(blends):.2f}" if blends else "no blend tried met it"
             return f"Large with {n} of {full} steps {meets}; {tail}."
-        fewest = min((p["steps"] for p in large), default=full)
-        steps = f"steps {self.small_steps[0]}..{self.small_steps[-1]}" if self.small_steps else "no steps"
-        return (f"Small on {steps} of {n} (sigma {self.sigma_out:.3f} to {self.sigma_in:.3f}) {meets}; Large alone "
-                f"needs {fewest} of {full} steps ({fewest / full:.2f}).")
+        alone = (f"Large alone needs {min(fewer)} of {full} steps ({min(fewer) / full:.2f})" if fewer else
+                 f"no fewer Large steps met it" if searched else "fewer Large steps were not searched")
+        return (f"Small on steps {plan['start']}..{plan['stop'] - 1} of {n} (sigma {plan['sigma_out']:.3f} to "
+                f"{plan['sigma_in']:.3f}) {meets}; {alone}.")
 
     def schedule(self) -> Schedule:
-        """The Large-Small-Large schedule (Large only when no window is safe)."""
+        """The Large-Small-Large window on the full grid (Large only when no window is safe)."""
         return Schedule.large_only() if self.is_large_only else Schedule.lsl(self.sigma_in, self.sigma_out)
 
     def schedule_for(self, key: str | None) -> Schedule:
@@ -231,7 +254,8 @@ class Profile:
             raise ProfileError(f"{source}: a profile must be a JSON object")
         if data.get("schema_version") not in READABLE_SCHEMAS:
             raise ProfileError(f"{source}: schema version {data.get('schema_version')!r} is not supported "
-                               f"(this library reads {SCHEMA_VERSION}); recalibrate with `flowblend calibrate`")
+                               f"(this library reads {' and '.join(map(str, READABLE_SCHEMAS))}); recalibrate with "
+                               "`flowblend calibrate`")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -246,15 +270,7 @@ class Profile:
         for key in ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller"):
             if key in data and not isinstance(data[key], dict):
                 raise ProfileError(f"{source}: field {key!r} must be an object")
-        recommended = data.get("recommended_steps")
-        if recommended is not None and (not isinstance(recommended, int) or isinstance(recommended, bool)
-                                        or not 1 <= recommended <= data["num_steps"]):
-            raise ProfileError(f"{source}: recommended_steps must be a step count in [1, num_steps], got "
-                               f"{recommended!r}")
-        frontier = data.get("frontier", [])
-        if not isinstance(frontier, list) or not all(isinstance(p, dict) and {"steps", "start", "stop", "quality",
-                                                                               "cost"} <= set(p) for p in frontier):
-            raise ProfileError(f"{source}: frontier must be a list of plans with steps, start, stop, quality, cost")
+        _check_plans(data, source)
         steps = data.get("small_steps", [])
         if not isinstance(steps, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in steps):
             raise ProfileError(f"{source}: small_steps must be a list of step indices")
@@ -288,6 +304,37 @@ class Profile:
         except OSError as err:
             raise ProfileError(f"{path}: cannot read ({err.strerror})") from None
         return cls.from_json(text, source=str(path))
+
+
+def _check_plan(entry: Any, num_steps: int, where: str) -> None:
+    if not isinstance(entry, dict) or not {"steps", "start", "stop", "quality", "cost"} <= set(entry):
+        raise ProfileError(f"{where} must be an object with steps, start, stop, quality and cost")
+    ints = [entry[k] for k in ("steps", "start", "stop")]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) or \
+            not (1 <= ints[0] <= num_steps and 0 <= ints[1] <= ints[2] <= ints[0]):
+        raise ProfileError(f"{where}: steps must be in [1, {num_steps}] and 0 <= start <= stop <= steps, got "
+                           f"{ints}")
+    for key in ("quality", "cost", "sigma_in", "sigma_out"):
+        value = entry.get(key, 0.0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ProfileError(f"{where}: {key} must be a finite number, got {value!r}")
+
+
+def _check_plans(data: dict[str, Any], source: str) -> None:
+    """The recommended plan and the measured frontier, entry by entry (before any sampling)."""
+    num_steps = data["num_steps"]
+    plan = data.get("plan", {})
+    if not isinstance(plan, dict):
+        raise ProfileError(f"{source}: field 'plan' must be an object")
+    if plan:
+        _check_plan(plan, num_steps, f"{source}: plan")
+        if not 0.0 <= plan.get("sigma_out", -1) <= plan.get("sigma_in", -1) <= 1.0:
+            raise ProfileError(f"{source}: plan needs 0 <= sigma_out <= sigma_in <= 1")
+    frontier = data.get("frontier", [])
+    if not isinstance(frontier, list):
+        raise ProfileError(f"{source}: frontier must be a list of measured plans")
+    for i, entry in enumerate(frontier):
+        _check_plan(entry, num_steps, f"{source}: frontier[{i}]")
 
 
 def atomic_write(path: Path, text: str) -> Path:
@@ -371,6 +418,9 @@ class ProfileStore:
         near = [p for p in self.all() if p.pair_fingerprint == fp and p.sampler.split("-")[0] == family]
         if not near:
             return None
+        for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan
+            if profile.plan and sampler == sampler_signature(family, profile.steps, profile.shift):
+                return profile
         chosen = near[0]
         warnings.warn(f"no profile for {sampler}; using the one calibrated for {chosen.sampler}, mapped through "
                       f"its sigma boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for "

@@ -107,6 +107,9 @@ def _planner(models: Models, sigmas: torch.Tensor, schedule: Any, noise: torch.T
                                     f"{sorted(_models(models))}")
         rows = 1 if batch_decisions == "shared" else batch
         return OnlineController(schedule, grid, rows, shared=batch_decisions == "shared")
+    if isinstance(schedule, Profile) and schedule.num_steps != len(grid) - 1:
+        # Per-prompt windows are for the calibrated grid; on the recommended grid run its plan.
+        schedule = schedule.schedule_for_steps(len(grid) - 1)
     if isinstance(schedule, Profile) and schedule.has_per_prompt:
         keys = [prompt_key(select_rows(cond, batch, [b])) for b in range(batch)]
         schedules = [schedule.schedule_for(k) for k in keys]

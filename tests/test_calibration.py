@@ -12,6 +12,7 @@ import torch
 from conftest import gaussian_velocity
 
 from adaptive import (
+    Schedule,
     CalibrationError,
     ChangePointDetector,
     CurveError,
@@ -292,45 +293,93 @@ def test_a_bad_small_on_a_curved_flow_gets_large_with_fewer_steps(tmp_path, monk
     wrong[:4] *= 3.0
     wrong[16:] *= 0.2
     profile = spectrum_calibration(SpectrumVelocity(wrong, 1, error=0.5, exact_in=(1.0, 1.0)), 0.9, tmp_path)
-    assert profile.is_large_only and 10 < profile.steps < 30, profile.decision
+    assert profile.plan_schedule() == Schedule.large_only() and 10 < profile.steps < 30, profile.decision
     # the least step count that meets the target, pinned down: one step fewer fails it
     fewer = {p["steps"]: p["quality"] for p in profile.frontier if p["start"] == p["stop"]}
     assert fewer[profile.steps] >= 0.9 > fewer[profile.steps - 1]
-    assert profile.cost["fraction_of_large"] == pytest.approx(profile.steps / 30)
+    assert profile.plan["cost"] == pytest.approx(profile.steps / 30)
     assert profile.decision.startswith(f"Large with {profile.steps} of 30 steps meets the target")
-    assert profile.schedule().small_steps(sigmas(profile.steps, 3.0)) == []
     # A caller who fixes 30 steps gets what was asked, and one warning naming the cheaper plan.
     monkeypatch.setenv("ADAPTIVE_PROFILES", str(tmp_path))
     pair = spectrum_pair(SpectrumVelocity(wrong, 1, error=0.5, exact_in=(1.0, 1.0)))
     noise = torch.randn(2, 64, generator=torch.Generator().manual_seed(5))
     with pytest.warns(UserWarning, match=f"cheaper plan .* Large with {profile.steps} of 30 steps"):
         out = sample(pair, noise, sigmas(30, 3.0), "auto")
-    assert torch.equal(out, sample(pair, noise, sigmas(30, 3.0)))  # the stored plan is Large alone: 30 Large steps
+    assert torch.equal(out, sample(pair, noise, sigmas(30, 3.0), profile.schedule()))  # the best 30-step plan
+    assert profile.schedule().small_steps(sigmas(30, 3.0)) or profile.is_large_only
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the recommended grid is the profile's own: no "other grid" warning
+        fewer = sample(pair, noise, sigmas(profile.steps, 3.0), "auto")
+    assert torch.equal(fewer, sample(pair, noise, sigmas(profile.steps, 3.0)))  # Large alone, as recommended
 
 
 def test_a_small_exact_in_the_middle_of_a_curved_flow_gets_that_window(tmp_path):
     """(b) Small is exact for sigma in (0.3, 0.7] and far off elsewhere; Large needs 27 of 30 steps
     for the target, the window costs less: the plan blends, and Small runs only inside the window."""
     profile = spectrum_calibration(SpectrumVelocity(SPECTRUM, 1, error=2.0, exact_in=(0.3, 0.7)), 0.98, tmp_path)
-    assert not profile.is_large_only, profile.decision
+    assert profile.plan_schedule() != Schedule.large_only(), profile.decision
     grid = sigmas(profile.steps, 3.0).tolist()
-    small = profile.schedule().small_steps(grid)
+    small = profile.plan_schedule().small_steps(grid)
     assert small and all(0.3 < grid[i] <= 0.7 for i in small)
     large_alone = min(p["cost"] for p in profile.frontier if p["start"] == p["stop"] and p["quality"] >= 0.98)
-    assert profile.cost["fraction_of_large"] < large_alone
-    assert profile.quality["achieved"] >= 0.98 and "Small on steps" in profile.decision
+    assert profile.plan["cost"] < large_alone
+    assert profile.plan["quality"] >= 0.98 and "Small on steps" in profile.decision
 
 
-def test_profile_with_recommended_steps_round_trips_and_old_profiles_still_load(tmp_path):
-    profile = Profile(pair_fingerprint="abc", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.0,
-                      sigma_out=0.0, recommended_steps=9,
-                      frontier=[{"steps": 9, "start": 0, "stop": 0, "quality": 0.96, "cost": 0.3}])
+def test_profile_with_a_plan_round_trips_and_old_profiles_still_load(tmp_path):
+    plan = {"steps": 9, "start": 0, "stop": 0, "sigma_in": 0.0, "sigma_out": 0.0, "quality": 0.96, "cost": 0.3}
+    profile = Profile(pair_fingerprint="abc", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.8,
+                      sigma_out=0.4, plan=plan, frontier=[dict(plan, steps=9), dict(plan, steps=8, quality=0.9)])
     again = Profile.from_json(profile.to_json())
-    assert again == profile and again.steps == 9
+    assert again == profile and again.steps == again.recommended_steps == 9
+    assert again.plan_schedule().small_steps(sigmas(9, 3.0)) == []
+    assert again.schedule_for_steps(30) == again.schedule() and again.schedule_for_steps(9) == again.plan_schedule()
     old = json.loads(profile.to_json())
-    for key in ("recommended_steps", "frontier"):
+    for key in ("plan", "frontier"):
         del old[key]
     old["schema_version"] = 1
-    assert Profile.from_dict(old).steps == 30
-    with pytest.raises(ProfileError, match="recommended_steps"):
-        Profile.from_dict({**json.loads(profile.to_json()), "recommended_steps": 31})
+    assert Profile.from_dict(old).steps == 30 and "not searched" in Profile.from_dict(
+        {**old, "small_steps": [3, 4]}).decision
+    for bad in ({"plan": dict(plan, steps=31)}, {"plan": dict(plan, start=5, stop=4)},
+                {"frontier": [dict(plan, quality="a")]}, {"frontier": [dict(plan, steps=-1)]},
+                {"plan": dict(plan, sigma_in=2.0)}):
+        with pytest.raises(ProfileError):
+            Profile.from_dict({**json.loads(profile.to_json()), **bad})
+
+
+def test_step_search_survives_a_metric_that_returns_nan_and_no_trials_means_no_work(tmp_path):
+    """The bisection counts a NaN as failing and ends; n_trials=0 enqueues and runs nothing."""
+
+    class NanBelow:
+        name = "nan_below"
+
+        def __call__(self, generated, reference):
+            value = 1 - rel_l2(generated, reference)
+            return torch.where(value < 0.97, torch.full_like(value, float("nan")), value)
+
+    from adaptive.metrics import rel_l2
+
+    pair = spectrum_pair(SpectrumVelocity(SPECTRUM, 1, error=0.5, exact_in=(1.0, 1.0)))
+    profile = calibrate(pair, [{}], 16, seeds=[0], shift=3.0, quality_target=0.97, n_trials=4, metric=NanBelow(),
+                        store=tmp_path, progress=False)
+    assert profile.plan_schedule() == Schedule.large_only() and 1 < profile.steps <= 16
+    import optuna
+
+    study = optuna.load_study(study_name=profile.calibration["study_name"],
+                              storage=f"sqlite:///{tmp_path}/studies.db")
+    assert len(study.trials) < 4 + 3 + 2 * 5 + 2
+    idle = calibrate(pair, [{}], 16, seeds=[1], shift=3.0, n_trials=0, store=tmp_path / "idle", progress=False)
+    study = optuna.load_study(study_name=idle.calibration["study_name"],
+                              storage=f"sqlite:///{tmp_path / 'idle'}/studies.db")
+    assert study.trials == [] and idle.steps == 16
+
+
+def test_a_fixed_grid_calibration_never_joins_a_step_search_study(tmp_path):
+    pair = spectrum_pair(SpectrumVelocity(SPECTRUM, 1, error=0.5, exact_in=(1.0, 1.0)))
+    args = dict(seeds=[0], shift=3.0, quality_target=0.9, n_trials=6, metric=OneMinusRelL2(), store=tmp_path,
+                progress=False)
+    searched = calibrate(pair, [{}], 16, **args)
+    fixed = calibrate(pair, [{}], 16, search_steps=False, **args)
+    assert searched.steps < 16 and fixed.steps == 16
+    assert searched.calibration["study_name"] != fixed.calibration["study_name"]
+    assert all(p["steps"] == 16 for p in fixed.frontier)

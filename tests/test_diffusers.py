@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import tiny_ltx, tiny_wan
@@ -159,10 +161,15 @@ def test_blend_auto_uses_the_stored_profile(wan_pair, tmp_path):
     assert pipe.transformer.controller_config.threshold == 0.5 and len(pipe.transformer.grid) == 9
     # A profile whose frontier found fewer steps enough: the pipeline still runs its 8, and says so.
     ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler="euler-8-shift3", num_steps=8,
-                                        shift=3.0, sigma_in=0.0, sigma_out=0.0, recommended_steps=5,
-                                        cost={"fraction_of_large": 0.625}))
+                                        shift=3.0, sigma_in=0.9, sigma_out=0.4,
+                                        plan={"steps": 5, "start": 0, "stop": 0, "sigma_in": 0.0, "sigma_out": 0.0,
+                                              "quality": 0.97, "cost": 0.625}))
     with pytest.warns(UserWarning, match="cheaper plan meets the quality target: Large with 5 of 8 steps"):
         blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    assert pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)  # the best 8-step window
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 5 steps is this profile's own plan: no "other grid" warning
+        blend(pipe, small, "auto", num_inference_steps=5, guidance_scale=4.0, store=tmp_path)
     assert pipe.transformer.schedule == Schedule.large_only()
 
 
