@@ -57,7 +57,21 @@ def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: di
                             shape=tuple(noise.shape[1:]), store=store, progress=False,
                             search_steps=False)  # the caller fixed the grid
     warn_if_cheaper(profile, len(grid) - 1)
+    warn_if_other_metric(profile, pair)
     return profile.schedule_for_steps(len(grid) - 1), profile
+
+
+def warn_if_other_metric(profile: Profile, pair: ModelPair) -> bool:
+    """Warn when ``profile`` was judged by another metric than the pair's own (e.g. a profile from
+    before the pair's metric changed): its plan met a target the pair no longer uses."""
+    metric = pair.metric
+    name = getattr(metric, "name", None) if metric is not None else "latent_cosine"
+    judged = profile.quality.get("metric")
+    if name is None or judged is None or judged == name:
+        return False
+    warnings.warn(f"the stored profile was calibrated on metric {judged!r}, the pair now judges with {name!r}; "
+                  "recalibrate (`flowblend calibrate`) before trusting its plan", stacklevel=2)
+    return True
 
 
 _WARNED: set[tuple[str, str, int]] = set()  # (pair, profile, steps) already warned

@@ -142,6 +142,9 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
         share = schedule.fraction("small", sigmas(n, args.shift))
         plan = _Run("chosen: " + _label(schedule, n), n, schedule, 1 - share * (1 - small_cost))
     else:
+        from adaptive.auto import warn_if_other_metric
+
+        warn_if_other_metric(profile, pair)
         # A profile stored for another grid (ProfileStore.find says so) maps by sigma onto this one.
         steps = profile.steps if profile.num_steps == n else n
         schedule = profile.plan_schedule() if profile.num_steps == n else profile.schedule_for_steps(n)
@@ -199,6 +202,9 @@ def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
         print(f"plan: no stored profile for {args.steps} steps; the uncalibrated window "
               f"lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
         return Schedule.lsl(*DEFAULT_WINDOW), args.steps
+    from adaptive.auto import warn_if_other_metric
+
+    warn_if_other_metric(profile, pair)
     if profile.num_steps != args.steps:  # another grid's profile: its plan for this grid, else its window by sigma
         return profile.schedule_for_steps(args.steps), args.steps
     print(f"plan: {profile.decision} (--schedule auto keeps all {args.steps} steps)")

@@ -383,3 +383,17 @@ def test_a_fixed_grid_calibration_never_joins_a_step_search_study(tmp_path):
     assert searched.steps < 16 and fixed.steps == 16
     assert searched.calibration["study_name"] != fixed.calibration["study_name"]
     assert all(p["steps"] == 16 for p in fixed.frontier)
+
+
+def test_a_profile_judged_by_another_metric_is_called_out():
+    from adaptive.auto import warn_if_other_metric
+
+    pair = pair_of(LARGE)  # no metric of its own: latent cosine
+    stale = Profile(pair_fingerprint=fingerprint(pair), sampler="euler-12-shift1", num_steps=12, shift=1.0,
+                    sigma_in=0.8, sigma_out=0.4, quality={"metric": "toy_feature_cosine", "target": 0.95})
+    with pytest.warns(UserWarning, match="calibrated on metric 'toy_feature_cosine'.*'latent_cosine'"):
+        assert warn_if_other_metric(stale, pair)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_if_other_metric(Profile(**{**stale.to_dict(), "small_steps": (),
+                                                   "quality": {"metric": "latent_cosine"}}), pair)
