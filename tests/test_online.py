@@ -63,7 +63,7 @@ def test_per_prompt_calibration_finds_each_prompts_window_and_fits_the_controlle
     grid = sigmas(20)
     conds = [{"c": torch.tensor([[cut]])} for cut in CUTS]
     profile = calibrate(cut_pair(), conds, num_steps=20, seeds=[0, 1], quality_target=0.99, n_trials=12,
-                        store=tmp_path, progress=False, per_prompt=True)
+                        store=tmp_path, progress=False, per_prompt=True, search_steps=False)
     windows = profile.per_prompt["windows"]
     starts = [windows[prompt_key(cond)]["start"] for cond in conds]
     assert starts == [first_step_at_or_below(grid, cut) for cut in CUTS]

@@ -51,7 +51,8 @@ def _worker(storage_url: str, study: str, root: str, heartbeat: bool) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         calibrate(ModelPair(_slow_large, _slow_small, sample_shape=(4,)), [{}], STEPS, seeds=[0, 1], n_trials=TRIALS,
-                  storage=storage, study_name=study, store=root, progress=False)
+                  storage=storage, study_name=study, store=root, progress=False,
+                  search_steps=False)  # storage robustness on the window search; step search adds own trials
 
 
 def _run_workers(storage_url: str, root: Path, heartbeat: bool, study_name: str = "shared"
