@@ -158,7 +158,8 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     frontier = profile.frontier if profile is not None and profile.num_steps == n else []
     blends = [p for p in frontier if p["stop"] > p["start"] and p["cost"] <= plan.cost + 1e-9 and
               p["quality"] >= target]
-    if not blends:  # none met the target: show the best blend at that compute all the same
+    missed = not blends
+    if missed:  # none met the target: show the best blend at that compute all the same, and say so
         blends = [p for p in frontier if p["stop"] > p["start"] and p["cost"] <= plan.cost + 1e-9]
     if not blends:
         return [full, plan], why
@@ -166,8 +167,8 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     grid = sigmas(best["steps"], args.shift)
     schedule = Schedule.from_steps(grid, ["small" if best["start"] <= i < best["stop"] else "large"
                                           for i in range(best["steps"])])
-    return [full, plan, _Run(f"best blend at that compute, {best['steps']} steps", best["steps"], schedule,
-                             float(best["cost"]))], why
+    label = f"best blend at that compute, {best['steps']} steps" + (" (misses the target)" if missed else "")
+    return [full, plan, _Run(label, best["steps"], schedule, float(best["cost"]))], why
 
 
 def _label(schedule: Schedule, steps: int) -> str:
@@ -298,12 +299,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ("sampler", profile.sampler),
         ("proposal (change point)", f"sigma ({proposal['sigma_out']:.3f}, {proposal['sigma_in']:.3f}], steps "
                                     f"{proposal['start']}..{proposal['stop'] - 1}" if proposal else "no safe window"),
-        ("refined (Optuna)", (f"Large only, {profile.steps} steps" if profile.is_large_only else
-                              f"sigma ({profile.sigma_out:.3f}, {profile.sigma_in:.3f}], steps "
-                              f"{profile.small_steps[0]}..{profile.small_steps[-1]} of {profile.steps}")),
-        ("decision", profile.decision),
-        ("quality", f"{profile.quality['achieved']:.4f} {profile.quality['metric']} (target {args.target})"),
-        ("compute vs Large only", f"{profile.cost['fraction_of_large']:.3f}"),
+        (f"best {profile.num_steps}-step window", "Large only" if profile.is_large_only else
+         f"sigma ({profile.sigma_out:.3f}, {profile.sigma_in:.3f}], steps {profile.small_steps[0]}.."
+         f"{profile.small_steps[-1]}"),
+        ("recommended plan", profile.decision),
+        (f"best {profile.num_steps}-step window", f"quality {profile.quality['achieved']:.4f} "
+                                                  f"{profile.quality['metric']} (target {args.target}), compute "
+                                                  f"{profile.cost['fraction_of_large']:.3f} of Large only"),
         ("calibration cost", f"{profile.cost['calibration_large_equivalents_per_sample']:.0f} Large calls per sample"),
         ("trials", str(profile.calibration["n_trials"])),
         *([("per-prompt windows", ", ".join(f"{w['start']}..{w['stop'] - 1}" if w["start"] < w["stop"] else "Large"

@@ -52,7 +52,7 @@ def test_calibrate_embedded_pair_per_prompt_then_sample_online_and_bench(tmp_pat
     assert main(["calibrate", "--steps", "6", "--trials", "3", "--num-prompts", "2", "--seeds", "1", "--per-prompt",
                  "--store", str(store), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
-    assert "refined (Optuna)" in printed and "online controller" in printed and (tmp_path / "divergence.png").exists()
+    assert "recommended plan" in printed and "online controller" in printed and (tmp_path / "divergence.png").exists()
     profiles = list(store.glob("*.json"))
     assert len(profiles) == 1 and len(json.loads(profiles[0].read_text())["per_prompt"]["windows"]) == 2
     monkeypatch.setenv("ADAPTIVE_PROFILES", str(store))
