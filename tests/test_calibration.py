@@ -233,7 +233,9 @@ def test_shipped_profile_is_found_for_the_embedded_pair():
     pair, _ = load_pair()
     store = ProfileStore(Path(__file__).resolve().parents[1] / "profiles")
     profile = store.find(pair, "euler-30-shift3")
-    assert profile is not None and not profile.is_large_only
+    # calibrated with the pair's own metric, and its recommended plan saves compute
+    assert profile is not None and profile.quality["metric"] == pair.metric.name
+    assert profile.plan and profile.plan["cost"] < 1.0 and profile.plan["quality"] >= profile.quality["target"]
 
 
 # The honest frontier: step count is part of the search --------------------------------------------
@@ -274,7 +276,7 @@ class OneMinusRelL2:
 
 
 def spectrum_pair(small: SpectrumVelocity) -> ModelPair:
-    return ModelPair(SpectrumVelocity(SPECTRUM, 10), small, sample_shape=(64,))
+    return ModelPair(SpectrumVelocity(SPECTRUM, 10), small, sample_shape=(64,), metric=OneMinusRelL2())
 
 
 def spectrum_calibration(small: SpectrumVelocity, target: float, tmp_path) -> Profile:
