@@ -57,15 +57,18 @@ if proposal is not None:
     plt.axvspan(proposal.sigma_out, proposal.sigma_in, alpha=0.2, color="tab:orange", label="change-point proposal")
 plt.gca().invert_xaxis(); plt.xlabel("sigma"); plt.legend(); plt.show()
 proposal"""),
-    new_markdown_cell("""## Optuna refinement against the final sample
-Each trial is a Large-Small-Large run restarted from the cached Large state; its quality is the toy
-encoder's feature similarity to the Large-only video for the same noise."""),
+    new_markdown_cell("""## Optuna refinement against the final sample, step count included
+Each trial is a plan: a Large-Small-Large window, on the full grid or a coarser one, or Large alone with
+fewer steps; it restarts from the cached Large state, and its quality is the pair's metric (the lower of the
+toy encoder's feature similarity and per-frame SSIM) against Large with all steps, same noise. The profile
+recommends the cheapest plan that meets the target, and keeps the best full-grid window too."""),
     new_code_cell("""import tempfile
 store = tempfile.mkdtemp()
 start = time.perf_counter()
 profile = calibrate(pair, conds, num_steps=STEPS, seeds=[0, 1], shift=SHIFT, n_trials=16, store=store,
                     progress=False, per_prompt=True)   # also a window per prompt and the online controller
-print(f"calibrated in {time.perf_counter() - start:.0f} s:", profile.schedule(), profile.quality, profile.cost["fraction_of_large"])
+print(f"calibrated in {time.perf_counter() - start:.0f} s")
+print(profile.decision)
 study = optuna.load_study(study_name=profile.calibration["study_name"], storage=f"sqlite:///{store}/studies.db")
 frame = study.trials_dataframe(attrs=("number", "params", "user_attrs", "value"))
 frame.sort_values("value").head(8)"""),
@@ -73,20 +76,21 @@ frame.sort_values("value").head(8)"""),
 plt.figure(figsize=(5, 3.2))
 plt.scatter(done["user_attrs_cost"], done["user_attrs_quality"], s=18)
 plt.axhline(profile.quality["target"], ls="--", c="gray", label="quality target")
-plt.scatter([profile.cost["fraction_of_large"]], [profile.quality["achieved"]], c="red", label="chosen")
-plt.xlabel("compute (fraction of Large only)"); plt.ylabel("feature similarity"); plt.legend(); plt.show()"""),
-    new_markdown_cell("## Sampling with the profile: quality and time"),
+plt.scatter([profile.plan["cost"]], [profile.plan["quality"]], c="red", label="recommended")
+plt.xlabel("compute (fraction of Large only)"); plt.ylabel(profile.quality["metric"]); plt.legend(); plt.show()"""),
+    new_markdown_cell("## Sampling with the recommended plan: quality and time, beside Large with all steps"),
     new_code_cell("""harness = Harness()
 held = [prompt_for(d, m) for d, m in [(1, 1), (2, 3), (4, 4), (6, 6), (8, 0), (9, 2)]]
 seeds = list(range(50, 56))
 timings = {}
-for name, schedule in [("Large only", None), ("FlowBlending", profile.schedule())]:
+for name, schedule, steps in [("Large only", None, STEPS), ("recommended", profile.plan_schedule(), profile.steps)]:
     t = time.perf_counter()
-    videos = generate(pair, held, seeds, schedule, num_steps=STEPS, shift=SHIFT)
+    videos = generate(pair, held, seeds, schedule, num_steps=steps, shift=SHIFT)
     timings[name] = (time.perf_counter() - t, videos)
-sim = harness.similarity(timings["FlowBlending"][1], timings["Large only"][1]).mean()
-print(f"speed-up {timings['Large only'][0] / timings['FlowBlending'][0]:.2f}x, feature similarity to Large {sim:.3f}")
-show([timings["Large only"][1][0], timings["FlowBlending"][1][0]], ["Large only", "FlowBlending"])"""),
+quality = pair.metric(timings["recommended"][1], timings["Large only"][1]).mean()
+print(f"recommended: {profile.plan_schedule()} on {profile.steps} of {STEPS} steps; speed-up "
+      f"{timings['Large only'][0] / timings['recommended'][0]:.2f}x, {profile.quality['metric']} to Large {quality:.3f}")
+show([timings["Large only"][1][0], timings["recommended"][1][0]], ["Large only", f"recommended ({profile.steps} steps)"])"""),
     new_markdown_cell("""## Per prompt: stored windows and the online controller
 `per_prompt=True` also chose a window for each calibration prompt (the cheapest candidate that keeps the
 target on that prompt's own samples) and fitted the online controller to those windows: a hand-over
