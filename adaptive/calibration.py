@@ -371,7 +371,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
               metric: Metric | None = None, storage: Any = None, study_name: str | None = None,
               store: ProfileStore | str | Path | None = None, detector: ChangePointDetector | None = None,
               probe_steps: Sequence[int] | None = None, progress: bool = True, save: bool = True,
-              per_prompt: bool = False, search_steps: bool = True) -> Profile:
+              per_prompt: bool = False, search_steps: bool = True, force: bool = False) -> Profile:
     """Find the cheapest plan that keeps Large's quality for this pair and sampler grid: a
     Large-Small-Large window where a blend pays, Large with fewer steps where they do; return (and
     store) the Profile.
@@ -391,6 +391,8 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
             of its conditioning; unseen prompts fall back to the pair-level window) and fit the
             online controller (``sample(..., schedule="online")``) from those windows. Per-prompt
             windows and the controller are for the full grid of ``num_steps``.
+        force: replace a stored profile even when this one is weaker (fewer trials, a costlier plan);
+            otherwise the stored one is kept and this one is written beside it with a warning.
         search_steps: also search the step count ``n <= num_steps``: Large alone with fewer steps
             and blends on coarser grids ``sigmas(n, shift)`` are candidates like any window, all
             judged against Large with ``num_steps``. The profile's ``plan`` is the cheapest that
@@ -436,7 +438,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     if progress:
         print(profile.decision)
     if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
-        store.save(profile)
+        store.save(profile, force=force)
     return profile
 
 

@@ -290,7 +290,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     profile = calibrate(pair, conds, num_steps=args.steps, seeds=list(range(args.seeds)), shift=args.shift,
                         quality_target=args.target, n_trials=args.trials, storage=args.storage,
                         study_name=args.study, store=store, per_prompt=args.per_prompt,
-                        search_steps=args.search_steps)
+                        search_steps=args.search_steps, force=args.force)
     path = store.path_for(profile.pair_fingerprint, profile.sampler)
     plot = plot_profile(profile, Path(args.out) / "divergence.png")
     proposal = profile.proposal
@@ -483,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
     cal.add_argument("--per-prompt", action="store_true",
                      help="also store a window per prompt and fit the online controller (--schedule online)")
+    cal.add_argument("--force", action="store_true",
+                     help="replace a stored profile even if this calibration is weaker (fewer trials, costlier plan)")
     cal.add_argument("--search-steps", action=argparse.BooleanOptionalAction, default=True,
                      help="also search fewer steps: Large alone with fewer steps and blends on coarser grids "
                           "are candidates (default on; --no-search-steps keeps the grid of --steps)")

@@ -306,6 +306,29 @@ class Profile:
         return cls.from_json(text, source=str(path))
 
 
+def weaker_than(new: Profile, old: Profile) -> str | None:
+    """Why ``new`` should not silently replace ``old`` (None when it may): it ran fewer trials, or,
+    judged by the same metric and target, its recommended plan costs more.
+
+    Example:
+        >>> old = Profile(pair_fingerprint="f", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.8,
+        ...               sigma_out=0.4, calibration={"n_trials": 60}, cost={"fraction_of_large": 0.6})
+        >>> weaker_than(dataclasses.replace(old, calibration={"n_trials": 0}), old)
+        'it ran 0 trials, the stored one 60'
+        >>> weaker_than(old, old) is None
+        True
+    """
+    trials = (int(new.calibration.get("n_trials", 0)), int(old.calibration.get("n_trials", 0)))
+    if trials[0] < trials[1]:
+        return f"it ran {trials[0]} trials, the stored one {trials[1]}"
+    same = new.quality.get("metric") == old.quality.get("metric") and new.quality.get("target") == \
+        old.quality.get("target")
+    costs = [p.plan.get("cost", p.cost.get("fraction_of_large", 1.0)) for p in (new, old)]
+    if same and costs[0] > costs[1] + 1e-9:
+        return f"its plan costs {costs[0]:.3f} of Large only, the stored one's {costs[1]:.3f}"
+    return None
+
+
 def _check_plan(entry: Any, num_steps: int, where: str) -> None:
     if not isinstance(entry, dict) or not {"steps", "start", "stop", "quality", "cost"} <= set(entry):
         raise ProfileError(f"{where} must be an object with steps, start, stop, quality and cost")
@@ -387,8 +410,27 @@ class ProfileStore:
     def path_for(self, pair_fingerprint: str, sampler: str) -> Path:
         return self.root / f"{safe_key(pair_fingerprint)}__{safe_key(sampler)}.json"
 
-    def save(self, profile: Profile) -> Path:
-        return profile.save(self.path_for(profile.pair_fingerprint, profile.sampler))
+    def save(self, profile: Profile, force: bool = False) -> Path:
+        """Write ``profile`` atomically; never lose a good one. The profile stored before is kept as
+        ``<name>.json.previous``; one that the new profile would weaken (:func:`weaker_than`: fewer
+        trials, or a costlier plan for the same metric and target) is not replaced unless ``force``:
+        the new one goes to ``<name>.json.rejected`` and a warning says why. Returns the path of the
+        stored profile."""
+        path = self.path_for(profile.pair_fingerprint, profile.sampler)
+        try:
+            old = Profile.load(path) if path.exists() else None
+        except ProfileError:
+            old = None  # a corrupt file is not a good profile to keep
+        if old is not None:
+            why = None if force else weaker_than(profile, old)
+            if why is not None:
+                rejected = atomic_write(path.with_name(path.name + ".rejected"), profile.to_json())
+                warnings.warn(f"kept the stored profile {path}: the new calibration is weaker ({why}); it was written "
+                              f"to {rejected}. Replace on purpose with force=True (`flowblend calibrate --force`).",
+                              stacklevel=2)
+                return path
+            atomic_write(path.with_name(path.name + ".previous"), old.to_json())
+        return profile.save(path)
 
     def get(self, pair_fingerprint: str, sampler: str) -> Profile | None:
         """The exact profile, None if there is none; a corrupt or foreign file raises ProfileError."""

@@ -399,3 +399,17 @@ def test_a_profile_judged_by_another_metric_is_called_out():
         warnings.simplefilter("error")
         assert not warn_if_other_metric(Profile(**{**stale.to_dict(), "small_steps": (),
                                                    "quality": {"metric": "latent_cosine"}}), pair)
+
+
+def test_a_weaker_calibration_never_silently_replaces_a_stored_profile(tmp_path):
+    """Issue #17 item 3: `calibrate --trials 0` over a good profile kept it only with force."""
+    pair = pair_of(small_wrong_outside(0.3, 0.7))
+    args = dict(quality_target=0.999, store=tmp_path, progress=False, search_steps=False)
+    good = calibrate(pair, [{}], STEPS, seeds=[0], n_trials=10, **args)
+    path = ProfileStore(tmp_path).path_for(good.pair_fingerprint, good.sampler)
+    with pytest.warns(UserWarning, match="kept the stored profile .*it ran 0 trials, the stored one 10"):
+        calibrate(pair, [{}], STEPS, seeds=[1], n_trials=0, **args)
+    assert Profile.load(path) == good and Profile.load(f"{path}.rejected").calibration["n_trials"] == 0
+    assert [p.calibration["n_trials"] for p in ProfileStore(tmp_path).all()] == [10]  # backups are not profiles
+    forced = calibrate(pair, [{}], STEPS, seeds=[1], n_trials=0, force=True, **args)
+    assert Profile.load(path) == forced and Profile.load(f"{path}.previous") == good
