@@ -35,8 +35,14 @@ def infer_shift(grid: list[float]) -> float | None:
 
 
 def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: dict[str, Any],
-            store: ProfileStore | None = None, calibrate_if_missing: bool = True) -> tuple[Schedule, Profile]:
-    """The schedule of the stored profile for (pair, grid), calibrating on this batch's prompts if needed."""
+            store: ProfileStore | None = None, calibrate_if_missing: bool = True,
+            need_controller: bool = False) -> tuple[Schedule, Profile]:
+    """The schedule of the stored profile for (pair, grid), calibrating on this batch's prompts if needed.
+
+    A calibration done here is announced first (what, on what, where it is stored) and shows a
+    progress bar; ``need_controller`` (``schedule="online"``) makes it fit the online controller
+    too (``per_prompt=True``), so the stored profile serves the mode that asked for it.
+    """
     from adaptive.calibration import calibrate
 
     grid = check_grid(sigmas)
@@ -53,8 +59,12 @@ def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: di
         rows = min(4, noise.shape[0])
         conds = [{k: (v[i:i + 1] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == noise.shape[0]
                       else v) for k, v in cond.items()} for i in range(rows)]
+        warnings.warn(f"no stored profile for this pair and {signature}: calibrating once on this batch's first "
+                      f"{rows} prompts x 2 seeds ({'per prompt, with the online controller, ' if need_controller else ''}"
+                      f"the grid you gave) and storing it in {store.root.resolve()} for later runs; run "
+                      "`flowblend calibrate` on representative prompts for a better profile", stacklevel=3)
         profile = calibrate(pair, conds, num_steps=len(grid) - 1, seeds=[0, 1], shift=shift,
-                            shape=tuple(noise.shape[1:]), store=store, progress=False,
+                            shape=tuple(noise.shape[1:]), store=store, progress=True, per_prompt=need_controller,
                             search_steps=False)  # the caller fixed the grid
     warn_if_cheaper(profile, len(grid) - 1)
     warn_if_other_metric(profile, pair)

@@ -80,12 +80,13 @@ def _static_plan(models: Models, sigmas: torch.Tensor, schedule: Schedule | str 
     return grid, schedule.step_models(grid)
 
 
-def _resolve(models: Models, sigmas: torch.Tensor, noise: torch.Tensor, cond: dict[str, Any]) -> Profile:
+def _resolve(models: Models, sigmas: torch.Tensor, noise: torch.Tensor, cond: dict[str, Any],
+             need_controller: bool = False) -> Profile:
     from adaptive.auto import resolve
 
     if not isinstance(models, ModelPair):
         raise TypeError("schedule='auto' and 'online' need a ModelPair (its fingerprint keys the stored profile)")
-    return resolve(models, sigmas, noise, cond)[1]
+    return resolve(models, sigmas, noise, cond, need_controller=need_controller)[1]
 
 
 def _planner(models: Models, sigmas: torch.Tensor, schedule: Any, noise: torch.Tensor, cond: dict[str, Any],
@@ -96,7 +97,7 @@ def _planner(models: Models, sigmas: torch.Tensor, schedule: Any, noise: torch.T
         raise ValueError(f"batch_decisions must be 'split' (each sample decides) or 'shared' (one decision "
                          f"for the batch), got {batch_decisions!r}")
     if isinstance(schedule, str) and schedule == "online":
-        profile = _resolve(models, sigmas, noise, cond)
+        profile = _resolve(models, sigmas, noise, cond, need_controller=True)
         schedule = ControllerConfig.from_dict(profile.controller)
     elif isinstance(schedule, str) and schedule == "auto":
         schedule = _resolve(models, sigmas, noise, cond)

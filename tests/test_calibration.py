@@ -142,11 +142,24 @@ def test_schedule_auto_calibrates_once_then_reuses(tmp_path, monkeypatch):
     monkeypatch.setenv("ADAPTIVE_PROFILES", str(tmp_path))
     pair = pair_of(small_wrong_outside(0.3, 0.7))
     noise = torch.randn(2, 8)
-    first = sample(pair, noise, sigmas(STEPS), "auto")
+    with pytest.warns(UserWarning, match=f"calibrating once on this batch's first 2 prompts .* {tmp_path}"):
+        first = sample(pair, noise, sigmas(STEPS), "auto")  # said before any work, naming where it goes
     files = sorted(p.name for p in tmp_path.glob("*.json"))
     assert len(files) == 1
-    second = sample(pair, noise, sigmas(STEPS), "auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # stored now: no second calibration, no warning
+        second = sample(pair, noise, sigmas(STEPS), "auto")
     assert torch.equal(first, second) and sorted(p.name for p in tmp_path.glob("*.json")) == files
+
+
+def test_schedule_online_with_an_empty_store_calibrates_what_online_needs(tmp_path, monkeypatch):
+    """Issue #17 item 4: 'online' over an empty store used to store a profile without a controller and
+    fail on every retry; it now calibrates per prompt, with the controller, and samples."""
+    monkeypatch.setenv("ADAPTIVE_PROFILES", str(tmp_path))
+    pair = pair_of(small_wrong_outside(0.3, 0.7))
+    with pytest.warns(UserWarning, match="per prompt, with the online controller"):
+        _, why = sample(pair, torch.randn(2, 8), sigmas(STEPS), "online", return_decisions=True)
+    assert len(why.models) == 2 and ProfileStore(tmp_path).all()[0].controller
 
 
 def test_profile_round_trip_and_corrupt_files(tmp_path):
