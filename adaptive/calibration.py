@@ -94,10 +94,12 @@ class Evaluator:
             start = stop = 0
         key = (start, stop)
         if key not in self.cache:
-            x = self._small_until(start, stop) if start < stop else self.reference.final
-            for i in range(stop, self.n) if start < stop else ():
-                x = self._step(self.pair.large, x, i)
-            self.large_equivalents += self.n - stop if start < stop else 0
+            x = self.reference.final  # Large alone on this grid: its own trajectory's end
+            if start < stop:
+                x = self._small_until(start, stop)
+                for i in range(stop, self.n):
+                    x = self._step(self.pair.large, x, i)
+                self.large_equivalents += self.n - stop
             values = self.metric(x, self.target).detach().float().cpu().numpy().astype(float)
             self.cache[key] = (values, self.cost(start, stop))
         return self.cache[key][0]
@@ -279,19 +281,13 @@ def best_plan(study: optuna.Study, target: float, num_steps: int) -> Plan:
 
 def _best_window(study: optuna.Study, target: float, num_steps: int | None = None) -> tuple[int, int, float, float]:
     """The cheapest window on the full grid of ``num_steps`` that meets ``target`` (per-prompt
-    windows start from it); trials on coarser grids are skipped."""
+    windows start from it); plans on coarser grids and Large alone are skipped."""
     best = (0, 0, 1.0, 1.0)  # Large only: always feasible
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        quality, cost = t.user_attrs.get("quality"), t.user_attrs.get("cost")
-        if quality is None or quality < target:
+    for plan in measured_plans(study):
+        if num_steps is not None and plan.steps not in (num_steps, -1):
             continue
-        if num_steps is not None and t.user_attrs.get("steps", num_steps) != num_steps:
-            continue
-        start, stop = int(t.params["start"]), int(t.user_attrs["stop"])
-        if start >= stop:
-            continue
-        if (cost, -quality) < (best[3], -best[2]):
-            best = (start, stop, quality, cost)
+        if not plan.is_large_only and plan.quality >= target and (plan.cost, -plan.quality) < (best[3], -best[2]):
+            best = (plan.start, plan.stop, plan.quality, plan.cost)
     return best
 
 
