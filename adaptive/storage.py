@@ -2,7 +2,8 @@
 
 - ``None``: the caller's default (SQLite next to the profiles);
 - an SQLAlchemy URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``): an ``RDBStorage`` with
-  heartbeats — a worker that dies mid-trial has its trial marked FAIL after ``grace_period`` seconds
+  heartbeats (on SQLite every transaction takes the write lock, so workers never run one queued
+  trial twice) — a worker that dies mid-trial has its trial marked FAIL after ``grace_period`` seconds
   and re-queued (``RetryFailedTrialCallback``) for the others;
 - ``journal:///path/to/file.log`` (or a path ending in ``.log``): Optuna's ``JournalFileBackend`` on
   shared disk, no server (no heartbeats: a killed worker's trial stays RUNNING and is not counted);
@@ -36,19 +37,45 @@ def open_storage(storage: Any, heartbeat_interval: int = HEARTBEAT_INTERVAL,
     if "://" not in storage:
         raise ValueError(f"storage {storage!r} is neither an SQLAlchemy URL (sqlite:///x.db, postgresql://...) "
                          "nor a journal file (journal:///path/file.log)")
-    engine_kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = storage.startswith("sqlite")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                                  **_retry_callback())
+                rdb = optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs,
+                                                 heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                                 **_retry_callback())
+            return _serialized(rdb) if sqlite else rdb
         except Exception as err:  # noqa: BLE001 - SQLAlchemy's error classes differ per database driver
             if not lost_schema_race(err) or attempt == _SCHEMA_ATTEMPTS - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+def _serialized(rdb: optuna.storages.RDBStorage) -> optuna.storages.RDBStorage:
+    """Make every transaction on an SQLite file take the write lock when it begins.
+
+    Optuna claims a queued trial (``enqueue_trial``) with ``SELECT ... FOR UPDATE``, which SQLite
+    ignores: two workers read the same WAITING trial, both run it, and the second one's ``tell``
+    fails with "Cannot tell a COMPLETE trial" (optuna/optuna#4002). ``BEGIN IMMEDIATE`` (SQLAlchemy's
+    pysqlite recipe for real transactions) makes each read-then-write atomic, so the second worker
+    sees the trial RUNNING and takes the next one. Calibration trials take seconds and a
+    transaction milliseconds, so serialising them costs nothing measurable.
+    """
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN would be deferred
+
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(rdb.engine, "connect", on_connect)
+    event.listen(rdb.engine, "begin", on_begin)
+    rdb.engine.dispose()  # connections opened before the listeners would keep deferred transactions
+    return rdb
 
 
 def lost_schema_race(err: BaseException) -> bool:

@@ -198,6 +198,45 @@ def test_workers_opening_a_new_sqlite_database_at_once_all_succeed(tmp_path):
         assert outcomes == ["ok"] * 4, outcomes
 
 
+def _drain_queue(url: str, results) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="queue", storage=open_storage(url))
+    ran: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    try:
+        study.optimize(objective, n_trials=30)
+        results.put(ran)
+    except Exception as err:  # noqa: BLE001 - reported to the test, which names it
+        results.put(f"{type(err).__name__}: {err}")
+
+
+def test_two_workers_on_sqlite_never_run_one_queued_trial_twice(tmp_path):
+    # Optuna claims a queued trial with SELECT ... FOR UPDATE, which SQLite ignores; before the fix
+    # (BEGIN IMMEDIATE) three rounds of three failed with "Cannot tell a COMPLETE trial"
+    # (optuna/optuna#4002) -- the flake of test_two_processes_calibrating_into_one_store in CI.
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=open_storage(url))
+    for k in range(40):
+        study.enqueue_trial({"x": k / 40})
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    workers = [ctx.Process(target=_drain_queue, args=(url, results)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+    assert all(isinstance(o, list) for o in outcomes), outcomes
+    ran = outcomes[0] + outcomes[1]
+    assert len(ran) == 60 and len(set(ran)) == 60
+    counts = {state.name: len(study.get_trials(states=(state,))) for state in optuna.trial.TrialState}
+    assert counts["COMPLETE"] == 60 and counts["WAITING"] == 0
+
+
 def test_losing_the_schema_race_is_told_apart_from_other_database_errors(tmp_path):
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import SQLAlchemyError
