@@ -53,6 +53,100 @@ def matched_switch(fraction: float, small_cost: float, num_steps: int) -> int:
     return int(np.clip(round(num_steps * (1 - fraction) / max(1e-9, 1 - small_cost)), 0, num_steps))
 
 
+def _falls_too_little(previous: torch.Tensor, change: torch.Tensor, threshold: float) -> torch.Tensor:
+    """SRDiffusion's hand-over test per row: the relative change of Large's velocity fell by less
+    than ``threshold`` (relative) since the previous step."""
+    return (previous - change) < threshold * previous
+
+
+@dataclass(frozen=True)
+class SRDiffusionRule:
+    """SRDiffusion's online rule (Cheng et al., arXiv 2505.19151) as a bench competitor: Large
+    first; a sample hands over to Small for all its remaining steps once the relative change of
+    Large's velocity between consecutive steps, ``||v_t - v_(t-1)|| / ||v_(t-1)||``, stops falling
+    by more than ``threshold`` (relative to its previous value); never back. The decision reads only
+    Large's own velocities, so it costs no extra call.
+
+    Example:
+        >>> rule = SRDiffusionRule(0.2)
+        >>> changes = np.array([[1.0, 0.5, 0.45, 0.4]]).T   # steps 1..4 against the step before
+        >>> rule.handover(changes)   # at step 3 the change fell by 10% < 20%: Small from step 4 on
+        array([4])
+    """
+
+    threshold: float
+
+    def handover(self, changes: np.ndarray) -> np.ndarray:
+        """The first Small step per row, from Large's velocity changes ``changes[t - 1, row]``
+        (step t against step t - 1, t >= 1) along Large's own trajectory; the number of steps
+        (never) where the rule does not fire."""
+        c = torch.as_tensor(np.asarray(changes, float))
+        first = np.full(c.shape[1], c.shape[0] + 1)
+        for t in range(1, c.shape[0]):
+            fired = _falls_too_little(c[t - 1], c[t], self.threshold).numpy() & (first > c.shape[0])
+            first[fired] = t + 2  # decided after step t + 1's velocity: Small from the next step
+        return first
+
+    @classmethod
+    def matched(cls, changes: np.ndarray, fraction: float, small_cost: float, num_steps: int) -> SRDiffusionRule:
+        """The threshold whose mean compute over these rows is closest to ``fraction`` of Large-only."""
+        c = np.asarray(changes, float)
+        falls = (c[:-1] - c[1:]) / np.maximum(c[:-1], 1e-12)
+        seen = np.unique(falls[np.isfinite(falls)])
+        # midway between observed falls, so float rounding online cannot flip a row's decision
+        candidates = np.concatenate([[-np.inf, np.inf], (seen[:-1] + seen[1:]) / 2, seen[-1:] + 1.0, seen[:1] - 1.0])
+
+        def cost(threshold: float) -> float:
+            small = np.clip(num_steps - cls(threshold).handover(c), 0, num_steps)
+            return float(np.mean(1 - small * (1 - small_cost) / num_steps))
+
+        best = min(candidates, key=lambda th: abs(cost(th) - fraction))
+        return cls(float(best) if np.isfinite(best) else (1e9 if best > 0 else -1e9))
+
+    def denoiser(self, pair: ModelPair) -> _Handover:
+        """A fresh switch for one sampling run (it keeps each row's last velocity and change)."""
+        return _Handover(self, pair.large, pair.small)
+
+
+class _Handover:
+    """The rule run online: Large on rows not yet handed over (their velocities decide), Small on the rest."""
+
+    def __init__(self, rule: SRDiffusionRule, large: Any, small: Any) -> None:
+        self.rule, self.large, self.small = rule, large, small
+        self.on_small: torch.Tensor | None = None
+        self.last_v: torch.Tensor | None = None
+        self.last_change: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        from adaptive.denoisers import select_rows, sigma_batch
+
+        batch, sigma = x.shape[0], sigma_batch(sigma, x)
+        on_small = torch.zeros(batch, dtype=torch.bool) if self.on_small is None else self.on_small
+        v = torch.empty_like(x)
+        for model, mask in ((self.large, ~on_small), (self.small, on_small)):
+            rows = mask.nonzero().flatten().tolist()
+            if rows:
+                index = torch.as_tensor(rows, device=x.device)
+                v[index] = model(x[index], sigma[index], **select_rows(cond, batch, rows))
+        if self.last_v is not None:
+            flat, last = v.flatten(1).float().cpu(), self.last_v
+            change = (flat - last).norm(dim=1) / last.norm(dim=1).clamp_min(1e-12)
+            if self.last_change is not None:
+                on_small = on_small | (~on_small & _falls_too_little(self.last_change, change, self.rule.threshold))
+            self.last_change = change
+        self.last_v, self.on_small = v.flatten(1).float().cpu(), on_small
+        return v
+
+
+def velocity_changes(pair: ModelPair, noise: torch.Tensor, grid: torch.Tensor, cond: dict[str, Any]) -> np.ndarray:
+    """``||v_t - v_(t-1)|| / ||v_(t-1)||`` per step t >= 1 and row along Large's own trajectory."""
+    from adaptive.sampling import sample
+
+    seen: list[torch.Tensor] = []
+    sample(pair, noise, grid, None, callback=lambda info: seen.append(info["v"].flatten(1).float().cpu()), **cond)
+    return np.stack([((b - a).norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)).numpy() for a, b in zip(seen, seen[1:])])
+
+
 def _set_cache(pair: ModelPair, threshold: float | None) -> None:
     large = pair.modules()["large"]
     if large is None or not hasattr(large, "enable_cache"):
@@ -69,6 +163,9 @@ def _run(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: dic
     _set_cache(pair, row.cache)
     noise = noise if row.noise is None else row.noise[: noise.shape[0]].to(noise.device)
     try:
+        if isinstance(row.schedule, SRDiffusionRule):
+            switch = {"large": row.schedule.denoiser(pair), "small": pair.small}
+            return SAMPLERS[row.sampler](switch, noise, sigmas(row.num_steps, shift), None, **cond)
         return SAMPLERS[row.sampler](pair, noise, sigmas(row.num_steps, shift), row.schedule, **cond)
     finally:
         _set_cache(pair, None)
@@ -134,6 +231,8 @@ def run_bench(pair: ModelPair, rows: list[Row], noise: torch.Tensor, cond: dict[
 def _describe(schedule: Any) -> Any:
     if schedule is None or isinstance(schedule, Schedule):
         return None if schedule is None else schedule.to_dict()
+    if isinstance(schedule, SRDiffusionRule):
+        return {"srdiffusion_threshold": schedule.threshold}
     return type(schedule).__name__
 
 

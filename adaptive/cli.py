@@ -267,6 +267,33 @@ def _load_user_pair(args: argparse.Namespace):
     return pair, conds
 
 
+def _pair_and_conds(args: argparse.Namespace):
+    """The pair (a diffusers folder pair with --large/--small, else the embedded one) and its prompts."""
+    if args.large or args.small:
+        if not (args.large and args.small):
+            raise SystemExit("give both --large and --small (folders saved with save_pretrained)")
+        pair, conds = _load_user_pair(args)
+        return _configure(pair, args), conds
+    from adaptive.toy import load_pair, prompt_conds
+
+    pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
+    return pair, prompt_conds(_prompts(args, args.num_prompts), device=args.device)
+
+
+def _frontier_verdict(profile, store) -> str:
+    """Whether a profile's recommended plan is on the pair's stored frontier (``flowblend frontier``)."""
+    from adaptive.frontier import Frontier, frontier_path
+
+    path = frontier_path(store.root, profile.pair_fingerprint, profile.sampler)
+    if not path.exists():
+        return "not measured: `flowblend frontier` measures every blend against Large with fewer steps"
+    frontier = Frontier.load(path)
+    if frontier.metric != profile.quality.get("metric"):
+        return f"the stored frontier ({path}) was measured on {frontier.metric}, not {profile.quality.get('metric')}"
+    plan = profile.plan or {"steps": profile.num_steps, "start": 0, "stop": 0}
+    return frontier.verdict(int(plan["steps"]), int(plan["start"]), int(plan["stop"])) + f" ({path})"
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Probe, detect, refine; store the profile and plot the curve."""
     import optuna
@@ -276,16 +303,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from adaptive.profiles import ProfileStore
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if args.large or args.small:
-        if not (args.large and args.small):
-            raise SystemExit("give both --large and --small (folders saved with save_pretrained)")
-        pair, conds = _load_user_pair(args)
-        pair = _configure(pair, args)
-    else:
-        from adaptive.toy import load_pair, prompt_conds
-
-        pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
-        conds = prompt_conds(_prompts(args, args.num_prompts), device=args.device)
+    pair, conds = _pair_and_conds(args)
     store = ProfileStore(args.store)
     profile = calibrate(pair, conds, num_steps=args.steps, seeds=list(range(args.seeds)), shift=args.shift,
                         quality_target=args.target, n_trials=args.trials, storage=args.storage,
@@ -314,6 +332,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                  f"{profile.controller['probe_budget']}, sigma_out correction "
                                  f"{'fitted' if profile.controller['regression'] else 'none (prior only)'}")]
           if args.per_prompt else []),
+        ("frontier", _frontier_verdict(profile, store)),
         ("profile", str(path)),
         ("plot", str(plot)),
     ]
@@ -332,7 +351,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from adaptive.bench import Row, matched_steps, matched_switch, run_bench, write_outputs
+    from adaptive.bench import (Row, SRDiffusionRule, matched_steps, matched_switch, run_bench, velocity_changes,
+                                write_outputs)
     from adaptive.metering import flops_per_row
     from adaptive.plots import plot_profile
     from adaptive.profiles import ProfileStore, sampler_signature
@@ -370,6 +390,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     grid = _grid(argparse.Namespace(steps=steps, shift=args.shift))
     fraction = 1 - blend_schedule.fraction("small", grid) * (1 - small_cost)
     k = matched_switch(fraction, small_cost, steps)
+    srd = SRDiffusionRule.matched(velocity_changes(pair, noise, grid, cond), fraction, small_cost, steps)
     rows = [
         Row("1. Large only", None, steps),
         Row("1b. Large only, other seeds (noise band)", None, steps, noise=other),
@@ -397,6 +418,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                                                                    ["large"] * (steps - k)), steps),
         Row(f"6b. Large->Small (Wan 2.2 style), {k} Small steps", Schedule.from_steps(grid, ["large"] * (steps - k) +
                                                                                      ["small"] * k), steps),
+        Row(f"6c. SRDiffusion rule (Large until its velocity change stops falling by {srd.threshold:.3g}, then "
+            "Small)", srd, steps),
         Row(f"7. Large only, {matched_steps(fraction, steps)} steps (same compute as 3)", None,
             matched_steps(fraction, steps)),
         Row(f"8a. Large only, Heun {max(2, steps // 2)} steps", None, max(2, steps // 2), sampler="heun"),
@@ -424,6 +447,55 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"{n} videos, {steps} steps, shift {args.shift}, {repeats} interleaved rounds on {args.device}; "
           f"files: {', '.join(str(p) for p in paths.values())}, {out / 'strip.png'}")
     return 0
+
+
+def cmd_frontier(args: argparse.Namespace) -> int:
+    """Every one-window blend against Large with fewer steps: table, Pareto plot, JSON."""
+    from adaptive.frontier import frontier_path, measure_frontier
+    from adaptive.profiles import ProfileStore, fingerprint, sampler_signature
+
+    blend_steps = [int(v) for v in args.blend_steps.split(",")] if args.blend_steps else [args.steps]
+    if any(not 1 <= n <= args.steps for n in blend_steps):
+        raise SystemExit(f"--blend-steps must be step counts in 1..{args.steps} (--steps), got {args.blend_steps}")
+    pair, conds = _pair_and_conds(args)
+    store, signature = ProfileStore(args.store), sampler_signature("euler", args.steps, args.shift)
+    fp = fingerprint(pair)
+    profile = store.get(fp, signature)
+    extra = []
+    if profile is not None and profile.plan:
+        extra.append((int(profile.plan["steps"]), int(profile.plan["start"]), int(profile.plan["stop"])))
+    windows = sum(n * (n + 1) // 2 for n in blend_steps)
+    print(f"measuring Large alone with 1..{args.steps} steps and {windows} one-window blends on "
+          f"{len(conds)} prompts x {args.seeds} seeds ({pair.name or 'pair'}, shift {args.shift})")
+    command = (f"flowblend frontier --steps {args.steps} --shift {args.shift} --seeds {args.seeds} "
+               f"--blend-steps {','.join(map(str, blend_steps))} "
+               + (f"--large {args.large} --small {args.small}" if args.large else f"--num-prompts {args.num_prompts}"))
+    frontier = measure_frontier(pair, conds, args.steps, seeds=list(range(args.seeds)), shift=args.shift,
+                                blend_steps=blend_steps, extra=extra, command=command)
+    out = Path(args.out)
+    plan = frontier.find(*extra[0]) if extra else None
+    paths = [frontier.save(out / "frontier.json"), frontier.plot(out / "frontier.png", [plan] if plan else [])]
+    (out / "frontier.md").write_text(frontier.table() + "\n")
+    paths.append(out / "frontier.md")
+    if args.store_result:
+        paths.append(frontier.save(frontier_path(store.root, fp, signature)))
+    print(frontier.table())
+    if profile is not None and extra:
+        print(f"the stored profile's plan ({profile.decision.split(';')[0]}) is {frontier.verdict(*extra[0])}")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _pair_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--large", help="Large transformer folder (save_pretrained); default: the embedded pair")
+    p.add_argument("--small", help="Small transformer folder (save_pretrained)")
+    p.add_argument("--embeddings", help="safetensors with 'prompt_embeds' (and 'negative_prompt_embeds')")
+    p.add_argument("--shape", help="latent shape per sample for a diffusers pair, e.g. 16,21,60,104")
+    p.add_argument("--guidance", type=float, default=5.0, help="CFG scale for a diffusers pair (default 5)")
+    p.add_argument("--allow-download", action="store_true", help="let from_pretrained reach the hub")
+    p.add_argument("--num-prompts", type=int, default=8, help="prompts (embedded pair; default 8)")
+    p.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt (default 2)")
+    p.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -468,19 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench, out="outputs/bench")
     cal = sub.add_parser("calibrate", help="find the Small window for a pair and store its profile")
     _common(cal)
-    cal.add_argument("--large", help="Large transformer folder (save_pretrained); default: the embedded pair")
-    cal.add_argument("--small", help="Small transformer folder (save_pretrained)")
-    cal.add_argument("--embeddings", help="safetensors with 'prompt_embeds' (and 'negative_prompt_embeds')")
-    cal.add_argument("--shape", help="latent shape per sample for a diffusers pair, e.g. 16,21,60,104")
-    cal.add_argument("--guidance", type=float, default=5.0, help="CFG scale for a diffusers pair (default 5)")
-    cal.add_argument("--allow-download", action="store_true", help="let from_pretrained reach the hub")
-    cal.add_argument("--num-prompts", type=int, default=8, help="calibration prompts (embedded pair)")
-    cal.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt (default 2)")
+    _pair_options(cal)
     cal.add_argument("--trials", type=int, default=24, help="Optuna trials (default 24)")
     cal.add_argument("--target", type=float, default=0.95, help="least similarity to Large-only (default 0.95)")
     cal.add_argument("--storage", help="Optuna storage URL shared by workers (default: SQLite in the store)")
     cal.add_argument("--study", help="study name, to join other workers (default: derived from the inputs)")
-    cal.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
     cal.add_argument("--per-prompt", action="store_true",
                      help="also store a window per prompt and fit the online controller (--schedule online)")
     cal.add_argument("--force", action="store_true",
@@ -489,6 +553,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also search fewer steps: Large alone with fewer steps and blends on coarser grids "
                           "are candidates (default on; --no-search-steps keeps the grid of --steps)")
     cal.set_defaults(func=cmd_calibrate)
+    front = sub.add_parser("frontier", help="every one-window blend against Large with fewer steps: table, plot, JSON")
+    _common(front)
+    _pair_options(front)
+    front.add_argument("--blend-steps", help="grids whose every window is measured, e.g. 30,15 (default: --steps)")
+    front.add_argument("--no-store", dest="store_result", action="store_false",
+                       help="don't keep the frontier in the profile store (calibrate reads it from there)")
+    front.set_defaults(func=cmd_frontier, out="outputs/frontier")
     return parser
 
 

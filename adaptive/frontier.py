@@ -61,7 +61,7 @@ class Point:
 
     def label(self) -> str:
         if self.is_large_only:
-            return f"Large, {self.steps} steps"
+            return f"Large, {self.steps} step{'' if self.steps == 1 else 's'}"
         return f"Small on steps {self.start}-{self.stop - 1} of {self.steps}"
 
     def to_dict(self) -> dict[str, Any]:

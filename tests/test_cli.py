@@ -28,6 +28,8 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
         assert row["speedup"] == pytest.approx(base / statistics.median(raw[row["name"]]))
         assert row["seconds_per_video"] == pytest.approx(statistics.median(raw[row["name"]]) / 2)
     assert any(r["name"].startswith("5. oracle") for r in rows)
+    srd, blend = (next(r for r in rows if r["name"].startswith(p)) for p in ("6c. SRDiffusion", "3. FlowBlending"))
+    assert "srdiffusion_threshold" in srd["schedule"] and srd["gflops_per_video"] < rows[0]["gflops_per_video"]
     small = next(r for r in rows if r["name"].startswith("2."))
     assert small["flops_saved_pct"] > 50
     assert "| 1. Large only |" in capsys.readouterr().out
@@ -79,6 +81,34 @@ def test_calibrate_a_saved_diffusers_pair(tmp_path, capsys):
                  "--trials", "3", "--seeds", "1", "--store", str(tmp_path / "store"), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "recommended plan" in printed and "best 5-step window" in printed and "of Large only" in printed
+
+
+def test_frontier_of_a_saved_diffusers_pair_and_calibrate_reports_against_it(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from adaptive.frontier import Frontier
+
+    tiny_wan(heads=2, layers=2, seed=0).save_pretrained(tmp_path / "large")
+    tiny_wan(heads=1, layers=1, seed=1).save_pretrained(tmp_path / "small")
+    save_file({"prompt_embeds": torch.randn(2, 3, 32), "negative_prompt_embeds": torch.zeros(1, 3, 32)},
+              str(tmp_path / "emb.safetensors"))
+    pair_args = ["--large", str(tmp_path / "large"), "--small", str(tmp_path / "small"), "--embeddings",
+                 str(tmp_path / "emb.safetensors"), "--shape", "16,1,4,4", "--steps", "4", "--seeds", "2",
+                 "--store", str(tmp_path / "store")]
+    assert main(["calibrate", *pair_args, "--trials", "4", "--out", str(tmp_path)]) == 0
+    assert "not measured: `flowblend frontier`" in capsys.readouterr().out
+    out = tmp_path / "frontier"
+    assert main(["frontier", *pair_args, "--blend-steps", "4,2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    frontier = Frontier.load(out / "frontier.json")
+    assert len(frontier.blends()) == 10 + 3 and frontier.samples == 4 and frontier.metric == "latent_cosine"
+    assert "stored profile's plan" in printed and "measured frontier" in printed
+    assert (out / "frontier.png").stat().st_size > 0 and "| latent_cosine |" in (out / "frontier.md").read_text()
+    assert len(list((tmp_path / "store" / "frontiers").glob("*.json"))) == 1
+    assert main(["calibrate", *pair_args, "--trials", "4", "--out", str(tmp_path)]) == 0  # the study is reused
+    assert "measured frontier" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="blend-steps"):
+        main(["frontier", *pair_args, "--blend-steps", "9"])
 
 
 def test_bad_schedule_text_is_explained():

@@ -102,3 +102,40 @@ def test_every_metric_is_recorded_and_bad_requests_fail_before_any_work():
                             ({"metrics": {}}, "at least one metric")):
         with pytest.raises(ValueError, match=message):
             measure_frontier(pair, [{}], 4, seeds=[0], progress=False, **kwargs)
+
+
+# A peer: SRDiffusion's online rule (bench row 6c) ------------------------------------------------
+
+
+def test_srdiffusion_rule_online_matches_its_offline_hand_over_and_the_matched_compute():
+    from adaptive import Schedule, sample, sigmas
+    from adaptive.bench import Row, SRDiffusionRule, _flops, _run, velocity_changes
+
+    wrong = SPECTRUM.clone()
+    wrong[:8] *= 2.0
+    pair = spectrum_pair(SpectrumVelocity(wrong, 1))
+    noise = torch.randn(6, 64, generator=torch.Generator().manual_seed(3))
+    grid = sigmas(STEPS, 3.0)
+    changes = velocity_changes(pair, noise, grid, {})
+    assert changes.shape == (STEPS - 1, 6)
+    rule = SRDiffusionRule.matched(changes, 0.6, 0.1, STEPS)
+    first = rule.handover(changes)
+    assert ((first > 2) & (first <= STEPS)).any()  # it fires, and never before it has two changes to compare
+    # Online, each row runs Large until its own hand-over step and Small after it, never back.
+    online = _run(pair, Row("srd", rule, STEPS), noise, 3.0, {})
+    for row in range(6):
+        plan = Schedule.from_steps(grid, ["large"] * int(first[row]) + ["small"] * (STEPS - int(first[row])))
+        alone = sample(pair, noise[row:row + 1], grid, plan)
+        assert torch.allclose(online[row:row + 1], alone, atol=1e-5), row
+    # the matched threshold buys the asked compute (within a step per row), counted as FLOPs
+    small_share = np.clip(STEPS - first, 0, STEPS).mean() / STEPS
+    flops = _flops(pair, Row("srd", rule, STEPS), noise, 3.0, {}) / _flops(pair, Row("L", None, STEPS), noise, 3.0, {})
+    assert flops == pytest.approx(1 - small_share * (1 - pair_cost(pair)), abs=0.02)
+    assert abs((1 - small_share * 0.9) - 0.6) < 1.0 / STEPS + 0.05
+
+
+def pair_cost(pair) -> float:
+    from adaptive.metering import flops_per_row
+
+    flops = flops_per_row(pair, torch.zeros(1, 64))
+    return flops["small"] / flops["large"]
