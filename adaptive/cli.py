@@ -379,8 +379,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if isinstance(args.schedule, str):
         raise SystemExit("bench compares rows itself: the per-prompt and online rows come from the stored "
                          "profile; give --schedule a fixed schedule (lsl:0.85,0.3) or leave it out")
+    blend_steps = steps
     if args.schedule is not None:
         blend_schedule, source = args.schedule, "--schedule"
+    elif profile is not None and profile.plan and steps == profile.num_steps:
+        # what calibration recommends (a blend, or Large with fewer steps); peers match its compute
+        blend_schedule, blend_steps = profile.plan_schedule(), profile.steps
+        source = f"recommended plan, profile {profile.sampler}: {_label(blend_schedule, blend_steps)}"
     elif profile is not None:
         blend_schedule, source = profile.schedule(), f"profile {profile.sampler}"
     else:
@@ -388,15 +393,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     per_row = flops_per_row(pair, noise, **cond)
     small_cost = per_row["small"] / per_row["large"]
     grid = _grid(argparse.Namespace(steps=steps, shift=args.shift))
-    fraction = 1 - blend_schedule.fraction("small", grid) * (1 - small_cost)
+    blend_grid = _grid(argparse.Namespace(steps=blend_steps, shift=args.shift))
+    fraction = blend_steps / steps * (1 - blend_schedule.fraction("small", blend_grid) * (1 - small_cost))
     k = matched_switch(fraction, small_cost, steps)
     srd = SRDiffusionRule.matched(velocity_changes(pair, noise, grid, cond), fraction, small_cost, steps)
     rows = [
         Row("1. Large only", None, steps),
         Row("1b. Large only, other seeds (noise band)", None, steps, noise=other),
         Row("2. Small only", Schedule.from_stages([(1.0, 0.0, "small")]), steps),
-        Row(f"3. FlowBlending ({source})", blend_schedule, steps),
+        Row(f"3. FlowBlending ({source})", blend_schedule, blend_steps),
     ]
+    if profile is not None and blend_steps != steps and not profile.is_large_only and args.schedule is None:
+        rows.append(Row(f"3b. best {steps}-step window (profile {profile.sampler})", profile.schedule(), steps))
     if profile is not None and profile.has_per_prompt and args.schedule is None:
         from adaptive.profiles import prompt_key
         from adaptive.denoisers import select_rows
@@ -439,7 +447,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "blend_schedule": blend_schedule.to_dict(), "schedule_source": source, "quick": args.quick}
     paths = write_outputs(result, out, meta)
     outputs = result["outputs"]
-    save_strip(out / "strip.png", {"Large": outputs[rows[0].name][:4], "Blended": outputs[rows[3].name][:4],
+    save_strip(out / "strip.png", {"Large": outputs[rows[0].name][:4], "Row 3": outputs[rows[3].name][:4],
                                    "Small": outputs[rows[2].name][:4]}, prompts[:4])
     if profile is not None and profile.curve:
         plot_profile(profile, out / "divergence.png")

@@ -37,6 +37,7 @@ from adaptive.probing import run_probe
 from adaptive.profiles import atomic_write
 
 Z_NOISE = 2.0  # a difference counts when it exceeds this many standard errors of the paired mean
+MIN_MARGIN = 1e-4  # and this much: identical plans differ by float rounding with no spread at all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +87,9 @@ class Comparison:
     stderr: float
 
     def beats(self, z: float = Z_NOISE) -> bool:
-        """Whether ``point`` scores higher than ``other`` by more than ``z`` standard errors."""
-        return self.difference > z * self.stderr and self.difference > 0
+        """Whether ``point`` scores higher than ``other`` by more than ``z`` standard errors (and
+        more than float rounding, :data:`MIN_MARGIN`)."""
+        return self.difference > max(z * self.stderr, MIN_MARGIN)
 
     def describe(self) -> str:
         return (f"{self.point.label()} ({self.point.quality(self.metric):.4f} at {self.point.cost:.2f}) vs "
