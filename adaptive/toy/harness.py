@@ -29,8 +29,7 @@ import torch
 
 from adaptive.metrics import FeatureSimilarity, frechet_distance
 from adaptive.toy.data import make_videos, variant_of
-from adaptive.toy.models import VideoEncoder
-from adaptive.toy.pair import WEIGHTS_DIR
+from adaptive.toy.models import WEIGHTS_DIR, VideoEncoder
 
 
 def load_encoder(path: Path | str | None = None, device: str | torch.device = "cpu") -> VideoEncoder:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -22,6 +24,7 @@ _SHARED = dict(
 LARGE_CONFIG = dict(_SHARED, num_attention_heads=4, attention_head_dim=64, ffn_dim=768, num_layers=6)
 SMALL_CONFIG = dict(_SHARED, num_attention_heads=2, attention_head_dim=64, ffn_dim=256, num_layers=3)
 SAMPLE_SHAPE = (1, FRAMES, CANVAS, CANVAS)
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # the shipped pair and encoder (safetensors)
 
 
 def build_transformer(size: str, seed: int = 0):

@@ -22,9 +22,8 @@ from adaptive.pair import ModelPair
 from adaptive.sampling import SAMPLERS, sigmas
 from adaptive.schedule import Schedule
 from adaptive.toy.data import encode_prompts, variant_of
-from adaptive.toy.models import SAMPLE_SHAPE
+from adaptive.toy.models import SAMPLE_SHAPE, WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 PAIR_NAME = "toy-moving-digits"
 NUM_STEPS = 30
 SHIFT = 3.0
