@@ -60,6 +60,9 @@ def test_frontier_measures_every_window_on_the_shipped_pair(frontier, tmp_path, 
     assert [r["large_steps"] for r in large] == [1, 2, 3]
     assert sorted((r["start"], r["stop"]) for r in blends) == [(a, b) for a in range(3) for b in range(a + 1, 4)]
     assert large[-1]["feature_sim"] == pytest.approx([1.0, 1.0], abs=1e-4)  # the reference itself
+    assert large[-1]["ssim"] == pytest.approx([1.0, 1.0], abs=1e-4) and max(large[0]["ssim"]) < 0.99
+    d = frontier.dominance(result)
+    assert 0 <= d["beat_on_worst"] <= d["blends"] and 0 <= d["beat_on_ssim"] <= d["blends"]
     small_only = next(r for r in blends if (r["start"], r["stop"]) == (0, 3))
     assert 0.05 < small_only["cost"] < 0.25 and max(small_only["feature_sim"]) < 0.999
     assert (tmp_path / "frontier.png").stat().st_size > 0
@@ -172,3 +175,59 @@ def test_a_closer_small_wins_more_blends(gaussian_frontier):
                  for mc, mf in ((1.1, 0.9), (2.0, 0.4)))
     assert near.middle_divergence < far.middle_divergence and near.wins > far.wins
 
+
+# train_candidates.py: the GPU run of issue #18, rehearsed at toy widths on the CPU -------------------
+def _unpack(out, into):
+    import tarfile
+
+    for tar in sorted(out.glob("*.tar")):
+        if tar.name != "logs.tar":
+            with tarfile.open(tar) as archive:
+                archive.extractall(into, filter="data")
+
+
+@pytest.mark.slow  # a minute: each worker, encoder and frontier check is its own Python process
+def test_train_candidates_trains_checks_packs_and_resumes(monkeypatch, tmp_path):
+    """Workers train Large and two Smalls (one distilled) in lockstep, the encoder beside them, the
+    frontier checks every pair, and what comes back fits the device's limits (<= 8 files of <= 16 MiB);
+    unpacked, it continues with --init (steps counted on, the first run kept in the history)."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    candidates = importlib.import_module("train_candidates")
+    tiny = ["--tiny", "--device", "cpu", "--batch", "2", "--encoder-steps", "1", "--encoder-batch", "2",
+            "--frontier-prompts", "1", "--frontier-seeds", "1", "--frontier-steps", "2", "--variants", "texture"]
+    out = tmp_path / "out"
+    summary = candidates.main([*tiny, "--recipes", "scratch,distil", "--budget-s", "5", "--out", str(out),
+                               "--work", str(tmp_path / "work")])
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["logs.tar", "summary.json", "texture-large.tar", "texture-small.tar"]
+    assert all(p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
+    texture = summary["variants"]["texture"]
+    assert texture["returncode"] == 0 and texture["training"]["steps"] >= 1, texture
+    for recipe in ("scratch", "distil"):
+        check = texture["frontier"][recipe]
+        assert "error" not in check, check
+        assert check["blends"] >= 1 and {"beat_on_feature_sim", "beat_on_ssim", "beat_on_worst"} <= set(check)
+        assert 0.05 < check["small_cost_ratio"] < 0.5 and check["divergence"]["rel_l2"]
+    run = tmp_path / "run"
+    _unpack(out, run)
+    distil = json.loads((run / "texture" / "small-distil" / "training.json").read_text())
+    assert distil["recipe"] == {"name": "distil", "config": "small", "distil": True} and distil["curve"]
+    assert (run / "texture" / "encoder.safetensors").exists() and (run / "texture" / "large" / "config.json").exists()
+    first = distil["steps"]
+    again = candidates.main([*tiny, "--recipes", "distil", "--budget-s", "5", "--init", str(run), "--out",
+                             str(tmp_path / "out2"), "--work", str(tmp_path / "work2")])
+    assert again["variants"]["texture"]["returncode"] == 0
+    _unpack(tmp_path / "out2", tmp_path / "run2")
+    resumed = json.loads((tmp_path / "run2" / "texture" / "small-distil" / "training.json").read_text())
+    assert resumed["previous_steps"] == first and resumed["steps"] > first
+    assert [h["steps"] for h in resumed["history"]] == [first]
+
+
+def test_a_young_teacher_is_distilled_from_only_once_it_has_trained(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    candidates = importlib.import_module("train_candidates")
+    lo, hi = candidates.DISTIL_RAMP
+    assert candidates._distil_weight(0.0, teacher_trained=False) == 0.0
+    assert candidates._distil_weight((lo + hi) / 2, teacher_trained=False) == pytest.approx(0.5)
+    assert candidates._distil_weight(hi, teacher_trained=False) == 1.0
+    assert candidates._distil_weight(0.0, teacher_trained=True) == 1.0
