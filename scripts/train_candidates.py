@@ -5,7 +5,7 @@ frontier (issue #18: a Small that agrees with Large in the middle, a Large whose
     python scripts/train_candidates.py --device cuda --init DIR --out $OUT        # continue DIR's run
     python scripts/train_candidates.py --tiny --device cpu --budget-s 20 --out /tmp/c   # a CPU rehearsal
 
-Defaults: 3 variants x 3 recipes = 9 candidate pairs, 390 s of training from the start, then the
+Defaults: 3 variants x 3 recipes = 9 candidate pairs, 380 s of training from the start, then the
 frontier checks, waited for at most 150 s more.
 
 A candidate is a data variant (``adaptive.toy.data.VARIANTS``: ``grain`` is the shipped pair's data,
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new one in /tmp)")
     parser.add_argument("--variants", default="grain,texture,multi")
     parser.add_argument("--recipes", default="scratch,distil,deep")
-    parser.add_argument("--budget-s", type=float, default=390.0,
+    parser.add_argument("--budget-s", type=float, default=380.0,
                         help="wall seconds from the start to the end of training (start-up included)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", default="cuda")
