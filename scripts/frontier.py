@@ -12,6 +12,12 @@ ratio). Writes ``frontier.json`` (per-video values, so any metric can be scored 
 ``frontier.png`` (every blend and Large-with-fewer-steps against compute) and ``frontier.md``.
 
     python scripts/frontier.py --summarise docs/frontier/*.json --out docs/frontier   # tables + figure only
+    python scripts/frontier.py --weights /tmp/candidate --prompts 8 --seeds 2 --out /tmp/candidate/frontier
+
+``--weights`` checks another pair (a folder with ``large/``, ``small/`` and its ``encoder.safetensors``,
+as ``scripts/train_candidates.py`` writes) with its own encoder and data variant. Each video also
+gets its per-frame SSIM to Large's video, so blends are judged on structure as well as on the
+pooled features; "worst" is the calibration metric of the embedded pair, min(feature sim, SSIM).
 
 A blend "beats" Large with fewer steps when it scores better than Large with as many steps as the
 blend's compute buys (``floor(cost * steps)``), on the same noise and prompts.
@@ -31,11 +37,12 @@ from tqdm import tqdm
 
 from adaptive import sample, sigmas
 from adaptive.calibration import Evaluator, _small_cost
-from adaptive.metrics import frechet_distance
+from adaptive.metrics import StructuralSimilarity, frechet_distance
 from adaptive.probing import run_probe
 from adaptive.toy import load_pair, prompt_conds
 from adaptive.toy.pair import GUIDANCE_SCALE
-from adaptive.toy.harness import Harness
+from adaptive.toy.data import variant_of
+from adaptive.toy.harness import Harness, load_encoder
 from evaluate_pair import heldout_prompts
 
 
@@ -48,9 +55,10 @@ class Recorder:
     def __init__(self, harness: Harness, reference: torch.Tensor) -> None:
         self.harness, self.reference = harness, reference
         self.features: torch.Tensor | None = None
+        self.videos: torch.Tensor | None = None
 
     def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        self.features = self.harness.features(generated)
+        self.features, self.videos = self.harness.features(generated), generated
         return torch.nn.functional.cosine_similarity(self.features, self.reference, dim=1)
 
 
@@ -59,8 +67,11 @@ def _rounded(values: torch.Tensor | np.ndarray) -> list[float]:
 
 
 def scores(harness: Harness, features: torch.Tensor, reference: torch.Tensor, digits: np.ndarray,
-           directions: np.ndarray) -> dict[str, object]:
+           directions: np.ndarray, videos: torch.Tensor | None = None, reference_videos: torch.Tensor | None = None
+           ) -> dict[str, object]:
     encoder = harness.encoder
+    ssim = {} if videos is None or reference_videos is None else \
+        {"ssim": _rounded(StructuralSimilarity(data_range=2.0)(videos.clamp(-1, 1), reference_videos.clamp(-1, 1)))}
     with torch.no_grad():
         sim = torch.nn.functional.cosine_similarity(features, reference, dim=1)
         grain = encoder.grain_from_features(features)
@@ -68,7 +79,7 @@ def scores(harness: Harness, features: torch.Tensor, reference: torch.Tensor, di
         direction_ok = encoder.direction_head(features).argmax(1).numpy() == directions
     return {"feature_sim": _rounded(sim), "grain": _rounded(grain),
             "digit_ok": digit_ok.astype(int).tolist(), "direction_ok": direction_ok.astype(int).tolist(),
-            "frechet": frechet_distance(features.numpy(), harness.real_features()) if len(features) > 1 else None}
+            "frechet": frechet_distance(features.numpy(), harness.real_features()) if len(features) > 1 else None, **ssim}
 
 
 def grid_steps(result: dict) -> int:
@@ -86,9 +97,14 @@ def window_scores(result: dict, videos: np.ndarray | None = None
     reference = np.array(next(r["grain"] for r in rows if r["kind"] == "large" and r["large_steps"] == steps))[keep]
 
     def score(row: dict) -> dict[str, float]:
-        return {"cost": row["cost"], "feature_sim": float(np.array(row["feature_sim"])[keep].mean()),
-                "grain_error": float(np.abs(np.array(row["grain"])[keep] - reference).mean()),
-                "start": row.get("start", -1), "stop": row.get("stop", -1)}
+        sim = np.array(row["feature_sim"])[keep]
+        out = {"cost": row["cost"], "feature_sim": float(sim.mean()),
+               "grain_error": float(np.abs(np.array(row["grain"])[keep] - reference).mean()),
+               "start": row.get("start", -1), "stop": row.get("stop", -1)}
+        if "ssim" in row:  # results written before SSIM was recorded have none
+            ssim = np.array(row["ssim"])[keep]
+            out.update(ssim=float(ssim.mean()), worst=float(np.minimum(sim, ssim).mean()))
+        return out
 
     large = {r["large_steps"]: score(r) for r in rows if r["kind"] == "large"}
     return large, [score(r) for r in rows if r["kind"] == "blend"]
@@ -102,12 +118,15 @@ def dominance(result: dict, videos: np.ndarray | None = None) -> dict[str, Any]:
     affordable = [(b, large[int(np.floor(b["cost"] * steps + 1e-9))]) for b in blends if b["cost"] * steps >= 1 - 1e-9]
     beat_sim = [(b, k) for b, k in affordable if b["feature_sim"] > k["feature_sim"]]
     beat_grain = [(b, k) for b, k in affordable if b["grain_error"] < k["grain_error"]]
+    structural = {f"beat_on_{key}": sum(1 for b, k in affordable if b[key] > k[key])
+                  for key in ("ssim", "worst") if all(key in b for b in blends)}
 
     def window(b: dict) -> str:
         return f"Small {b['start']}-{b['stop'] - 1}"
 
     return {"steps": steps, "blends": len(affordable), "beat_on_feature_sim": len(beat_sim),
             "beat_on_grain_error": len(beat_grain), "beat_on_both": sum(1 for b, k in beat_sim if (b, k) in beat_grain),
+            **structural,
             "winners": [f"{window(b)} ({b['cost']:.2f}): {b['feature_sim']:.4f} vs Large "
                          f"{round(k['cost'] * steps)} steps {k['feature_sim']:.4f}, grain error "
                          f"{b['grain_error']:.3f} vs {k['grain_error']:.3f}" for b, k in beat_sim],
@@ -181,15 +200,17 @@ def small_right_note(result: dict) -> str:
 
 def summarise(paths: list[Path], out: Path) -> str:
     """A markdown table of :func:`dominance` per result file (finest grid first), and its figure."""
-    lines = ["| run | blends | beat Large-fewer on feature sim | on grain error | on both | Large at a third: sim, grain error |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = ["| run | blends | beat Large-fewer on feature sim | on grain error | on both | on SSIM "
+             "| on min(sim, SSIM) | Large at a third: sim, grain error |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     results = sorted((json.loads(p.read_text()) for p in paths), key=lambda r: (-grid_steps(r), r["command"]))
     for result in results:
         d = dominance(result)
         third = d["large_third"]
         args = result["command"].replace("python scripts/frontier.py ", "").split(" --device")[0]
         lines.append(f"| `{args}` | {d['blends']} | {d['beat_on_feature_sim']} | {d['beat_on_grain_error']} | "
-                     f"{d['beat_on_both']} | {third['feature_sim']:.3f}, {third['grain_error']:.3f} |")
+                     f"{d['beat_on_both']} | {d.get('beat_on_ssim', '-')} | {d.get('beat_on_worst', '-')} | "
+                     f"{third['feature_sim']:.3f}, {third['grain_error']:.3f} |")
     winners = [f"- `{r['command'].split(' --device')[0].split('.py ')[1]}`: " + "; ".join(dominance(r)["winners"])
                for r in results]
     lines += ["", "Blends that beat Large-fewer on feature sim:", *winners, "",
@@ -211,15 +232,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="docs")
+    parser.add_argument("--weights", type=Path, default=None, help="a pair folder (default: the shipped pair)")
     args = parser.parse_args(argv)
     if args.summarise:
         print(summarise(args.summarise, Path(args.out)))
         return
     started = time.perf_counter()
-    harness = Harness()
+    if args.weights is None:
+        harness = Harness()
+    else:
+        harness = Harness(load_encoder(args.weights / "encoder.safetensors"), variant=variant_of(args.weights))
     if not harness.encoder.reads_grain:
-        parser.error("the shipped encoder cannot read grain (plain data); train one with --data grain")
-    pair, _ = load_pair(device=args.device, guidance_scale=args.guidance)
+        parser.error("this encoder cannot read grain (plain data); train one with --data grain")
+    pair, _ = load_pair(args.weights, device=args.device, guidance_scale=args.guidance)
     prompts, digits, directions = heldout_prompts(args.prompts)
     seeds = list(range(1000, 1000 + args.seeds))
     # run_probe batches cond-major: video c * len(seeds) + s has prompt c.
@@ -234,17 +259,19 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             videos = sample(pair, reference.states[0], sigmas(k, args.shift), None, **reference.cond)
         rows.append({"kind": "large", "large_steps": k, "cost": k / args.steps,
-                     **scores(harness, harness.features(videos), ref_features, digits, directions)})
+                     **scores(harness, harness.features(videos), ref_features, digits, directions, videos,
+                              reference.final)})
     windows = [(a, b) for a in range(args.steps) for b in range(a + 1, args.steps + 1)]
     for start, stop in tqdm(windows, desc="Small windows"):
         evaluator.qualities(start, stop)
         assert recorder.features is not None
         rows.append({"kind": "blend", "start": start, "stop": stop, "cost": evaluator.cost(start, stop),
-                     **scores(harness, recorder.features, ref_features, digits, directions)})
+                     **scores(harness, recorder.features, ref_features, digits, directions, recorder.videos,
+                              reference.final)})
     real = torch.from_numpy(harness.real_features())
     with torch.no_grad():
         real_grain = harness.encoder.grain_from_features(real).numpy()
-    options = {k: v for k, v in vars(args).items() if k != "summarise"}
+    options = {k: v for k, v in vars(args).items() if k != "summarise" and (k != "weights" or v is not None)}
     result = {"command": "python scripts/frontier.py " + " ".join(f"--{k} {v}" for k, v in options.items()),
               "device": str(args.device), "seconds": time.perf_counter() - started, "small_cost_ratio": small_cost,
               "videos": len(digits), "real_grain": _rounded(real_grain),

@@ -60,6 +60,9 @@ def test_frontier_measures_every_window_on_the_shipped_pair(frontier, tmp_path, 
     assert [r["large_steps"] for r in large] == [1, 2, 3]
     assert sorted((r["start"], r["stop"]) for r in blends) == [(a, b) for a in range(3) for b in range(a + 1, 4)]
     assert large[-1]["feature_sim"] == pytest.approx([1.0, 1.0], abs=1e-4)  # the reference itself
+    assert large[-1]["ssim"] == pytest.approx([1.0, 1.0], abs=1e-4) and max(large[0]["ssim"]) < 0.99
+    d = frontier.dominance(result)
+    assert 0 <= d["beat_on_worst"] <= d["blends"] and 0 <= d["beat_on_ssim"] <= d["blends"]
     small_only = next(r for r in blends if (r["start"], r["stop"]) == (0, 3))
     assert 0.05 < small_only["cost"] < 0.25 and max(small_only["feature_sim"]) < 0.999
     assert (tmp_path / "frontier.png").stat().st_size > 0
@@ -108,3 +111,123 @@ def test_wan_scale_configs_are_the_published_sizes(monkeypatch):
         with torch.device("meta"):
             counts.append(sum(p.numel() for p in WanTransformer3DModel(**config).parameters()) / 1e9)
     assert counts[0] == pytest.approx(14.3, abs=0.2) and counts[1] == pytest.approx(1.42, abs=0.05)
+
+
+# gaussian_frontier.py: the paper design of issue #18 on exact Gaussian / mixture flows ----------------
+@pytest.fixture
+def gaussian_frontier(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    return importlib.import_module("gaussian_frontier")
+
+
+@pytest.mark.parametrize("modes, share", [(1, 0.0), (4, 0.8)])
+def test_mixture_velocity_is_minus_sigma_score_minus_posterior_mean(gaussian_frontier, modes, share):
+    """The closed form against the score of the closed-form density (autograd): with
+    ``x = (1 - s) x0 + s n``, ``E[n | x] = -s * score`` and ``E[x0 | x] = (x - s E[n | x]) / (1 - s)``."""
+    g = gaussian_frontier
+    large, _ = g.case_fields(g.Case(alpha=1.5, modes=modes, share=share), dims=16, coarse=2, fine=8)
+    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.8
+    for s in (0.9, 0.5, 0.1):
+        sigma = torch.full((5,), s, dtype=torch.float64)
+        xg = x.clone().requires_grad_(True)
+        score = torch.autograd.grad(large.log_density(xg, sigma).sum(), xg)[0]
+        noise_mean = -s * score
+        expected = noise_mean - (x - s * noise_mean) / (1 - s)
+        assert torch.allclose(large(x, sigma), expected, atol=1e-9)
+
+
+def test_gaussian_flow_ends_at_the_scaled_noise(gaussian_frontier):
+    """The exact Gaussian flow maps noise n to sqrt(lam) * n: Euler converges there at first order,
+    and the power-law flow bends enough that 10 steps land far off."""
+    from adaptive import sample, sigmas
+
+    g = gaussian_frontier
+    lam = g.power_spectrum(64, 1.5)
+    assert float(lam.mean()) == pytest.approx(0.25) and float(lam[0] / lam[63]) == pytest.approx(64**1.5)
+    field = g.ModelPair(g.MixtureVelocity(lam), g.MixtureVelocity(lam))
+    noise = torch.randn(8, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    error = {k: float(g.rel_l2(sample(field, noise, sigmas(k, 3.0).double()), lam.sqrt() * noise).max())
+             for k in (10, 1000, 2000)}
+    assert error[1000] < 0.006 and 0.4 < error[2000] / error[1000] < 0.6 and error[10] > 0.2
+
+
+def test_small_equal_to_large_makes_every_blend_large_and_a_winner(gaussian_frontier):
+    g = gaussian_frontier
+    r = g.measure(g.Case(alpha=1.5), dims=64, samples=4, steps=8, coarse=2, fine=32)
+    assert r.middle_divergence == 0.0 and all(err < 1e-6 for *_, err in r.windows)
+    # each beats Large with the fewer steps it buys (Small alone buys none of 8: 0.8 of a step)
+    assert len(r.windows) == 36 and r.wins == r.blends == 35
+    assert r.large_rel_l2[-1] == 0.0 and r.large_rel_l2[0] > r.large_third > r.large_rel_l2[-2] > 0
+
+
+def test_a_small_wrong_everywhere_wins_no_blend(gaussian_frontier):
+    """Every variance 4x off and the mean far off (100x the data's scale): even Small on the last,
+    shortest step (sigma 0.003 to 0) costs more than dropping a Large step."""
+    g = gaussian_frontier
+    r = g.measure(g.Case(alpha=1.5, mc=4.0, mf=4.0, mean_error=400.0), dims=64, samples=4, steps=8, coarse=32,
+                  fine=32)
+    assert r.middle_divergence > 1.0 and r.wins == 0 and r.blends == 35
+
+
+def test_a_closer_small_wins_more_blends(gaussian_frontier):
+    g = gaussian_frontier
+    near, far = (g.measure(g.Case(1.5, mc, mf), dims=64, samples=4, steps=10, coarse=2, fine=48)
+                 for mc, mf in ((1.1, 0.9), (2.0, 0.4)))
+    assert near.middle_divergence < far.middle_divergence and near.wins > far.wins
+
+
+# train_candidates.py: the GPU run of issue #18, rehearsed at toy widths on the CPU -------------------
+def _unpack(out, into):
+    import tarfile
+
+    for tar in sorted(out.glob("*.tar")):
+        if tar.name != "logs.tar":
+            with tarfile.open(tar) as archive:
+                archive.extractall(into, filter="data")
+
+
+@pytest.mark.slow  # a minute: each worker, encoder and frontier check is its own Python process
+def test_train_candidates_trains_checks_packs_and_resumes(monkeypatch, tmp_path):
+    """Workers train Large and two Smalls (one distilled) in lockstep, the encoder beside them, the
+    frontier checks every pair, and what comes back fits the device's limits (<= 8 files of <= 16 MiB);
+    unpacked, it continues with --init (steps counted on, the first run kept in the history)."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    candidates = importlib.import_module("train_candidates")
+    tiny = ["--tiny", "--device", "cpu", "--batch", "2", "--encoder-steps", "1", "--encoder-batch", "2",
+            "--frontier-prompts", "1", "--frontier-seeds", "1", "--frontier-steps", "2", "--variants", "texture"]
+    out = tmp_path / "out"
+    summary = candidates.main([*tiny, "--recipes", "scratch,distil", "--budget-s", "5", "--out", str(out),
+                               "--work", str(tmp_path / "work")])
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["logs.tar", "summary.json", "texture-large.tar", "texture-small.tar"]
+    assert all(p.stat().st_size <= 16 * 2**20 for p in out.iterdir())
+    texture = summary["variants"]["texture"]
+    assert texture["returncode"] == 0 and texture["training"]["steps"] >= 1, texture
+    for recipe in ("scratch", "distil"):
+        check = texture["frontier"][recipe]
+        assert "error" not in check, check
+        assert check["blends"] >= 1 and {"beat_on_feature_sim", "beat_on_ssim", "beat_on_worst"} <= set(check)
+        assert 0.05 < check["small_cost_ratio"] < 0.5 and check["divergence"]["rel_l2"]
+    run = tmp_path / "run"
+    _unpack(out, run)
+    distil = json.loads((run / "texture" / "small-distil" / "training.json").read_text())
+    assert distil["recipe"] == {"name": "distil", "config": "small", "distil": True} and distil["curve"]
+    assert (run / "texture" / "encoder.safetensors").exists() and (run / "texture" / "large" / "config.json").exists()
+    first = distil["steps"]
+    again = candidates.main([*tiny, "--recipes", "distil", "--budget-s", "5", "--init", str(run), "--out",
+                             str(tmp_path / "out2"), "--work", str(tmp_path / "work2")])
+    assert again["variants"]["texture"]["returncode"] == 0
+    _unpack(tmp_path / "out2", tmp_path / "run2")
+    resumed = json.loads((tmp_path / "run2" / "texture" / "small-distil" / "training.json").read_text())
+    assert resumed["previous_steps"] == first and resumed["steps"] > first
+    assert [h["steps"] for h in resumed["history"]] == [first]
+
+
+def test_a_young_teacher_is_distilled_from_only_once_it_has_trained(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    candidates = importlib.import_module("train_candidates")
+    lo, hi = candidates.DISTIL_RAMP
+    assert candidates._distil_weight(0.0, teacher_trained=False) == 0.0
+    assert candidates._distil_weight((lo + hi) / 2, teacher_trained=False) == pytest.approx(0.5)
+    assert candidates._distil_weight(hi, teacher_trained=False) == 1.0
+    assert candidates._distil_weight(0.0, teacher_trained=True) == 1.0

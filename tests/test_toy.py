@@ -34,6 +34,36 @@ def test_grain_variant_keeps_the_plain_video_and_dims_ink_only():
         make_videos(2, np.random.default_rng(0), variant="sparkly")
 
 
+@pytest.mark.parametrize("variant", ["texture", "multi"])
+def test_textured_variants_keep_the_prompted_glyph_on_a_scrolling_background(variant):
+    """Issue #18's candidate data: the prompted digit where the plain video has it (ink textured, never
+    brightened), a power-law background under it that moves from frame to frame, same shape."""
+    plain = make_videos(6, np.random.default_rng(3))
+    textured = make_videos(6, np.random.default_rng(3), variant=variant)
+    assert textured.videos.shape == plain.videos.shape and np.array_equal(plain.digits, textured.digits)
+    assert textured.videos.min() >= -1 and textured.videos.max() <= 1
+    assert np.all((textured.grain >= 0.3) & (textured.grain <= 0.6))
+    ink = plain.videos > 0
+    if variant == "texture":  # (in "multi" the second digit may cross the first)
+        assert np.all(textured.videos[ink] <= plain.videos[ink] + 1e-6)
+    background = textured.videos[plain.videos == -1]
+    assert background.std() > 0.02 and background.max() < 0  # textured
+    assert textured.videos[ink].mean() > background.mean() + 0.5  # the prompted digit stands out
+    frames = textured.videos[:, 0]
+    assert np.abs(np.diff(frames, axis=1)).mean() > np.abs(np.diff(plain.videos[:, 0], axis=1)).mean()
+
+
+def test_power_law_field_has_the_asked_spectrum():
+    from adaptive.toy.data import power_law_field
+
+    fields = power_law_field(256, 32, np.random.default_rng(0), exponent=1.0)
+    assert fields.shape == (256, 32, 32) and fields.min() == 0 and fields.max() == 1
+    power = (np.abs(np.fft.fft2(fields - fields.mean(axis=(1, 2), keepdims=True))) ** 2).mean(0)
+    # amplitude ~ 1/|f|: power at frequency 2 is 4x that at frequency 4 and 16x that at frequency 8
+    assert power[0, 2] / power[0, 4] == pytest.approx(4, rel=0.35)
+    assert power[0, 2] / power[0, 8] == pytest.approx(16, rel=0.35)
+
+
 def test_train_and_heldout_glyphs_are_disjoint():
     train, _ = glyphs("train")
     held, _ = glyphs("heldout")

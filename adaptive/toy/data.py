@@ -5,11 +5,17 @@ one 8x8 digit glyph, upscaled, moving with constant velocity and bouncing on a s
 prompt names the digit and the initial direction; the start position and speed are *not* in the
 prompt, so each prompt has many valid videos (a multimodal target, as real text-to-video is).
 
-Two data variants exist. ``"plain"`` is the above. ``"grain"`` adds fine detail that only the last,
+Data variants: ``"plain"`` is the above. ``"grain"`` adds fine detail that only the last,
 low-noise denoising steps can decide, as texture is in real video: each ink pixel of each frame is
 dimmed by a per-video contrast with probability 1/2 (film grain on the glyph). The grain is not in
 the prompt, and a sampler that stops refining early leaves it averaged out (grey and smooth), which
 the quality encoder reads back as a lower grain contrast.
+
+Two candidate variants for a pair whose flow bends (issue #18: detail at many scales, settled at
+many noise levels, none of it in the prompt): ``"texture"`` puts the glyph, its ink modulated by a
+power-law (1/f amplitude) texture of per-video contrast (the "grain" value), on a power-law
+background that scrolls with its own unprompted velocity; ``"multi"`` adds to that a second, dimmer,
+unprompted digit moving on its own path. Both keep 1x8x32x32 (the same token count).
 
 Example:
     >>> import numpy as np
@@ -48,8 +54,11 @@ DIRECTION_NAMES = tuple(DIRECTIONS)
 VOCAB = ("<pad>", "a", "moving", *DIGIT_WORDS, *DIRECTION_NAMES)
 _TEXT_SEED = 20251231
 _SPLIT_SEED = 7
-VARIANTS = ("plain", "grain")
+VARIANTS = ("plain", "grain", "texture", "multi")
+GRAINED = ("grain", "texture", "multi")  # variants with a per-video grain/texture contrast to read
 GRAIN_CONTRAST = (0.3, 0.6)
+BACKGROUND_CONTRAST = (0.15, 0.4)
+_FIELD = 64  # the background's torus, larger than the canvas so it can scroll
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,39 @@ def _trajectory(start: float, velocity: float, span: int) -> np.ndarray:
     return np.where(folded > span, period - folded, folded)
 
 
+def power_law_field(n: int, size: int, rng: np.random.Generator, exponent: float = 1.0) -> np.ndarray:
+    """``n`` periodic random fields ``(n, size, size)`` in [0, 1] whose Fourier amplitude falls as
+    ``|f|^-exponent`` (1.0: the 1/f amplitude of natural images, detail at every scale)."""
+    freq_y, freq_x = np.fft.fftfreq(size), np.fft.rfftfreq(size)
+    radius = np.hypot(freq_y[:, None], freq_x[None, :])
+    radius[0, 0] = np.inf  # no mean: normalised below
+    white = torch.from_numpy(rng.standard_normal((n, size, size), dtype=np.float32))
+    filtered = torch.fft.rfft2(white) * torch.from_numpy((radius ** -float(exponent)).astype(np.float32))
+    field = torch.fft.irfft2(filtered, s=(size, size)).numpy()
+    low, high = field.min(axis=(1, 2), keepdims=True), field.max(axis=(1, 2), keepdims=True)
+    return ((field - low) / np.maximum(high - low, 1e-12)).astype(np.float32)
+
+
+def _textured(videos: np.ndarray, ink: np.ndarray, rng: np.random.Generator,
+              contrast_range: tuple[float, float]) -> np.ndarray:
+    """Texture the ink (``ink`` > 0 where a glyph is) and lay the canvas on a scrolling background;
+    returns the per-video texture contrast."""
+    n = len(videos)
+    contrast = rng.uniform(*contrast_range, n).astype(np.float32)
+    texture = power_law_field(n, CANVAS, rng, exponent=0.5)  # flatter: grain at every size on the ink
+    videos *= 1.0 - contrast[:, None, None, None] * texture[:, None]
+    background = power_law_field(n, _FIELD, rng) * rng.uniform(*BACKGROUND_CONTRAST, n)[:, None, None].astype(np.float32)
+    velocity = rng.integers(-2, 3, (n, 2))
+    offset = rng.integers(0, _FIELD, (n, 2))
+    rows = (offset[:, None, 0, None] + velocity[:, None, 0, None] * np.arange(FRAMES)[None, :, None]
+            + np.arange(CANVAS)[None, None, :]) % _FIELD  # (n, frames, canvas)
+    cols = (offset[:, None, 1, None] + velocity[:, None, 1, None] * np.arange(FRAMES)[None, :, None]
+            + np.arange(CANVAS)[None, None, :]) % _FIELD
+    scrolled = background[np.arange(n)[:, None, None, None], rows[:, :, :, None], cols[:, :, None, :]]
+    np.copyto(videos, np.maximum(videos, scrolled), where=ink <= 0)
+    return contrast
+
+
 def variant_of(weights: Path | str) -> str:
     """The data variant a weights folder was trained on (its ``encoder.json`` says; "plain" if silent)."""
     record = Path(weights) / "encoder.json"
@@ -156,8 +198,9 @@ def make_videos(
 ) -> VideoBatch:
     """Draw ``n`` videos; ``digits``/``directions`` fix the labels, otherwise they are random.
 
-    ``variant`` is "plain" or "grain"; ``grain_contrast`` is the range the grain variant draws each
-    video's contrast from (the quality encoder trains on a wider one, down to no grain).
+    ``variant`` is one of ``VARIANTS``; ``grain_contrast`` is the range the grain, texture and multi
+    variants draw each video's grain/texture contrast from (the quality encoder trains on a wider
+    one, down to none).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown data variant {variant!r}; use one of {', '.join(VARIANTS)}")
@@ -168,18 +211,30 @@ def make_videos(
     videos: np.ndarray = np.zeros((n, FRAMES, CANVAS, CANVAS), dtype=np.float32)
     for k in range(n):
         pool = np.flatnonzero(labels == digits[k])
-        glyph = images[rng.choice(pool)] * rng.uniform(0.7, 1.0)
-        dy, dx = DIRECTIONS[DIRECTION_NAMES[directions[k]]]
-        speed = rng.uniform(1.0, 2.5)
-        ys = _trajectory(rng.uniform(0, span), dy * speed, span)
-        xs = _trajectory(rng.uniform(0, span), dx * speed, span)
-        for f in range(FRAMES):
-            y, x = int(np.rint(ys[f])), int(np.rint(xs[f]))
-            videos[k, f, y:y + GLYPH, x:x + GLYPH] = np.maximum(videos[k, f, y:y + GLYPH, x:x + GLYPH], glyph)
+        _draw(videos[k], images[rng.choice(pool)] * rng.uniform(0.7, 1.0), DIRECTIONS[DIRECTION_NAMES[directions[k]]],
+              rng, span)
     contrast: np.ndarray = np.zeros(n, dtype=np.float32)
     if variant == "grain":
         # Drawn after the glyphs so the plain part of a grain video is the plain video of the same rng.
         contrast = rng.uniform(*grain_contrast, n).astype(np.float32)
         dimmed = rng.random(videos.shape, dtype=np.float32) < 0.5
         videos *= 1.0 - contrast[:, None, None, None] * dimmed
+    elif variant in ("texture", "multi"):
+        if variant == "multi":  # a dimmer second digit of any class, moving any way: not in the prompt
+            for k in range(n):
+                direction = DIRECTIONS[DIRECTION_NAMES[rng.integers(0, len(DIRECTIONS))]]
+                _draw(videos[k], images[rng.integers(0, len(images))] * rng.uniform(0.35, 0.55), direction, rng, span)
+        contrast = _textured(videos, videos.copy(), rng, grain_contrast)
     return VideoBatch(videos[:, None] * 2.0 - 1.0, np.asarray(digits), np.asarray(directions), contrast)
+
+
+def _draw(video: np.ndarray, glyph: np.ndarray, direction: tuple[int, int], rng: np.random.Generator,
+          span: int) -> None:
+    """Move ``glyph`` across the frames of ``video`` (in place) at a random speed and start."""
+    dy, dx = direction
+    speed = rng.uniform(1.0, 2.5)
+    ys = _trajectory(rng.uniform(0, span), dy * speed, span)
+    xs = _trajectory(rng.uniform(0, span), dx * speed, span)
+    for f in range(FRAMES):
+        y, x = int(np.rint(ys[f])), int(np.rint(xs[f]))
+        video[f, y:y + GLYPH, x:x + GLYPH] = np.maximum(video[f, y:y + GLYPH, x:x + GLYPH], glyph)

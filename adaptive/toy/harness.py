@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from adaptive.metrics import FeatureSimilarity, frechet_distance
-from adaptive.toy.data import make_videos, variant_of
+from adaptive.toy.data import GRAINED, make_videos, variant_of
 from adaptive.toy.models import WEIGHTS_DIR, VideoEncoder
 
 
@@ -127,7 +127,7 @@ class Harness:
         agreement, accel = self.coherence(videos)
         out = {"frechet": self.frechet(videos), "digit_acc": digit_acc, "direction_acc": direction_acc,
                "frame_agreement": agreement, "centroid_accel": accel, "sharpness": self.sharpness(videos)}
-        if self.variant == "grain" and self.encoder.reads_grain:
+        if self.variant in GRAINED and self.encoder.reads_grain:
             out["grain"] = self.grain(videos)
         if reference is not None:
             out["feature_sim"] = float(self.similarity(videos, reference).mean())

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from adaptive.toy.data import VARIANTS, encode_prompts, make_videos, variant_of
+from adaptive.toy.data import GRAINED, VARIANTS, encode_prompts, make_videos, variant_of
 from adaptive.toy.models import VideoEncoder, build_transformer
 
 CFG_DROPOUT = 0.1
@@ -48,6 +48,35 @@ def _training_sigmas(n: int, gen: torch.Generator) -> torch.Tensor:
     uniform = torch.rand(n, generator=gen)
     pick = torch.rand(n, generator=gen) < 0.8
     return torch.where(pick, logit_normal, uniform).clamp(1e-3, 1.0)
+
+
+def noised_batch(batch: int, rng: np.random.Generator, gen: torch.Generator, data: str, device: str | torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """One training batch: ``(x_sigma, sigma, prompt tokens, target velocity noise - x0, prompts)``,
+    prompts dropped to the null prompt ``CFG_DROPOUT`` of the time, sigmas from :func:`_training_sigmas`."""
+    videos = make_videos(batch, rng, "train", variant=data)
+    x0 = torch.from_numpy(videos.videos)
+    prompts = [p if keep else "" for p, keep in zip(videos.prompts, rng.random(batch) > CFG_DROPOUT)]
+    cond = encode_prompts(prompts).to(device)
+    sigma = _training_sigmas(batch, gen)
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    x0, sigma = x0.to(device), sigma.to(device)
+    s = sigma.view(-1, 1, 1, 1, 1)
+    return (1 - s) * x0 + s * noise, sigma, cond, noise - x0, prompts
+
+
+def optimizer_step(model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
+                   lr: float, step: int, total: int, ema_decay: float) -> None:
+    """Warm-up/cosine learning rate, clipped AdamW step and EMA update, as every toy model trains."""
+    for group in opt.param_groups:
+        group["lr"] = lr * _lr_factor(step, total)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
 def _command() -> str:
@@ -87,7 +116,6 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
     model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.99))
-    params, ema_params = list(model.parameters()), list(ema.parameters())
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     started, smoothed = time.time(), None
@@ -96,26 +124,10 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
                   data=data, device=str(torch.device(device).type))
     bar = tqdm(range(steps), desc=f"train {size}", mininterval=10)
     for step in bar:
-        videos = make_videos(batch, rng, "train", variant=data)
-        x0 = torch.from_numpy(videos.videos)
-        prompts = [p if keep else "" for p, keep in zip(videos.prompts, rng.random(batch) > CFG_DROPOUT)]
-        cond = encode_prompts(prompts).to(device)
-        sigma = _training_sigmas(batch, gen)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
-        x0, sigma = x0.to(device), sigma.to(device)
-        s = sigma.view(-1, 1, 1, 1, 1)
-        x = (1 - s) * x0 + s * noise
+        x, sigma, cond, target, _ = noised_batch(batch, rng, gen, data, device)
         pred = model(x, sigma * NUM_TRAIN_TIMESTEPS, cond, return_dict=False)[0]
-        loss = F.mse_loss(pred, noise - x0)
-        for group in opt.param_groups:
-            group["lr"] = lr * _lr_factor(step, steps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema_params, params, 1 - decay)
+        loss = F.mse_loss(pred, target)
+        optimizer_step(model, ema, opt, loss, lr, step, steps, ema_decay)
         smoothed = loss.item() if smoothed is None else 0.98 * smoothed + 0.02 * loss.item()
         bar.set_postfix(loss=f"{smoothed:.4f}")
         if step % 25 == 0:
@@ -154,7 +166,7 @@ def train_encoder(steps: int, batch: int, seed: int, out: Path, data: str = "pla
         loss = (F.cross_entropy(digit_logits, digits)
                 + F.cross_entropy(direction_logits, torch.from_numpy(real.directions).to(device))
                 + F.cross_entropy(frame_logits.flatten(0, 1), digits.repeat_interleave(frame_logits.shape[1])))
-        if data == "grain":
+        if data in GRAINED:
             loss = loss + 10.0 * F.mse_loss(model.grain(videos), torch.from_numpy(real.grain).to(device))
         for group in opt.param_groups:
             group["lr"] = 2e-3 * _lr_factor(step, steps)
@@ -172,7 +184,7 @@ def train_encoder(steps: int, batch: int, seed: int, out: Path, data: str = "pla
         record.update(heldout_digit_accuracy=float((d_logits.argmax(1).numpy() == held.digits).mean()),
                       heldout_direction_accuracy=float((m_logits.argmax(1).numpy() == held.directions).mean()))
         record.update(data=data)
-        if data == "grain":
+        if data in GRAINED:
             error = model.grain(held_videos).numpy() - held.grain
             record.update(heldout_grain_mae=float(np.abs(error).mean()))
     out.mkdir(parents=True, exist_ok=True)
