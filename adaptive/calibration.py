@@ -22,7 +22,9 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
+import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -166,6 +168,10 @@ def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Seq
         raise CalibrationError(f"n_trials must be a non-negative integer, got {n_trials!r}")
     if not isinstance(conds, Sequence) or len(conds) == 0:
         raise CalibrationError("conds must be a non-empty list of dicts, e.g. [{'encoder_hidden_states': emb}]")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or \
+            not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+        raise CalibrationError(f"seeds must be a list of integer noise seeds, e.g. seeds=[0, 1, 2], got {seeds!r}"
+                               + (f"; for {seeds} seeds write seeds=range({seeds})" if isinstance(seeds, int) else ""))
     if len(seeds) == 0:
         raise CalibrationError("seeds must name at least one noise seed")
 
@@ -197,15 +203,32 @@ def default_storage(store: ProfileStore) -> str:
 
 def make_study(storage: Any, study_name: str, seed: int | None = 0) -> optuna.Study:
     """The Optuna study of a calibration: shared by every worker that names it (see
-    :func:`adaptive.storage.open_storage` for URLs, journal files and heartbeats)."""
-    return optuna.create_study(storage=open_storage(storage), study_name=study_name, direction="minimize",
-                               load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=6))
+    :func:`adaptive.storage.open_storage` for URLs, journal files and heartbeats).
+
+    The worker that creates the study samples with ``seed`` (a fresh study is reproducible); a worker
+    that joins an existing one gets a sampler seed of its own, or every worker of a shared study
+    would propose the same windows.
+    """
+    storage = open_storage(storage)
+
+    def sampler(value: int | None) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=value, n_startup_trials=6)
+
+    try:
+        return optuna.create_study(storage=storage, study_name=study_name, direction="minimize",
+                                   load_if_exists=False, sampler=sampler(seed))
+    except optuna.exceptions.DuplicatedStudyError:
+        joined = None if seed is None else seed + 1 + secrets.randbelow(2**31 - 2)
+        return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler(joined))
 
 
-def _objective(search: StepSearch, target: float, search_steps: bool):
+def _objective(search: StepSearch, target: float, search_steps: bool, n_trials: int | None = None):
     n = search.full.n
 
     def objective(trial: optuna.Trial) -> float:
+        if n_trials is not None and _over_budget(trial, n_trials):
+            trial.study.stop()  # other workers' trials already fill the budget: do no model work
+            raise optuna.TrialPruned(f"{n_trials} trials are complete or running in other workers")
         trial.set_user_attr("worker_pid", os.getpid())
         steps = trial.suggest_int("steps", 1, n) if search_steps else n
         start = trial.suggest_int("start", 0, n - 1)
@@ -223,6 +246,13 @@ def _objective(search: StepSearch, target: float, search_steps: bool):
         return _value(quality, cost, target)
 
     return objective
+
+
+def _over_budget(trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether the trials numbered before ``trial`` that completed or still run (in any worker) already
+    make ``n_trials``: MaxTrialsCallback counts complete trials only, so concurrent workers overshoot."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+    return sum(t.number < trial.number for t in trial.study.get_trials(deepcopy=False, states=states)) >= n_trials
 
 
 def _value(quality: float, cost: float, target: float) -> float:
@@ -321,7 +351,7 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if n_trials > done:
         stop_at = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))
-        study.optimize(_objective(search, quality_target, search_steps), n_trials=n_trials - done,
+        study.optimize(_objective(search, quality_target, search_steps, n_trials), n_trials=n_trials - done,
                        callbacks=[stop_at], show_progress_bar=progress)
     if n_trials > 0 and search_steps:
         _bisect_large_only(study, search, quality_target)
