@@ -271,6 +271,7 @@ class Profile:
             if key in data and not isinstance(data[key], dict):
                 raise ProfileError(f"{source}: field {key!r} must be an object")
         _check_plans(data, source)
+        _check_nested(data, source)
         steps = data.get("small_steps", [])
         if not isinstance(steps, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in steps):
             raise ProfileError(f"{source}: small_steps must be a list of step indices")
@@ -360,6 +361,107 @@ def _check_plans(data: dict[str, Any], source: str) -> None:
         _check_plan(entry, num_steps, f"{source}: frontier[{i}]")
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_numbers(where: str, record: dict[str, Any], keys: tuple[str, ...], optional: bool = True,
+                   none_ok: bool = False) -> None:
+    for key in keys:
+        if key not in record and optional:
+            continue
+        value = record.get(key)
+        if not (_number(value) or (none_ok and value is None)):
+            raise ProfileError(f"{where}: {key} must be a finite number, got {value!r}")
+
+
+def _check_window(where: str, window: Any, num_steps: int) -> None:
+    """One per-prompt window: start/stop step indices on the full grid and their sigma boundaries."""
+    if not isinstance(window, dict) or not {"start", "stop", "sigma_in", "sigma_out"} <= set(window):
+        raise ProfileError(f"{where} must be an object with start, stop, sigma_in and sigma_out")
+    start, stop = window["start"], window["stop"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop)) or \
+            not 0 <= start <= stop <= num_steps:
+        raise ProfileError(f"{where}: start and stop must be step indices with 0 <= start <= stop <= {num_steps}, "
+                           f"got {start!r}, {stop!r}")
+    _check_numbers(where, window, ("sigma_in", "sigma_out"), optional=False)
+    _check_numbers(where, window, ("quality", "cost"))
+    if not 0.0 <= window["sigma_out"] <= window["sigma_in"] <= 1.0:
+        raise ProfileError(f"{where}: needs 0 <= sigma_out <= sigma_in <= 1, got sigma_in={window['sigma_in']!r}, "
+                           f"sigma_out={window['sigma_out']!r}")
+
+
+def _check_controller(where: str, controller: dict[str, Any]) -> None:
+    """The online controller as :class:`~adaptive.controller.ControllerConfig` would run it: every
+    field of the right type (numbers finite), the regression's vectors one number per feature."""
+    from adaptive.controller import ControllerConfig
+
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(ControllerConfig)}
+    for key, value in controller.items():
+        kind = kinds.get(key, "")
+        if kind == "float" and not (_number(value) or (key == "monitor_threshold" and value is None)):
+            raise ProfileError(f"{where}.{key} must be a finite number, got {value!r}")
+        if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ProfileError(f"{where}.{key} must be an integer, got {value!r}")
+        if kind.startswith("dict") and not isinstance(value, dict):
+            raise ProfileError(f"{where}.{key} must be an object, got {value!r}")
+    regression = controller.get("regression") or {}
+    if regression:
+        features = regression.get("features")
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise ProfileError(f"{where}.regression.features must be a list of feature names")
+        for key in ("mean", "scale", "coef"):
+            vector = regression.get(key)
+            if not isinstance(vector, list) or len(vector) != len(features) or not all(map(_number, vector)):
+                raise ProfileError(f"{where}.regression.{key} must be {len(features)} finite numbers (one per "
+                                   f"feature), got {vector!r}")
+        if any(v == 0 for v in regression["scale"]):
+            raise ProfileError(f"{where}.regression.scale must not hold 0")
+        _check_numbers(f"{where}.regression", regression, ("intercept",), optional=False)
+    try:
+        ControllerConfig.from_dict(controller)
+    except (ValueError, TypeError) as err:  # CalibrationError is a ValueError
+        raise ProfileError(f"{where}: {err}") from None
+
+
+def _check_nested(data: dict[str, Any], source: str) -> None:
+    """The nested records sampling reads (per-prompt windows, the controller, quality, cost), so a
+    damaged profile fails at load naming its file, not later inside a sampler."""
+    num_steps = data["num_steps"]
+    per_prompt = data.get("per_prompt") or {}
+    if per_prompt:
+        windows = per_prompt.get("windows", {})
+        if not isinstance(windows, dict):
+            raise ProfileError(f"{source}: per_prompt.windows must be an object keyed by prompt key, got "
+                               f"{type(windows).__name__}")
+        for key, window in windows.items():
+            _check_window(f"{source}: per_prompt.windows[{key!r}]", window, num_steps)
+        candidates = per_prompt.get("candidates", [])
+        if not isinstance(candidates, list) or not all(
+                isinstance(c, list) and len(c) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in c)
+                for c in candidates):
+            raise ProfileError(f"{source}: per_prompt.candidates must be a list of [start, stop] pairs")
+        _check_numbers(f"{source}: per_prompt", per_prompt, ("mean_cost",))
+    controller = data.get("controller") or {}
+    if controller:
+        _check_controller(f"{source}: controller", controller)
+    quality = data.get("quality") or {}
+    _check_numbers(f"{source}: quality", quality, ("target",))
+    _check_numbers(f"{source}: quality", quality, ("achieved",), none_ok=True)
+    if "metric" in quality and not isinstance(quality["metric"], str):
+        raise ProfileError(f"{source}: quality.metric must be a metric name, got {quality['metric']!r}")
+    cost = data.get("cost") or {}
+    _check_numbers(f"{source}: cost", cost, tuple(cost))
+    calibration = data.get("calibration") or {}
+    if "n_trials" in calibration and not (isinstance(calibration["n_trials"], int) and
+                                          not isinstance(calibration["n_trials"], bool)):
+        raise ProfileError(f"{source}: calibration.n_trials must be an integer, got {calibration['n_trials']!r}")
+    curve = data.get("curve") or {}
+    for key, values in curve.items():
+        if not isinstance(values, list) or not all(_number(v) or v is None for v in values):
+            raise ProfileError(f"{source}: curve.{key} must be a list of numbers")
+
+
 def atomic_write(path: Path, text: str) -> Path:
     """Replace ``path`` with ``text`` so readers see the old or the new file, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -443,11 +545,26 @@ class ProfileStore:
                                "not the one its name says; it was renamed or copied by hand — remove it")
         return profile
 
-    def all(self) -> list[Profile]:
-        """Every readable profile in the store (corrupt files raise, naming their path)."""
+    def all(self, pair_fingerprint: str | None = None) -> list[Profile]:
+        """Every readable profile in the store (of one pair, given its fingerprint). A corrupt or
+        foreign file is skipped with a warning naming its path: one damaged file must not hide every
+        other profile."""
         if not self.root.is_dir():
             return []
-        return [Profile.load(p) for p in sorted(self.root.glob("*__*.json"))]
+        pattern = f"{safe_key(pair_fingerprint)}__*.json" if pair_fingerprint is not None else "*__*.json"
+        profiles = []
+        for path in sorted(self.root.glob(pattern)):
+            try:
+                profile = Profile.load(path)
+            except ProfileError as err:
+                warnings.warn(f"skipped {err}", stacklevel=2)
+                continue
+            if path != self.path_for(profile.pair_fingerprint, profile.sampler):
+                warnings.warn(f"skipped {path}: it holds a profile for {profile.pair_fingerprint} / {profile.sampler}, "
+                              "not the one its name says (renamed or copied by hand)", stacklevel=2)
+                continue
+            profiles.append(profile)
+        return profiles
 
     def find(self, pair: ModelPair | str, sampler: str) -> Profile | None:
         """The profile for this pair and sampler; else one of the same pair for another step count or
@@ -457,7 +574,7 @@ class ProfileStore:
         if exact is not None:
             return exact
         family = sampler.split("-")[0]
-        near = [p for p in self.all() if p.pair_fingerprint == fp and p.sampler.split("-")[0] == family]
+        near = [p for p in self.all(fp) if p.sampler.split("-")[0] == family]
         if not near:
             return None
         for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan

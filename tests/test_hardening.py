@@ -79,3 +79,79 @@ def test_trials_running_in_other_workers_count_against_the_budget(tmp_path):
     states = [t.state for t in study.get_trials(deepcopy=False)]
     # Before: 3 more complete trials here (5 in all once the other worker finishes).
     assert states.count(optuna.trial.TrialState.COMPLETE) == 1
+
+
+# Item 6 ---------------------------------------------------------------------------------------------
+
+def _rich_profile():
+    from adaptive import Profile
+    from adaptive.controller import FEATURES, ControllerConfig
+
+    regression = {"features": list(FEATURES), "mean": [0.0, 0.5], "scale": [1.0, 0.2], "coef": [0.1, -0.05],
+                  "intercept": 0.01}
+    controller = ControllerConfig(threshold=0.1, sigma_out=0.3, sigma_in_max=0.9, regression=regression)
+    window = {"start": 3, "stop": 9, "sigma_in": 0.8, "sigma_out": 0.3, "quality": 0.97, "cost": 0.6}
+    return Profile(pair_fingerprint="abc", sampler="euler-12-shift3", num_steps=12, shift=3.0, sigma_in=0.8,
+                   sigma_out=0.3, small_steps=tuple(range(3, 9)), controller=controller.to_dict(),
+                   per_prompt={"windows": {"k1": window}, "candidates": [[3, 9]], "mean_cost": 0.6},
+                   quality={"metric": "latent_cosine", "target": 0.95, "achieved": 0.97},
+                   cost={"fraction_of_large": 0.6, "small_cost_ratio": 0.3}, calibration={"n_trials": 4})
+
+
+def _damaged(data, path, value):
+    *head, last = path
+    for key in head:
+        data = data[key]
+    data[last] = value
+
+
+DAMAGE = [
+    (("per_prompt", "windows", "k1", "sigma_in"), 7.0),
+    (("per_prompt", "windows", "k1", "sigma_in"), "abc"),
+    (("per_prompt", "windows", "k1", "stop"), 99),
+    (("per_prompt", "windows"), [{"sigma_in": 0.8}]),
+    (("controller", "threshold"), "0.1"),
+    (("controller", "patience"), 1.5),
+    (("controller", "regression", "coef"), ["x", 1.0]),
+    (("controller", "regression", "scale"), [1.0]),
+    (("quality", "target"), "high"),
+    (("calibration", "n_trials"), "60"),
+]
+
+
+@pytest.mark.parametrize("path,value", DAMAGE, ids=[".".join(p) + "=" + repr(v) for p, v in DAMAGE])
+def test_nested_profile_damage_fails_at_load_naming_the_file(tmp_path, path, value):
+    import json
+
+    from adaptive import Profile, ProfileError
+
+    data = _rich_profile().to_dict()
+    _damaged(data, path, value)
+    file = tmp_path / "abc__euler-12-shift3.json"
+    file.write_text(json.dumps(data))
+    with pytest.raises(ProfileError, match=str(file)):  # before: loaded, then failed inside the sampler
+        Profile.load(file)
+
+
+def test_the_undamaged_rich_profile_round_trips(tmp_path):
+    from adaptive import Profile
+
+    profile = _rich_profile()
+    assert Profile.load(profile.save(tmp_path / "p.json")) == profile
+
+
+def test_one_corrupt_or_foreign_file_does_not_hide_the_other_profiles(tmp_path):
+    import dataclasses
+
+    from adaptive.profiles import ProfileStore
+
+    store = ProfileStore(tmp_path)
+    store.save(_rich_profile())
+    (tmp_path / "zzz__euler-30-shift3.json").write_text("{not json")  # another pair's file, corrupt
+    foreign = dataclasses.replace(_rich_profile(), pair_fingerprint="other", sampler="euler-16-shift3")
+    foreign.save(tmp_path / "abc__euler-16-shift3.json")  # copied by hand under this pair's name
+    with pytest.warns(UserWarning) as seen:  # before: ProfileError from the unrelated files
+        found = store.find("abc", "euler-20-shift3")
+    assert found is not None and found.sampler == "euler-12-shift3"
+    assert any("abc__euler-16-shift3.json" in str(w.message) for w in seen)
+    assert [p.sampler for p in store.all()] == ["euler-12-shift3"]
