@@ -40,7 +40,7 @@ from adaptive.metering import flops_per_row
 from adaptive.metrics import LatentSimilarity, Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, Reference, run_probe
-from adaptive.storage import open_storage
+from adaptive.storage import open_storage, storage_errors
 from adaptive.profiles import Profile, ProfileStore, fingerprint, safe_key, sampler_signature
 
 DEFAULT_QUALITY_TARGET = 0.95
@@ -209,17 +209,19 @@ def make_study(storage: Any, study_name: str, seed: int | None = 0) -> optuna.St
     that joins an existing one gets a sampler seed of its own, or every worker of a shared study
     would propose the same windows.
     """
+    url = storage
     storage = open_storage(storage)
 
     def sampler(value: int | None) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(seed=value, n_startup_trials=6)
 
-    try:
-        return optuna.create_study(storage=storage, study_name=study_name, direction="minimize",
-                                   load_if_exists=False, sampler=sampler(seed))
-    except optuna.exceptions.DuplicatedStudyError:
-        joined = None if seed is None else seed + 1 + secrets.randbelow(2**31 - 2)
-        return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler(joined))
+    with storage_errors(url):  # e.g. a read-only database file: said now, not after the trials
+        try:
+            return optuna.create_study(storage=storage, study_name=study_name, direction="minimize",
+                                       load_if_exists=False, sampler=sampler(seed))
+        except optuna.exceptions.DuplicatedStudyError:
+            joined = None if seed is None else seed + 1 + secrets.randbelow(2**31 - 2)
+            return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler(joined))
 
 
 def _objective(search: StepSearch, target: float, search_steps: bool, n_trials: int | None = None):
@@ -326,21 +328,22 @@ LADDER = (0.25, 0.5, 0.75)  # Large-only step counts tried first, as fractions o
 
 def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quality_target: float, n_trials: int,
            storage: Any, study_name: str, progress: bool = True, seed: int | None = 0,
-           search_steps: bool = False) -> optuna.Study:
+           search_steps: bool = False, study: optuna.Study | None = None) -> optuna.Study:
     """Run (or join) the Optuna study seeded with the detector's proposal.
 
     With ``search_steps`` (give a :class:`StepSearch`) the step count is a parameter too: a new
     study is first given Large alone with a quarter, half and three quarters of the steps, and
     after the ``n_trials`` trials the least Large-only step count meeting the target is pinned down
     by bisection (each probe recorded in the study as one more trial; quality is taken to rise with
-    steps), so "Large with fewer steps" is always measured. ``n_trials=0`` runs nothing.
+    steps), so "Large with fewer steps" is always measured. ``n_trials=0`` runs nothing. ``study``:
+    one already made by :func:`make_study` (calibrate opens it before any model call).
     """
     search = evaluator if isinstance(evaluator, StepSearch) else StepSearch(evaluator, shift=1.0)
     if search_steps and not isinstance(evaluator, StepSearch):
         raise CalibrationError("search_steps=True needs a StepSearch (it knows the grid's shift)")
     n = search.full.n
     full = {"steps": n} if search_steps else {}
-    study = make_study(storage, study_name, seed)
+    study = study if study is not None else make_study(storage, study_name, seed)
     if n_trials > 0 and not study.trials and proposal is not None:
         window = (proposal.start, proposal.stop - proposal.start) if not proposal.is_large_only else (0, n)
         study.enqueue_trial({**full, "start": window[0], "length": window[1]})
@@ -443,17 +446,21 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     store = store if isinstance(store, ProfileStore) else ProfileStore(store)
     metric = metric or pair.metric or LatentSimilarity()
     metric_name = getattr(metric, "name", type(metric).__name__)
+    signature = sampler_signature("euler", num_steps, shift)
+    fp = fingerprint(pair)
+    name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name, search_steps)}")
+    # Where results go is checked before any model call: the profile store is writable, and the
+    # study opens (folder, driver, write access). The worker that creates the study samples with a
+    # fixed seed (reproducible); each worker that joins it gets a seed of its own (make_study).
+    if save or storage is None:
+        store.check_writable()
+    study = make_study(storage or default_storage(store), name, seed=0)
     curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
     proposal = (detector or ChangePointDetector()).fit(curve).predict()
     evaluator = Evaluator(pair, reference, metric, _small_cost(pair, reference))
     search = StepSearch(evaluator, shift)
-    signature = sampler_signature("euler", num_steps, shift)
-    fp = fingerprint(pair)
-    name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name, search_steps)}")
-    # One worker: a fixed sampler seed makes calibration reproducible. Shared studies get a fresh seed
-    # per worker, or every worker would propose the same windows.
-    study = refine(search, proposal, quality_target, n_trials, storage or default_storage(store), name, progress,
-                   seed=0 if storage is None else None, search_steps=search_steps)
+    study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
+                   study=study)
     profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,
                        metric_name, conds, seeds, name)
     if per_prompt:

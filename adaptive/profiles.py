@@ -509,6 +509,21 @@ class ProfileStore:
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root if root is not None else os.environ.get(ENV_VAR, "profiles"))
 
+    def check_writable(self) -> None:
+        """Raise :class:`~adaptive.errors.StorageError` unless profiles can be written here (the folder
+        exists or can be made, and a file can be created in it): checked before calibrating, so a
+        read-only store never costs a whole study."""
+        from adaptive.errors import StorageError
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise StorageError(f"the profile store {self.root} is not writable ({err.strerror}); choose another "
+                               f"folder (store=..., `--store`, ${ENV_VAR}) or fix its permissions") from None
+
     def path_for(self, pair_fingerprint: str, sampler: str) -> Path:
         return self.root / f"{safe_key(pair_fingerprint)}__{safe_key(sampler)}.json"
 

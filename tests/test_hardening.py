@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import optuna
@@ -155,3 +156,35 @@ def test_one_corrupt_or_foreign_file_does_not_hide_the_other_profiles(tmp_path):
     assert found is not None and found.sampler == "euler-12-shift3"
     assert any("abc__euler-16-shift3.json" in str(w.message) for w in seen)
     assert [p.sampler for p in store.all()] == ["euler-12-shift3"]
+
+
+# Item 5 ---------------------------------------------------------------------------------------------
+
+STORAGES = [("sqlite:////nonexistent/dir/x.db", "/nonexistent/dir/x.db"),
+            ("mysql://u@localhost/db", "MySQLdb"),  # a driver that is not installed
+            ("journal:///nonexistent/dir/x.log", "/nonexistent/dir/x.log")]
+
+
+@pytest.mark.parametrize("storage,named", STORAGES)
+def test_an_unusable_storage_fails_before_any_model_call(tmp_path, storage, named):
+    from adaptive import StorageError
+
+    calls = []
+    pair = ModelPair(lambda x, s: calls.append(1) or -x, lambda x, s: -0.9 * x)
+    with pytest.raises(StorageError, match=re.escape(named)):  # before: raised after the probe, or ImportError
+        calibrate(pair, [{}], num_steps=4, seeds=[0], shape=(4,), n_trials=2, storage=storage, store=tmp_path,
+                  progress=False)
+    assert calls == []
+
+
+@pytest.mark.parametrize("storage", [None, "sqlite:///{tmp}/studies.db"])
+def test_an_unwritable_store_fails_before_the_study(tmp_path, storage):
+    from adaptive import StorageError
+
+    (tmp_path / "file").write_text("")
+    calls = []
+    pair = ModelPair(lambda x, s: calls.append(1) or -x, lambda x, s: -0.9 * x)
+    with pytest.raises(StorageError, match="not writable"):  # before: the study ran, then the profile was lost
+        calibrate(pair, [{}], num_steps=4, seeds=[0], shape=(4,), n_trials=2, progress=False,
+                  storage=storage and storage.format(tmp=tmp_path), store=tmp_path / "file" / "profiles")
+    assert calls == []
