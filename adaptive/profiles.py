@@ -508,6 +508,10 @@ class ProfileStore:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root if root is not None else os.environ.get(ENV_VAR, "profiles"))
+        if self.root.exists() and not self.root.is_dir():
+            given = "the store" if root is not None else f"${ENV_VAR}"
+            raise ProfileError(f"{given} is {self.root}, a file: a profile store is a folder of profiles; point "
+                               f"{given} at the folder that holds it (e.g. {self.root.parent})")
 
     def check_writable(self) -> None:
         """Raise :class:`~adaptive.errors.StorageError` unless profiles can be written here (the folder
@@ -595,8 +599,52 @@ class ProfileStore:
         for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan
             if profile.plan and sampler == sampler_signature(family, profile.steps, profile.shift):
                 return profile
-        chosen = near[0]
-        warnings.warn(f"no profile for {sampler}; using the one calibrated for {chosen.sampler}, mapped through "
-                      f"its sigma boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for "
-                      f"{sampler} for a tuned result.", stacklevel=2)
+        wanted = _grid_of(sampler)
+        if wanted is None:
+            ranked = near
+        else:  # the stored grid closest to the one asked for: step count and shift both count
+            ranked = sorted(near, key=lambda p: (_grid_distance(wanted, _grid(p.num_steps, p.shift)), p.sampler))
+        chosen = ranked[0]
+        others = ", ".join(p.sampler for p in ranked[1:])
+        warnings.warn(f"no profile for {sampler}; using the one calibrated for {chosen.sampler}, the nearest stored "
+                      f"sigma grid{f' (also stored: {others})' if others else ''}, mapped through its sigma "
+                      f"boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for {sampler} for a "
+                      "tuned result.", stacklevel=2)
         return chosen
+
+
+_SIGNATURE = re.compile(r"^[A-Za-z0-9_]+-(\d+)-shift([0-9.eE+-]+)$")
+
+
+def _grid(num_steps: int, shift: float) -> list[float]:
+    from adaptive.sampling import sigmas
+
+    return sigmas(int(num_steps), float(shift)).tolist()
+
+
+def _grid_of(signature: str) -> list[float] | None:
+    """The sigma grid a :func:`sampler_signature` names (None if it names none)."""
+    match = _SIGNATURE.match(signature)
+    if match is None:
+        return None
+    try:
+        return _grid(int(match.group(1)), float(match.group(2)))
+    except ValueError:
+        return None
+
+
+def _grid_distance(a: list[float], b: list[float]) -> float:
+    """How far apart two sigma grids are, in sigma: the mean gap between them as curves over the
+    fraction of steps taken (where the shift shows) plus the gap between their mean step sizes
+    (where the step count shows); 0 for equal grids.
+
+    Example:
+        >>> _grid_distance(_grid(28, 3.0), _grid(30, 3.0)) < _grid_distance(_grid(28, 3.0), _grid(12, 3.0))
+        True
+    """
+    import numpy as np
+
+    t = np.linspace(0.0, 1.0, 101)
+    curves = [np.interp(t, np.linspace(0.0, 1.0, len(g)), g) for g in (a, b)]
+    shape = float(np.mean(np.abs(curves[0] - curves[1])))
+    return shape + abs(1.0 / (len(a) - 1) - 1.0 / (len(b) - 1))

@@ -69,17 +69,23 @@ def test_a_fresh_study_is_deterministic_and_a_joining_worker_samples_differently
 
 
 def test_trials_running_in_other_workers_count_against_the_budget(tmp_path):
+    import threading
+
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     pair = ModelPair(lambda x, s: -x, lambda x, s: -0.9 * x)
     curve, reference = run_probe(pair, [{}], 6, [0], 1.0, (4,), None, False)
     search = StepSearch(Evaluator(pair, reference, LatentSimilarity(), 0.5), 1.0)
     other = make_study(url, "shared")
-    for _ in range(2):  # another worker holds two trials, still running
-        other.ask()
-    study = refine(search, None, 0.9, 3, url, "shared", progress=False)
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    # Before: 3 more complete trials here (5 in all once the other worker finishes).
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 1
+    held = [other.ask() for _ in range(2)]  # another worker runs two trials; they finish a little later
+    finish = threading.Timer(2.0, lambda: [other.tell(t, 0.5) for t in held])
+    finish.start()
+    try:
+        study = refine(search, None, 0.9, 3, url, "shared", progress=False)
+    finally:
+        finish.join()
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    # Before: 3 trials here on top of the other worker's 2 (5 for a budget of 3).
+    assert len(complete) == 3 and sum("worker_pid" in t.user_attrs for t in complete) == 1
 
 
 # Item 6 ---------------------------------------------------------------------------------------------
@@ -188,3 +194,116 @@ def test_an_unwritable_store_fails_before_the_study(tmp_path, storage):
         calibrate(pair, [{}], num_steps=4, seeds=[0], shape=(4,), n_trials=2, progress=False,
                   storage=storage and storage.format(tmp=tmp_path), store=tmp_path / "file" / "profiles")
     assert calls == []
+
+
+# Item 8 and the command-line parts of item 9 -------------------------------------------------------
+
+BAD_ARGS = [
+    ["sample", "--steps", "0"], ["sample", "--steps", "-3"], ["sample", "--shift", "0"], ["sample", "--shift", "nan"],
+    ["sample", "--shift", "inf"], ["sample", "--device", "nonexistent"], ["sample", "--prompt", "a cat"],
+    ["sample", "--num", "0"], ["demo", "--repeats", "0"], ["demo", "--num", "0"], ["bench", "--repeats", "0"],
+    ["calibrate", "--steps", "1"], ["calibrate", "--seeds", "0"], ["calibrate", "--target", "1.5"],
+    ["calibrate", "--schedule", "lsl:0.8,0.3"],  # before: accepted and ignored
+    ["calibrate", "--storage", "sqlite:////nonexistent/dir/x.db"],
+]
+if not torch.cuda.is_available():
+    BAD_ARGS.append(["sample", "--device", "cuda"])
+
+
+@pytest.mark.parametrize("argv", BAD_ARGS, ids=" ".join)
+def test_impossible_arguments_give_one_line_before_any_work(tmp_path, monkeypatch, capsys, argv):
+    from adaptive.cli import main
+
+    monkeypatch.setenv("ADAPTIVE_PROFILES", str(tmp_path / "profiles"))
+    small = ["--num", "1"] if argv[0] in ("sample", "demo") and "--num" not in argv else []
+    with pytest.raises(SystemExit) as exit:  # before: a traceback, after loading (and running) the models
+        main(argv + small + ["--out", str(tmp_path / "out")])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[1].startswith("flowblend: error: ")  # usage line + one line
+
+
+def test_an_unwritable_out_folder_fails_before_sampling(tmp_path, monkeypatch, capsys):
+    from adaptive.cli import main
+
+    monkeypatch.setenv("ADAPTIVE_PROFILES", str(tmp_path / "profiles"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit):  # before: NotADirectoryError after sampling
+        main(["sample", "--num", "1", "--steps", "2", "--out", str(tmp_path / "file" / "out")])
+    assert "--out cannot write" in capsys.readouterr().err
+
+
+def test_bench_help_names_its_own_default_folder(capsys):
+    from adaptive.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "default outputs/bench/" in capsys.readouterr().out  # before: "default outputs/"
+
+
+def test_sample_removes_the_gifs_of_an_earlier_larger_run(tmp_path, monkeypatch, capsys):
+    from adaptive.cli import main
+
+    monkeypatch.setenv("ADAPTIVE_PROFILES", str(tmp_path / "profiles"))
+    out = tmp_path / "out"
+    main(["sample", "--num", "3", "--steps", "2", "--out", str(out)])
+    (out / "sample_notes.gif").write_text("")  # not ours: kept
+    main(["sample", "--num", "1", "--steps", "2", "--out", str(out)])
+    assert sorted(p.name for p in out.glob("*.gif")) == ["sample_000.gif", "sample_notes.gif"]
+    assert "removed 2 GIFs of an earlier run" in capsys.readouterr().out
+
+
+def test_demo_writes_to_an_untracked_folder(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    from adaptive.cli import build_parser
+
+    out = build_parser().parse_args(["demo"]).out
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    # Already so on main (outputs/ is ignored; the README's picture is docs/demo.png): kept as a guard.
+    tracked = subprocess.run(["git", "ls-files", f"{out}/demo.png"], cwd=root, capture_output=True, text=True)
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{out}/demo.png"], cwd=root)
+    assert tracked.stdout == "" and ignored.returncode == 0
+
+
+# Item 7 ---------------------------------------------------------------------------------------------
+
+def _stored(tmp_path, *samplers):
+    from adaptive import Profile
+    from adaptive.profiles import ProfileStore
+
+    store = ProfileStore(tmp_path)
+    for sampler in samplers:
+        steps, shift = int(sampler.split("-")[1]), float(sampler.split("shift")[1])
+        store.save(Profile(pair_fingerprint="abc", sampler=sampler, num_steps=steps, shift=shift, sigma_in=0.8,
+                           sigma_out=0.3))
+    return store
+
+
+@pytest.mark.parametrize("stored,asked,nearest", [
+    (("euler-12-shift3", "euler-16-shift3", "euler-30-shift3"), "euler-28-shift3", "euler-30-shift3"),
+    (("euler-30-shift1", "euler-30-shift3"), "euler-30-shift2.8", "euler-30-shift3"),
+    (("euler-12-shift3", "euler-30-shift1"), "euler-11-shift3", "euler-12-shift3"),
+])
+def test_the_nearest_stored_grid_is_used_and_named(tmp_path, stored, asked, nearest):
+    store = _stored(tmp_path, *stored)
+    with pytest.warns(UserWarning, match=f"using the one calibrated for {nearest}, the nearest"):
+        found = store.find("abc", asked)  # before: the alphabetically first (euler-12, or shift1)
+    assert found.sampler == nearest
+
+
+def test_a_store_path_that_is_a_file_is_an_error(tmp_path, monkeypatch, capsys):
+    from adaptive import ProfileError
+    from adaptive.cli import main
+    from adaptive.profiles import ProfileStore
+
+    file = _stored(tmp_path, "euler-30-shift3").path_for("abc", "euler-30-shift3")
+    monkeypatch.setenv("ADAPTIVE_PROFILES", str(file))
+    with pytest.raises(ProfileError, match="point \\$ADAPTIVE_PROFILES at the folder"):  # before: an empty store
+        ProfileStore()
+    with pytest.raises(SystemExit):  # before: sampled silently with the default window
+        main(["sample", "--num", "1", "--steps", "2", "--out", str(tmp_path / "out")])
+    assert "a profile store is a folder" in capsys.readouterr().err
