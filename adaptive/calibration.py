@@ -25,6 +25,7 @@ import math
 import numbers
 import os
 import secrets
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -229,8 +230,8 @@ def _objective(search: StepSearch, target: float, search_steps: bool, n_trials: 
 
     def objective(trial: optuna.Trial) -> float:
         if n_trials is not None and _over_budget(trial, n_trials):
-            trial.study.stop()  # other workers' trials already fill the budget: do no model work
-            raise optuna.TrialPruned(f"{n_trials} trials are complete or running in other workers")
+            trial.study.stop()  # other workers' trials filled the budget: do no model work
+            raise optuna.TrialPruned(f"{n_trials} trials are complete")
         trial.set_user_attr("worker_pid", os.getpid())
         steps = trial.suggest_int("steps", 1, n) if search_steps else n
         start = trial.suggest_int("start", 0, n - 1)
@@ -250,11 +251,31 @@ def _objective(search: StepSearch, target: float, search_steps: bool, n_trials: 
     return objective
 
 
+BUDGET_POLL_SECONDS = 1.0
+
+
 def _over_budget(trial: optuna.Trial, n_trials: int) -> bool:
-    """Whether the trials numbered before ``trial`` that completed or still run (in any worker) already
-    make ``n_trials``: MaxTrialsCallback counts complete trials only, so concurrent workers overshoot."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
-    return sum(t.number < trial.number for t in trial.study.get_trials(deepcopy=False, states=states)) >= n_trials
+    """Whether ``n_trials`` are already complete, or would be once the trials other workers started
+    before this one finish (MaxTrialsCallback counts complete trials only, so concurrent workers
+    overshoot). Running trials are counted only on storages with heartbeats, where a dead worker's
+    trial is failed and re-queued after the grace period; until the others finish, this worker waits
+    (it does no model work) rather than run a trial past the budget."""
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    study = trial.study
+    heartbeat = is_heartbeat_enabled(study._storage)  # no heartbeat (journal files): complete trials only
+    while True:
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                          optuna.trial.TrialState.RUNNING))
+        complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        if complete >= n_trials:
+            return True
+        earlier = sum(t.state == optuna.trial.TrialState.RUNNING and t.number < trial.number for t in trials)
+        if not heartbeat or complete + earlier < n_trials:
+            return False
+        time.sleep(BUDGET_POLL_SECONDS)
+        fail_stale_trials(study)  # a dead worker's trial: failed, re-queued, no longer counted
 
 
 def _value(quality: float, cost: float, target: float) -> float:
@@ -476,14 +497,9 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
 
 
 def _finished_here(study: optuna.Study) -> bool:
-    """True for the worker that ran a shared study's last complete trial, and for a re-run that
-    found the study already finished (it ran no trial; nobody else is still writing)."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return True
-    last = max(complete, key=lambda t: t.number)
-    mine = [t for t in complete if t.user_attrs.get("worker_pid") == os.getpid()]
-    return last.user_attrs.get("worker_pid", os.getpid()) == os.getpid() or not mine
+    """True for the worker that finds a shared study done (no trial still running in another worker,
+    so its profile counts every trial), and for a re-run that found the study already finished."""
+    return not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
 
 
 def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: float, curve: DivergenceCurve,
