@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 
 import numpy as np
@@ -193,6 +194,24 @@ def test_an_unwritable_store_fails_before_the_study(tmp_path, storage):
     with pytest.raises(StorageError, match="not writable"):  # before: the study ran, then the profile was lost
         calibrate(pair, [{}], num_steps=4, seeds=[0], shape=(4,), n_trials=2, progress=False,
                   storage=storage and storage.format(tmp=tmp_path), store=tmp_path / "file" / "profiles")
+    assert calls == []
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to read-only folders")
+def test_a_read_only_store_fails_before_the_study(tmp_path):
+    from adaptive import StorageError
+
+    store = tmp_path / "profiles"
+    store.mkdir()
+    store.chmod(0o555)
+    calls = []
+    pair = ModelPair(lambda x, s: calls.append(1) or -x, lambda x, s: -0.9 * x)
+    try:
+        with pytest.raises(StorageError, match="not writable"):
+            calibrate(pair, [{}], num_steps=4, seeds=[0], shape=(4,), n_trials=2, progress=False, store=store,
+                      storage=f"sqlite:///{tmp_path / 'studies.db'}")
+    finally:
+        store.chmod(0o755)
     assert calls == []
 
 
