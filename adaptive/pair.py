@@ -139,11 +139,12 @@ class ModelPair:
                tuple((k, tuple(v.shape) if isinstance(v, torch.Tensor) else None) for k, v in sorted(cond.items())))
         if key in self._checked:
             return
+        # A tensor whose first dimension is neither the batch nor 1 is passed whole to every row (a
+        # shared table); when a model then fails, that is the likely cause and is named first.
         misbatched = {k: v.shape[0] for k, v in cond.items()
                       if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] not in (1, batch)}
-        if misbatched:
-            raise PairMismatchError(f"conditioning {misbatched} (rows per tensor) does not match the noise batch of "
-                                    f"{batch}: give one row per sample (or a single row shared by all samples)")
+        blame = (f"conditioning {misbatched} (rows per tensor) does not match the noise batch of {batch}: give one "
+                 "row per sample (or a single row shared by all samples). ") if misbatched else ""
         if self.sample_shape is not None and tuple(x.shape[1:]) != self.sample_shape:
             raise PairMismatchError(f"noise has per-sample shape {tuple(x.shape[1:])} but the pair expects "
                                     f"{self.sample_shape}; draw noise of shape (batch, *pair.sample_shape)")
@@ -155,19 +156,19 @@ class ModelPair:
                     out = model(row, torch.ones(1, device=x.device), **row_cond)
                 except (RuntimeError, TypeError, ValueError) as err:
                     raise PairMismatchError(
-                        f"model {name!r} failed on a latent of shape {tuple(row.shape)} with conditioning "
-                        f"{sorted(cond)}: {err}. Check that both models take the same channels, patch "
-                        "size and text embedding width (text_dim), and that cond has their argument names"
-                    ) from err
+                        blame + f"model {name!r} failed on a latent of shape {tuple(row.shape)} with conditioning "
+                        f"{sorted(cond)}: {err}." + ("" if blame else " Check that both models take the same "
+                        "channels, patch size and text embedding width (text_dim), and that cond has their "
+                        "argument names")) from err
                 if not isinstance(out, torch.Tensor):
                     raise PairMismatchError(
                         f"model {name!r} returned {type(out).__name__}, not a velocity tensor; a denoiser is "
                         "model(x, sigma, **cond) -> tensor shaped like x (did a function forget `return`?)")
                 if tuple(out.shape) != tuple(row.shape):
                     raise PairMismatchError(
-                        f"model {name!r} returned shape {tuple(out.shape)} for input {tuple(row.shape)}; "
-                        "Large and Small must map a latent to a velocity of the same shape "
-                        "(same in/out channels and patch size)")
+                        blame + f"model {name!r} returned shape {tuple(out.shape)} for input {tuple(row.shape)}"
+                        + ("" if blame else "; Large and Small must map a latent to a velocity of the same shape "
+                           "(same in/out channels and patch size)"))
                 if not bool(torch.isfinite(out).all()):
                     raise NonFiniteVelocityError(
                         f"model {name!r} returned NaN/Inf in the dry run (one row at sigma 1, before sampling "

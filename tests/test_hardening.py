@@ -53,6 +53,9 @@ def test_cond_batch_that_differs_from_the_noise_batch_is_named_every_time():
     for _ in range(2):  # before: a deep RuntimeError (cache key without cond shapes)
         with pytest.raises(PairMismatchError, match="does not match the noise batch of 2"):
             sample(pair, x, sigmas(2), None, encoder_hidden_states=torch.randn(3, 5, 32))
+    # A shared table (first dimension neither the batch nor 1) that the models take is not refused.
+    shared = ModelPair(lambda x, s, table: -x + table.sum() * 0, lambda x, s, table: -x)
+    assert sample(shared, torch.ones(2, 3), sigmas(2), None, table=torch.ones(7, 3)).shape == (2, 3)
 
 
 def _first_start(study: optuna.Study) -> int:
