@@ -16,6 +16,7 @@ from adaptive.errors import (
     ProfileError,
     ScheduleError,
     SigmaGridError,
+    StorageError,
 )
 from adaptive.detect import Boundaries, ChangePointDetector
 from adaptive.metering import Meter, count_flops, flops_per_row
@@ -33,6 +34,6 @@ __all__ = [
     "Profile", "ProfileStore", "calibrate", "fingerprint", "prompt_key", "frechet_distance", "probe", "sampler_signature",
     "AdaptiveError", "CalibrationError", "CurveError", "Denoiser", "FunctionDenoiser", "GuidedDenoiser", "Meter",
     "ModelPair", "NonFiniteVelocityError", "PairMismatchError", "ProfileError", "SAMPLERS", "Schedule",
-    "ScheduleError", "SigmaGridError", "Stage", "TransformerDenoiser", "as_denoiser", "count_flops",
+    "ScheduleError", "SigmaGridError", "Stage", "StorageError", "TransformerDenoiser", "as_denoiser", "count_flops",
     "flops_per_row", "sample", "sample_heun", "shift_sigma", "sigmas", "__version__",
 ]

@@ -22,7 +22,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
+import secrets
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,7 +41,7 @@ from adaptive.metering import flops_per_row
 from adaptive.metrics import LatentSimilarity, Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, Reference, run_probe
-from adaptive.storage import open_storage
+from adaptive.storage import open_storage, storage_errors
 from adaptive.profiles import Profile, ProfileStore, fingerprint, safe_key, sampler_signature
 
 DEFAULT_QUALITY_TARGET = 0.95
@@ -166,6 +169,10 @@ def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Seq
         raise CalibrationError(f"n_trials must be a non-negative integer, got {n_trials!r}")
     if not isinstance(conds, Sequence) or len(conds) == 0:
         raise CalibrationError("conds must be a non-empty list of dicts, e.g. [{'encoder_hidden_states': emb}]")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or \
+            not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+        raise CalibrationError(f"seeds must be a list of integer noise seeds, e.g. seeds=[0, 1, 2], got {seeds!r}"
+                               + (f"; for {seeds} seeds write seeds=range({seeds})" if isinstance(seeds, int) else ""))
     if len(seeds) == 0:
         raise CalibrationError("seeds must name at least one noise seed")
 
@@ -197,15 +204,34 @@ def default_storage(store: ProfileStore) -> str:
 
 def make_study(storage: Any, study_name: str, seed: int | None = 0) -> optuna.Study:
     """The Optuna study of a calibration: shared by every worker that names it (see
-    :func:`adaptive.storage.open_storage` for URLs, journal files and heartbeats)."""
-    return optuna.create_study(storage=open_storage(storage), study_name=study_name, direction="minimize",
-                               load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=6))
+    :func:`adaptive.storage.open_storage` for URLs, journal files and heartbeats).
+
+    The worker that creates the study samples with ``seed`` (a fresh study is reproducible); a worker
+    that joins an existing one gets a sampler seed of its own, or every worker of a shared study
+    would propose the same windows.
+    """
+    url = storage
+    storage = open_storage(storage)
+
+    def sampler(value: int | None) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=value, n_startup_trials=6)
+
+    with storage_errors(url):  # e.g. a read-only database file: said now, not after the trials
+        try:
+            return optuna.create_study(storage=storage, study_name=study_name, direction="minimize",
+                                       load_if_exists=False, sampler=sampler(seed))
+        except optuna.exceptions.DuplicatedStudyError:
+            joined = None if seed is None else seed + 1 + secrets.randbelow(2**31 - 2)
+            return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler(joined))
 
 
-def _objective(search: StepSearch, target: float, search_steps: bool):
+def _objective(search: StepSearch, target: float, search_steps: bool, n_trials: int | None = None):
     n = search.full.n
 
     def objective(trial: optuna.Trial) -> float:
+        if n_trials is not None and _over_budget(trial, n_trials):
+            trial.study.stop()  # other workers' trials filled the budget: do no model work
+            raise optuna.TrialPruned(f"{n_trials} trials are complete")
         trial.set_user_attr("worker_pid", os.getpid())
         steps = trial.suggest_int("steps", 1, n) if search_steps else n
         start = trial.suggest_int("start", 0, n - 1)
@@ -223,6 +249,33 @@ def _objective(search: StepSearch, target: float, search_steps: bool):
         return _value(quality, cost, target)
 
     return objective
+
+
+BUDGET_POLL_SECONDS = 1.0
+
+
+def _over_budget(trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether ``n_trials`` are already complete, or would be once the trials other workers started
+    before this one finish (MaxTrialsCallback counts complete trials only, so concurrent workers
+    overshoot). Running trials are counted only on storages with heartbeats, where a dead worker's
+    trial is failed and re-queued after the grace period; until the others finish, this worker waits
+    (it does no model work) rather than run a trial past the budget."""
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    study = trial.study
+    heartbeat = is_heartbeat_enabled(study._storage)  # no heartbeat (journal files): complete trials only
+    while True:
+        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                          optuna.trial.TrialState.RUNNING))
+        complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        if complete >= n_trials:
+            return True
+        earlier = sum(t.state == optuna.trial.TrialState.RUNNING and t.number < trial.number for t in trials)
+        if not heartbeat or complete + earlier < n_trials:
+            return False
+        time.sleep(BUDGET_POLL_SECONDS)
+        fail_stale_trials(study)  # a dead worker's trial: failed, re-queued, no longer counted
 
 
 def _value(quality: float, cost: float, target: float) -> float:
@@ -296,21 +349,22 @@ LADDER = (0.25, 0.5, 0.75)  # Large-only step counts tried first, as fractions o
 
 def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quality_target: float, n_trials: int,
            storage: Any, study_name: str, progress: bool = True, seed: int | None = 0,
-           search_steps: bool = False) -> optuna.Study:
+           search_steps: bool = False, study: optuna.Study | None = None) -> optuna.Study:
     """Run (or join) the Optuna study seeded with the detector's proposal.
 
     With ``search_steps`` (give a :class:`StepSearch`) the step count is a parameter too: a new
     study is first given Large alone with a quarter, half and three quarters of the steps, and
     after the ``n_trials`` trials the least Large-only step count meeting the target is pinned down
     by bisection (each probe recorded in the study as one more trial; quality is taken to rise with
-    steps), so "Large with fewer steps" is always measured. ``n_trials=0`` runs nothing.
+    steps), so "Large with fewer steps" is always measured. ``n_trials=0`` runs nothing. ``study``:
+    one already made by :func:`make_study` (calibrate opens it before any model call).
     """
     search = evaluator if isinstance(evaluator, StepSearch) else StepSearch(evaluator, shift=1.0)
     if search_steps and not isinstance(evaluator, StepSearch):
         raise CalibrationError("search_steps=True needs a StepSearch (it knows the grid's shift)")
     n = search.full.n
     full = {"steps": n} if search_steps else {}
-    study = make_study(storage, study_name, seed)
+    study = study if study is not None else make_study(storage, study_name, seed)
     if n_trials > 0 and not study.trials and proposal is not None:
         window = (proposal.start, proposal.stop - proposal.start) if not proposal.is_large_only else (0, n)
         study.enqueue_trial({**full, "start": window[0], "length": window[1]})
@@ -321,7 +375,7 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
     done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     if n_trials > done:
         stop_at = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))
-        study.optimize(_objective(search, quality_target, search_steps), n_trials=n_trials - done,
+        study.optimize(_objective(search, quality_target, search_steps, n_trials), n_trials=n_trials - done,
                        callbacks=[stop_at], show_progress_bar=progress)
     if n_trials > 0 and search_steps:
         _bisect_large_only(study, search, quality_target)
@@ -413,17 +467,21 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     store = store if isinstance(store, ProfileStore) else ProfileStore(store)
     metric = metric or pair.metric or LatentSimilarity()
     metric_name = getattr(metric, "name", type(metric).__name__)
+    signature = sampler_signature("euler", num_steps, shift)
+    fp = fingerprint(pair)
+    name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name, search_steps)}")
+    # Where results go is checked before any model call: the profile store is writable, and the
+    # study opens (folder, driver, write access). The worker that creates the study samples with a
+    # fixed seed (reproducible); each worker that joins it gets a seed of its own (make_study).
+    if save or storage is None:
+        store.check_writable()
+    study = make_study(storage or default_storage(store), name, seed=0)
     curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
     proposal = (detector or ChangePointDetector()).fit(curve).predict()
     evaluator = Evaluator(pair, reference, metric, _small_cost(pair, reference))
     search = StepSearch(evaluator, shift)
-    signature = sampler_signature("euler", num_steps, shift)
-    fp = fingerprint(pair)
-    name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name, search_steps)}")
-    # One worker: a fixed sampler seed makes calibration reproducible. Shared studies get a fresh seed
-    # per worker, or every worker would propose the same windows.
-    study = refine(search, proposal, quality_target, n_trials, storage or default_storage(store), name, progress,
-                   seed=0 if storage is None else None, search_steps=search_steps)
+    study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
+                   study=study)
     profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,
                        metric_name, conds, seeds, name)
     if per_prompt:
@@ -439,14 +497,9 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
 
 
 def _finished_here(study: optuna.Study) -> bool:
-    """True for the worker that ran a shared study's last complete trial, and for a re-run that
-    found the study already finished (it ran no trial; nobody else is still writing)."""
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
-        return True
-    last = max(complete, key=lambda t: t.number)
-    mine = [t for t in complete if t.user_attrs.get("worker_pid") == os.getpid()]
-    return last.user_attrs.get("worker_pid", os.getpid()) == os.getpid() or not mine
+    """True for the worker that finds a shared study done (no trial still running in another worker,
+    so its profile counts every trial), and for a re-run that found the study already finished."""
+    return not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
 
 
 def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: float, curve: DivergenceCurve,

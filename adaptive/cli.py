@@ -207,6 +207,8 @@ def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
 
     warn_if_other_metric(profile, pair)
     if profile.num_steps != args.steps:  # another grid's profile: its plan for this grid, else its window by sigma
+        print(f"plan: the profile stored for {profile.sampler} (the nearest stored grid), mapped by sigma onto "
+              f"{args.steps} steps, shift {args.shift:g}")
         return profile.schedule_for_steps(args.steps), args.steps
     print(f"plan: {profile.decision} (--schedule auto keeps all {args.steps} steps)")
     return profile.plan_schedule(), profile.steps
@@ -239,7 +241,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     save_strip(out / "samples.png", {str(schedule): videos}, prompts)
     for i, video in enumerate(videos):
         save_gif(out / f"sample_{i:03d}.gif", video)
-    print(f"wrote {out / 'samples.png'} and {len(videos)} GIFs with schedule {schedule}")
+    stale = [p for p in out.glob("sample_*.gif") if p.stem[len("sample_"):].isdigit() and
+             int(p.stem[len("sample_"):]) >= len(videos)]
+    for path in stale:  # an earlier run's extra GIFs would pass for this run's
+        path.unlink()
+    print(f"wrote {out / 'samples.png'} and {len(videos)} GIFs with schedule {schedule}"
+          + (f"; removed {len(stale)} GIFs of an earlier run" if stale else ""))
     return 0
 
 
@@ -462,9 +469,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     from adaptive.frontier import frontier_path, measure_frontier
     from adaptive.profiles import ProfileStore, fingerprint, sampler_signature
 
-    blend_steps = [int(v) for v in args.blend_steps.split(",")] if args.blend_steps else [args.steps]
-    if any(not 1 <= n <= args.steps for n in blend_steps):
-        raise SystemExit(f"--blend-steps must be step counts in 1..{args.steps} (--steps), got {args.blend_steps}")
+    blend_steps = [int(v) for v in args.blend_steps.split(",")] if args.blend_steps else [args.steps]  # _validate
     pair, conds = _pair_and_conds(args)
     store, signature = ProfileStore(args.store), sampler_signature("euler", args.steps, args.shift)
     fp = fingerprint(pair)
@@ -506,7 +511,7 @@ def _pair_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "outputs") -> None:
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
     p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -515,11 +520,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offload-small", action="store_true",
                    help="keep Small in CPU memory, moved to the device for each of its calls")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (first calls are slow)")
-    p.add_argument("--schedule", type=parse_schedule, default=None,
-                   help="large | lsl:SIGMA_IN,SIGMA_OUT | sl:SWITCH | ls:BOUNDARY | schedule.json "
-                        "(default: the stored profile, else lsl:0.85,0.3)")
+    if schedule:  # calibrate finds the schedule: it takes none
+        p.add_argument("--schedule", type=parse_schedule, default=None,
+                       help="large | lsl:SIGMA_IN,SIGMA_OUT | sl:SWITCH | ls:BOUNDARY | schedule.json "
+                            "(default: the stored profile, else lsl:0.85,0.3)")
     p.add_argument("--prompt", action="append", help="a prompt like 'a 7 moving up-left' (repeatable)")
-    p.add_argument("--out", default="outputs", help="output folder (default outputs/)")
+    p.add_argument("--out", default=out, help=f"output folder (default {out}/)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -537,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("--sampler", choices=["euler", "heun"], default="euler")
     samp.set_defaults(func=cmd_sample)
     bench = sub.add_parser("bench", help="the comparison table on the embedded pair, measured side by side")
-    _common(bench)
+    _common(bench, out="outputs/bench")
     bench.add_argument("--quick", action="store_true", help="CI smoke run: 4 videos, <= 10 steps, one round")
     bench.add_argument("--num", type=int, default=0, help="videos (default 32, quick 4)")
     bench.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (default 2)")
@@ -545,9 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(docs/oracle.json from scripts/oracle.py)")
     bench.add_argument("--cache-threshold", type=float, default=0.1, help="First Block Cache threshold")
     bench.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
-    bench.set_defaults(func=cmd_bench, out="outputs/bench")
+    bench.set_defaults(func=cmd_bench)
     cal = sub.add_parser("calibrate", help="find the Small window for a pair and store its profile")
-    _common(cal)
+    _common(cal, schedule=False)
     _pair_options(cal)
     cal.add_argument("--trials", type=int, default=24, help="Optuna trials (default 24)")
     cal.add_argument("--target", type=float, default=0.95, help="least similarity to Large-only (default 0.95)")
@@ -562,17 +568,114 @@ def build_parser() -> argparse.ArgumentParser:
                           "are candidates (default on; --no-search-steps keeps the grid of --steps)")
     cal.set_defaults(func=cmd_calibrate)
     front = sub.add_parser("frontier", help="every one-window blend against Large with fewer steps: table, plot, JSON")
-    _common(front)
+    _common(front, schedule=False, out="outputs/frontier")
     _pair_options(front)
     front.add_argument("--blend-steps", help="grids whose every window is measured, e.g. 30,15 (default: --steps)")
     front.add_argument("--no-store", dest="store_result", action="store_false",
                        help="don't keep the frontier in the profile store (calibrate reads it from there)")
-    front.set_defaults(func=cmd_frontier, out="outputs/frontier")
+    front.set_defaults(func=cmd_frontier)
     return parser
 
 
+def _device_problem(name: str) -> str | None:
+    """Why ``name`` cannot run the models here (None when it can)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        return f"{name!r} is not a torch device; use cpu, cuda, cuda:1 or mps"
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"{name!r}: CUDA is not available on this machine (torch.cuda.is_available() is False); use cpu"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            return f"{name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        if backend is None or not getattr(backend, "is_available", lambda: False)():
+            return f"{name!r}: no {device.type} device is available on this machine; use cpu"
+    return None
+
+
+def _writable_problem(folder: str) -> str | None:
+    """Why output cannot be written to ``folder`` (None when it can): checked before any work."""
+    import os
+    import tempfile
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"cannot write to {folder!r} ({err.strerror}); choose another folder"
+    return None
+
+
+def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse impossible arguments with one argparse-style line, before any model is loaded."""
+    import math
+
+    least = {"steps": 2 if args.command == "calibrate" else 1, "num": 0 if args.command == "bench" else 1,
+             "repeats": 1, "seeds": 1, "num_prompts": 1, "trials": 0}
+    for name, low in least.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    shift = getattr(args, "shift", None)
+    if shift is not None and not (math.isfinite(shift) and shift > 0):
+        parser.error(f"--shift must be a positive finite number (1.0: no shift; Wan uses 3 to 8), got {shift}")
+    target = getattr(args, "target", None)
+    if target is not None and not 0.0 < target <= 1.0:
+        parser.error(f"--target is a similarity to Large-only in (0, 1], got {target}")
+    for flag in ("device", "small_device"):
+        device = getattr(args, flag, None)
+        problem = _device_problem(device) if device else None
+        if problem:
+            parser.error(f"--{flag.replace('_', '-')} {problem}")
+    if getattr(args, "prompt", None) and not getattr(args, "large", None):
+        from adaptive.toy.data import parse_prompt
+
+        for prompt in args.prompt:
+            try:
+                parse_prompt(prompt)
+            except ValueError as err:
+                parser.error(f"--prompt: {err}")
+    if args.command == "frontier" and args.blend_steps:
+        try:
+            counts = [int(v) for v in args.blend_steps.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or any(not 1 <= n <= args.steps for n in counts):
+            parser.error(f"--blend-steps must be step counts in 1..{args.steps} (--steps) separated by commas, "
+                         f"got {args.blend_steps!r}")
+    if args.command in ("demo", "sample", "bench", "frontier"):  # they read the profile store
+        from adaptive.errors import ProfileError
+        from adaptive.profiles import ProfileStore
+
+        try:
+            ProfileStore(getattr(args, "store", None))
+        except ProfileError as err:
+            parser.error(str(err))
+    if getattr(args, "out", None):
+        problem = _writable_problem(args.out)
+        if problem:
+            parser.error(f"--out {problem}")
+    if args.command == "calibrate":
+        from adaptive.errors import StorageError
+        from adaptive.profiles import ProfileStore
+        from adaptive.storage import open_storage
+
+        try:
+            ProfileStore(args.store).check_writable()
+            if args.storage:
+                open_storage(args.storage)
+        except (StorageError, ValueError) as err:  # ProfileError is a ValueError
+            parser.error(str(err))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _validate(parser, args)
     return int(args.func(args) or 0)
 
 

@@ -33,3 +33,7 @@ class ProfileError(AdaptiveError, ValueError):
 
 class CalibrationError(AdaptiveError, ValueError):
     """Calibration inputs are unusable (no conditions, no seeds, bad quality target)."""
+
+
+class StorageError(CalibrationError):
+    """The Optuna storage or the profile store cannot be opened or written (missing folder, driver, rights)."""

@@ -119,7 +119,7 @@ class ModelPair:
         Raises :class:`~adaptive.errors.NonFiniteVelocityError` if ``x`` (the noise) or a model's
         velocity holds NaN/Inf, and :class:`PairMismatchError` on a shape mismatch, naming the model
         and the fix. The noise is checked on every call (one host read); the dry call runs once per
-        input shape/dtype/cond keys. Cheap next to sampling (one row, one call per model).
+        input shape/dtype and conditioning shapes. Cheap next to sampling (one row, one call per model).
 
         Example:
             >>> import torch
@@ -132,9 +132,19 @@ class ModelPair:
         if not bool(torch.isfinite(x).all()):
             raise NonFiniteVelocityError("the noise holds NaN/Inf before any model ran; draw it again (e.g. "
                                          "torch.randn) and check what produced it")
-        key = (tuple(x.shape[1:]), x.dtype, x.device, tuple(sorted(cond)))
+        batch = x.shape[0]
+        # Cond shapes are part of the key: a later call whose conditioning differs (another batch,
+        # another text width) is checked again, not waved through to fail deep inside a model.
+        key = (tuple(x.shape), x.dtype, x.device,
+               tuple((k, tuple(v.shape) if isinstance(v, torch.Tensor) else None) for k, v in sorted(cond.items())))
         if key in self._checked:
             return
+        # A tensor whose first dimension is neither the batch nor 1 is passed whole to every row (a
+        # shared table); when a model then fails, that is the likely cause and is named first.
+        misbatched = {k: v.shape[0] for k, v in cond.items()
+                      if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] not in (1, batch)}
+        blame = (f"conditioning {misbatched} (rows per tensor) does not match the noise batch of {batch}: give one "
+                 "row per sample (or a single row shared by all samples). ") if misbatched else ""
         if self.sample_shape is not None and tuple(x.shape[1:]) != self.sample_shape:
             raise PairMismatchError(f"noise has per-sample shape {tuple(x.shape[1:])} but the pair expects "
                                     f"{self.sample_shape}; draw noise of shape (batch, *pair.sample_shape)")
@@ -146,15 +156,19 @@ class ModelPair:
                     out = model(row, torch.ones(1, device=x.device), **row_cond)
                 except (RuntimeError, TypeError, ValueError) as err:
                     raise PairMismatchError(
-                        f"model {name!r} failed on a latent of shape {tuple(row.shape)} with conditioning "
-                        f"{sorted(cond)}: {err}. Check that both models take the same channels, patch "
-                        "size and text embedding width (text_dim), and that cond has their argument names"
-                    ) from err
+                        blame + f"model {name!r} failed on a latent of shape {tuple(row.shape)} with conditioning "
+                        f"{sorted(cond)}: {err}." + ("" if blame else " Check that both models take the same "
+                        "channels, patch size and text embedding width (text_dim), and that cond has their "
+                        "argument names")) from err
+                if not isinstance(out, torch.Tensor):
+                    raise PairMismatchError(
+                        f"model {name!r} returned {type(out).__name__}, not a velocity tensor; a denoiser is "
+                        "model(x, sigma, **cond) -> tensor shaped like x (did a function forget `return`?)")
                 if tuple(out.shape) != tuple(row.shape):
                     raise PairMismatchError(
-                        f"model {name!r} returned shape {tuple(out.shape)} for input {tuple(row.shape)}; "
-                        "Large and Small must map a latent to a velocity of the same shape "
-                        "(same in/out channels and patch size)")
+                        blame + f"model {name!r} returned shape {tuple(out.shape)} for input {tuple(row.shape)}"
+                        + ("" if blame else "; Large and Small must map a latent to a velocity of the same shape "
+                           "(same in/out channels and patch size)"))
                 if not bool(torch.isfinite(out).all()):
                     raise NonFiniteVelocityError(
                         f"model {name!r} returned NaN/Inf in the dry run (one row at sigma 1, before sampling "

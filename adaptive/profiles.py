@@ -271,6 +271,7 @@ class Profile:
             if key in data and not isinstance(data[key], dict):
                 raise ProfileError(f"{source}: field {key!r} must be an object")
         _check_plans(data, source)
+        _check_nested(data, source)
         steps = data.get("small_steps", [])
         if not isinstance(steps, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in steps):
             raise ProfileError(f"{source}: small_steps must be a list of step indices")
@@ -360,6 +361,107 @@ def _check_plans(data: dict[str, Any], source: str) -> None:
         _check_plan(entry, num_steps, f"{source}: frontier[{i}]")
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_numbers(where: str, record: dict[str, Any], keys: tuple[str, ...], optional: bool = True,
+                   none_ok: bool = False) -> None:
+    for key in keys:
+        if key not in record and optional:
+            continue
+        value = record.get(key)
+        if not (_number(value) or (none_ok and value is None)):
+            raise ProfileError(f"{where}: {key} must be a finite number, got {value!r}")
+
+
+def _check_window(where: str, window: Any, num_steps: int) -> None:
+    """One per-prompt window: start/stop step indices on the full grid and their sigma boundaries."""
+    if not isinstance(window, dict) or not {"start", "stop", "sigma_in", "sigma_out"} <= set(window):
+        raise ProfileError(f"{where} must be an object with start, stop, sigma_in and sigma_out")
+    start, stop = window["start"], window["stop"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop)) or \
+            not 0 <= start <= stop <= num_steps:
+        raise ProfileError(f"{where}: start and stop must be step indices with 0 <= start <= stop <= {num_steps}, "
+                           f"got {start!r}, {stop!r}")
+    _check_numbers(where, window, ("sigma_in", "sigma_out"), optional=False)
+    _check_numbers(where, window, ("quality", "cost"))
+    if not 0.0 <= window["sigma_out"] <= window["sigma_in"] <= 1.0:
+        raise ProfileError(f"{where}: needs 0 <= sigma_out <= sigma_in <= 1, got sigma_in={window['sigma_in']!r}, "
+                           f"sigma_out={window['sigma_out']!r}")
+
+
+def _check_controller(where: str, controller: dict[str, Any]) -> None:
+    """The online controller as :class:`~adaptive.controller.ControllerConfig` would run it: every
+    field of the right type (numbers finite), the regression's vectors one number per feature."""
+    from adaptive.controller import ControllerConfig
+
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(ControllerConfig)}
+    for key, value in controller.items():
+        kind = kinds.get(key, "")
+        if kind == "float" and not (_number(value) or (key == "monitor_threshold" and value is None)):
+            raise ProfileError(f"{where}.{key} must be a finite number, got {value!r}")
+        if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ProfileError(f"{where}.{key} must be an integer, got {value!r}")
+        if kind.startswith("dict") and not isinstance(value, dict):
+            raise ProfileError(f"{where}.{key} must be an object, got {value!r}")
+    regression = controller.get("regression") or {}
+    if regression:
+        features = regression.get("features")
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise ProfileError(f"{where}.regression.features must be a list of feature names")
+        for key in ("mean", "scale", "coef"):
+            vector = regression.get(key)
+            if not isinstance(vector, list) or len(vector) != len(features) or not all(map(_number, vector)):
+                raise ProfileError(f"{where}.regression.{key} must be {len(features)} finite numbers (one per "
+                                   f"feature), got {vector!r}")
+        if any(v == 0 for v in regression["scale"]):
+            raise ProfileError(f"{where}.regression.scale must not hold 0")
+        _check_numbers(f"{where}.regression", regression, ("intercept",), optional=False)
+    try:
+        ControllerConfig.from_dict(controller)
+    except (ValueError, TypeError) as err:  # CalibrationError is a ValueError
+        raise ProfileError(f"{where}: {err}") from None
+
+
+def _check_nested(data: dict[str, Any], source: str) -> None:
+    """The nested records sampling reads (per-prompt windows, the controller, quality, cost), so a
+    damaged profile fails at load naming its file, not later inside a sampler."""
+    num_steps = data["num_steps"]
+    per_prompt = data.get("per_prompt") or {}
+    if per_prompt:
+        windows = per_prompt.get("windows", {})
+        if not isinstance(windows, dict):
+            raise ProfileError(f"{source}: per_prompt.windows must be an object keyed by prompt key, got "
+                               f"{type(windows).__name__}")
+        for key, window in windows.items():
+            _check_window(f"{source}: per_prompt.windows[{key!r}]", window, num_steps)
+        candidates = per_prompt.get("candidates", [])
+        if not isinstance(candidates, list) or not all(
+                isinstance(c, list) and len(c) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in c)
+                for c in candidates):
+            raise ProfileError(f"{source}: per_prompt.candidates must be a list of [start, stop] pairs")
+        _check_numbers(f"{source}: per_prompt", per_prompt, ("mean_cost",))
+    controller = data.get("controller") or {}
+    if controller:
+        _check_controller(f"{source}: controller", controller)
+    quality = data.get("quality") or {}
+    _check_numbers(f"{source}: quality", quality, ("target",))
+    _check_numbers(f"{source}: quality", quality, ("achieved",), none_ok=True)
+    if "metric" in quality and not isinstance(quality["metric"], str):
+        raise ProfileError(f"{source}: quality.metric must be a metric name, got {quality['metric']!r}")
+    cost = data.get("cost") or {}
+    _check_numbers(f"{source}: cost", cost, tuple(cost))
+    calibration = data.get("calibration") or {}
+    if "n_trials" in calibration and not (isinstance(calibration["n_trials"], int) and
+                                          not isinstance(calibration["n_trials"], bool)):
+        raise ProfileError(f"{source}: calibration.n_trials must be an integer, got {calibration['n_trials']!r}")
+    curve = data.get("curve") or {}
+    for key, values in curve.items():
+        if not isinstance(values, list) or not all(_number(v) or v is None for v in values):
+            raise ProfileError(f"{source}: curve.{key} must be a list of numbers")
+
+
 def atomic_write(path: Path, text: str) -> Path:
     """Replace ``path`` with ``text`` so readers see the old or the new file, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -406,6 +508,25 @@ class ProfileStore:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root if root is not None else os.environ.get(ENV_VAR, "profiles"))
+        if self.root.exists() and not self.root.is_dir():
+            given = "the store" if root is not None else f"${ENV_VAR}"
+            raise ProfileError(f"{given} is {self.root}, a file: a profile store is a folder of profiles; point "
+                               f"{given} at the folder that holds it (e.g. {self.root.parent})")
+
+    def check_writable(self) -> None:
+        """Raise :class:`~adaptive.errors.StorageError` unless profiles can be written here (the folder
+        exists or can be made, and a file can be created in it): checked before calibrating, so a
+        read-only store never costs a whole study."""
+        from adaptive.errors import StorageError
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise StorageError(f"the profile store {self.root} is not writable ({err.strerror}); choose another "
+                               f"folder (store=..., `--store`, ${ENV_VAR}) or fix its permissions") from None
 
     def path_for(self, pair_fingerprint: str, sampler: str) -> Path:
         return self.root / f"{safe_key(pair_fingerprint)}__{safe_key(sampler)}.json"
@@ -443,11 +564,26 @@ class ProfileStore:
                                "not the one its name says; it was renamed or copied by hand — remove it")
         return profile
 
-    def all(self) -> list[Profile]:
-        """Every readable profile in the store (corrupt files raise, naming their path)."""
+    def all(self, pair_fingerprint: str | None = None) -> list[Profile]:
+        """Every readable profile in the store (of one pair, given its fingerprint). A corrupt or
+        foreign file is skipped with a warning naming its path: one damaged file must not hide every
+        other profile."""
         if not self.root.is_dir():
             return []
-        return [Profile.load(p) for p in sorted(self.root.glob("*__*.json"))]
+        pattern = f"{safe_key(pair_fingerprint)}__*.json" if pair_fingerprint is not None else "*__*.json"
+        profiles = []
+        for path in sorted(self.root.glob(pattern)):
+            try:
+                profile = Profile.load(path)
+            except ProfileError as err:
+                warnings.warn(f"skipped {err}", stacklevel=2)
+                continue
+            if path != self.path_for(profile.pair_fingerprint, profile.sampler):
+                warnings.warn(f"skipped {path}: it holds a profile for {profile.pair_fingerprint} / {profile.sampler}, "
+                              "not the one its name says (renamed or copied by hand)", stacklevel=2)
+                continue
+            profiles.append(profile)
+        return profiles
 
     def find(self, pair: ModelPair | str, sampler: str) -> Profile | None:
         """The profile for this pair and sampler; else one of the same pair for another step count or
@@ -457,14 +593,58 @@ class ProfileStore:
         if exact is not None:
             return exact
         family = sampler.split("-")[0]
-        near = [p for p in self.all() if p.pair_fingerprint == fp and p.sampler.split("-")[0] == family]
+        near = [p for p in self.all(fp) if p.sampler.split("-")[0] == family]
         if not near:
             return None
         for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan
             if profile.plan and sampler == sampler_signature(family, profile.steps, profile.shift):
                 return profile
-        chosen = near[0]
-        warnings.warn(f"no profile for {sampler}; using the one calibrated for {chosen.sampler}, mapped through "
-                      f"its sigma boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for "
-                      f"{sampler} for a tuned result.", stacklevel=2)
+        wanted = _grid_of(sampler)
+        if wanted is None:
+            ranked = near
+        else:  # the stored grid closest to the one asked for: step count and shift both count
+            ranked = sorted(near, key=lambda p: (_grid_distance(wanted, _grid(p.num_steps, p.shift)), p.sampler))
+        chosen = ranked[0]
+        others = ", ".join(p.sampler for p in ranked[1:])
+        warnings.warn(f"no profile for {sampler}; using the one calibrated for {chosen.sampler}, the nearest stored "
+                      f"sigma grid{f' (also stored: {others})' if others else ''}, mapped through its sigma "
+                      f"boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for {sampler} for a "
+                      "tuned result.", stacklevel=2)
         return chosen
+
+
+_SIGNATURE = re.compile(r"^[A-Za-z0-9_]+-(\d+)-shift([0-9.eE+-]+)$")
+
+
+def _grid(num_steps: int, shift: float) -> list[float]:
+    from adaptive.sampling import sigmas
+
+    return sigmas(int(num_steps), float(shift)).tolist()
+
+
+def _grid_of(signature: str) -> list[float] | None:
+    """The sigma grid a :func:`sampler_signature` names (None if it names none)."""
+    match = _SIGNATURE.match(signature)
+    if match is None:
+        return None
+    try:
+        return _grid(int(match.group(1)), float(match.group(2)))
+    except ValueError:
+        return None
+
+
+def _grid_distance(a: list[float], b: list[float]) -> float:
+    """How far apart two sigma grids are, in sigma: the mean gap between them as curves over the
+    fraction of steps taken (where the shift shows) plus the gap between their mean step sizes
+    (where the step count shows); 0 for equal grids.
+
+    Example:
+        >>> _grid_distance(_grid(28, 3.0), _grid(30, 3.0)) < _grid_distance(_grid(28, 3.0), _grid(12, 3.0))
+        True
+    """
+    import numpy as np
+
+    t = np.linspace(0.0, 1.0, 101)
+    curves = [np.interp(t, np.linspace(0.0, 1.0, len(g)), g) for g in (a, b)]
+    shape = float(np.mean(np.abs(curves[0] - curves[1])))
+    return shape + abs(1.0 / (len(a) - 1) - 1.0 / (len(b) - 1))

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, overload
 
@@ -53,8 +55,8 @@ def sigmas(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) 
     """
     if not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-    if not shift > 0:
-        raise ValueError(f"shift must be positive, got {shift!r}")
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not (shift > 0 and math.isfinite(shift)):
+        raise ValueError(f"shift must be a positive finite number, got {shift!r}")
     lowest = shift_sigma(1.0 / num_train_timesteps, shift)  # diffusers shifts its sigma_min twice
     grid = torch.as_tensor(shift_sigma(torch.linspace(1.0, lowest, num_steps, dtype=torch.float64), shift))
     return torch.cat([grid, grid.new_zeros(1)]).to(torch.float32)

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from adaptive.errors import ScheduleError, SigmaGridError
@@ -99,8 +101,7 @@ class Schedule:
 
         ``1 >= sigma_in >= sigma_out >= 0``; equal values mean Large only.
         """
-        _check_unit("sigma_in", sigma_in)
-        _check_unit("sigma_out", sigma_out)
+        sigma_in, sigma_out = _check_unit("sigma_in", sigma_in), _check_unit("sigma_out", sigma_out)
         if sigma_in < sigma_out:
             raise ScheduleError(f"sigma_in ({sigma_in}) must be >= sigma_out ({sigma_out}): Small runs between "
                                 "them, from high noise (sigma_in) down to low noise (sigma_out)")
@@ -109,13 +110,13 @@ class Schedule:
     @classmethod
     def small_first(cls, sigma_switch: float, large: str = "large", small: str = "small") -> Schedule:
         """T-Stitch style Small -> Large: Small for steps starting above ``sigma_switch``."""
-        _check_unit("sigma_switch", sigma_switch)
+        sigma_switch = _check_unit("sigma_switch", sigma_switch)
         return cls([Stage(1.0, sigma_switch, small), Stage(sigma_switch, 0.0, large)])
 
     @classmethod
     def large_first(cls, boundary: float, large: str = "large", small: str = "small") -> Schedule:
         """Wan 2.2 ``boundary_ratio`` style Large -> Small: Large above ``boundary`` (in sigma)."""
-        _check_unit("boundary", boundary)
+        boundary = _check_unit("boundary", boundary)
         return cls([Stage(1.0, boundary, large), Stage(boundary, 0.0, small)])
 
     @classmethod
@@ -210,9 +211,11 @@ class Schedule:
         return cls.from_dict(data)
 
 
-def _check_unit(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not (0.0 <= float(value) <= 1.0):
+def _check_unit(name: str, value: float) -> float:
+    """``value`` as a float sigma in [0, 1]: any real number (numpy scalars too), never a bool."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)) or not (0.0 <= float(value) <= 1.0):
         raise ScheduleError(f"{name} must be a sigma in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _merged(stages: list[Stage]) -> list[Stage]:

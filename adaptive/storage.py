@@ -12,23 +12,60 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import optuna
+
+from adaptive.errors import StorageError
 
 _SCHEMA_ATTEMPTS = 5
 HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 60
 
 
+@contextlib.contextmanager
+def storage_errors(storage: Any) -> Iterator[None]:
+    """Turn a storage's failure to open or write (a missing folder, an uninstalled database driver, a
+    read-only file) into a :class:`StorageError` naming the URL and what to do."""
+    try:
+        yield
+    except ImportError as err:
+        module = getattr(err.__cause__ or err.__context__ or err, "name", None)
+        needs = f"the Python module {module!r}" if module else "a database driver"
+        raise StorageError(f"storage {storage!r} needs {needs}, which is not installed; install it "
+                           "(e.g. `pip install psycopg2-binary` for postgresql://, `pip install pymysql` and "
+                           "mysql+pymysql:// for MySQL) or use sqlite:///path/studies.db") from None
+    except OSError as err:
+        raise StorageError(f"storage {storage!r}: cannot open {err.filename or 'the file'} ({err.strerror}); "
+                           "create its folder or choose a writable path") from None
+    except Exception as err:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(err, SQLAlchemyError):
+            raise
+        detail = str(getattr(err, "orig", None) or err).splitlines()[0]
+        where = ""
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            where = f" (the file {storage[len('sqlite:///'):]}: does its folder exist, and may you write there?)"
+        raise StorageError(f"storage {storage!r} cannot be opened or written: {detail}{where}") from None
+
+
 def open_storage(storage: Any, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  grace_period: int = GRACE_PERIOD) -> Any:
-    """An Optuna storage for ``storage`` (URL, journal path or storage object); see the module doc."""
+    """An Optuna storage for ``storage`` (URL, journal path or storage object); see the module doc.
+    A URL that cannot be opened (missing folder, driver not installed) raises :class:`StorageError`."""
     if not isinstance(storage, str):
         return storage
+    with storage_errors(storage):
+        return _open(storage, heartbeat_interval, grace_period)
+
+
+def _open(storage: str, heartbeat_interval: int, grace_period: int) -> Any:
     if storage.startswith("journal://") or storage.endswith(".log"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 

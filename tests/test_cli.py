@@ -107,8 +107,10 @@ def test_frontier_of_a_saved_diffusers_pair_and_calibrate_reports_against_it(tmp
     assert len(list((tmp_path / "store" / "frontiers").glob("*.json"))) == 1
     assert main(["calibrate", *pair_args, "--trials", "4", "--out", str(tmp_path)]) == 0  # the study is reused
     assert "measured frontier" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="blend-steps"):
-        main(["frontier", *pair_args, "--blend-steps", "9"])
+    for bad in ("9", "x"):
+        with pytest.raises(SystemExit):
+            main(["frontier", *pair_args, "--blend-steps", bad])
+        assert "--blend-steps must be step counts in 1..4" in capsys.readouterr().err
 
 
 def test_bad_schedule_text_is_explained():

@@ -69,6 +69,46 @@ def test_profile_with_a_wrong_field(field, value):
         pass
 
 
+NESTED_FIELDS = [("per_prompt", "windows"), ("per_prompt", "windows", "k1"), ("per_prompt", "windows", "k1", "sigma_in"),
+                 ("per_prompt", "windows", "k1", "sigma_out"), ("per_prompt", "windows", "k1", "start"),
+                 ("per_prompt", "windows", "k1", "stop"), ("per_prompt", "candidates"), ("controller",),
+                 ("controller", "threshold"), ("controller", "sigma_out"), ("controller", "patience"),
+                 ("controller", "probe_budget"), ("controller", "monitor_threshold"), ("controller", "regression"),
+                 ("controller", "regression", "coef"), ("controller", "regression", "mean"),
+                 ("controller", "regression", "scale"), ("controller", "regression", "intercept"),
+                 ("controller", "regression", "features"), ("quality", "target"), ("quality", "metric"),
+                 ("cost", "fraction_of_large"), ("calibration", "n_trials")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.sampled_from(NESTED_FIELDS), value=json_values | st.floats(allow_nan=False))
+def test_profile_with_a_wrong_nested_field_fails_at_load_or_samples(path, value):
+    """Issue #17 item 6: a nested field either fails at load (ProfileError) or works where sampling reads it."""
+    from test_hardening import _rich_profile
+
+    from adaptive import sigmas
+    from adaptive.controller import ControllerConfig
+    from adaptive.profiles import weaker_than
+
+    profile = _rich_profile()
+    data = profile.to_dict()
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    try:
+        loaded = Profile.from_json(json.dumps(data))
+    except ProfileError:
+        return
+    grid = sigmas(loaded.num_steps, loaded.shift)
+    for key in ("k1", "unseen"):
+        loaded.schedule_for(key).step_models(grid)
+    if loaded.controller:
+        ControllerConfig.from_dict(loaded.controller).predict_sigma_out([0.1, 0.5])
+    weaker_than(loaded, profile)
+    loaded.decision
+
+
 @settings(max_examples=300, deadline=None)
 @given(data=json_values)
 def test_schedule_from_arbitrary_json(data):
