@@ -291,7 +291,7 @@ class OnlineController:
             return
         hand_in_sigma = self.grid[i + 1]
         predicted: float | None = None
-        if c.small_span == 0:
+        if c.small_span == 0 and c.monitor_every == 0:  # the return rule of profiles before issue #20
             predicted = c.predict_sigma_out([float(np.mean(self.log_divs[r])), hand_in_sigma])
             if predicted >= hand_in_sigma:
                 return  # no room for Small before the predicted return: keep probing
@@ -340,9 +340,14 @@ def _windows(starts: Sequence[int | None], stops: Sequence[int | None], n: int) 
     return [(n, n) if a is None or b is None or a >= b else (int(a), int(b)) for a, b in zip(starts, stops)]
 
 
-def _thresholds(head: np.ndarray, most: int = 200) -> list[float]:
-    """Geometric midpoints between the probe values (every cut the raw rule can make), and one below all."""
-    levels = np.unique(np.maximum(head.ravel(), _FLOOR))
+def _thresholds(head: np.ndarray, most: int = 200, tie: float = 1e-3) -> list[float]:
+    """Geometric midpoints between the distinct probe levels (every cut the raw rule can make; levels
+    within ``tie`` of each other are one level, so no cut falls inside rounding noise), and one below all."""
+    values = np.unique(np.maximum(head.ravel(), _FLOOR))
+    levels = values[np.r_[True, values[1:] > values[:-1] * (1 + tie)]] if len(values) else values
+    if len(levels):  # each level stands for the largest value it merged, so a cut lies above all of them
+        ends = np.r_[np.flatnonzero(values[1:] > values[:-1] * (1 + tie)), len(values) - 1]
+        levels = values[ends]
     cuts = np.r_[levels[0] / 2, np.sqrt(levels[:-1] * levels[1:])] if len(levels) else np.array([_FLOOR])
     if len(cuts) > most:
         cuts = cuts[np.linspace(0, len(cuts) - 1, most).round().astype(int)]
