@@ -7,7 +7,9 @@ controllers compare the *raw* probe (``smoothing=1.0``): a moving average lags a
 several steps, and a threshold fitted through that lag admits everything (issue #20).
 
 **Hand-back.** Small runs at most ``small_span`` steps unchecked (fitted leave-one-prompt-out: the
-longest span that never ran past a held-out prompt's safe window); then, where checks pay (Small
+longest span that never ran past a held-out prompt's safe window), counted from a hand-over the
+probes saw happen (a sample whose first probe is already low keeps Large: its window opened before
+the probes began, so how much of it is left is unknown); then, where checks pay (Small
 cheaper than half of Large), every ``monitor_every``-th step is a *check*: Large takes the step and
 Small is probed beside it; above ``monitor_threshold`` the sample stays on Large. Without checks it
 returns at the end of the span. Older profiles' return rule (the prior ``sigma_out`` with a linear
@@ -289,6 +291,8 @@ class OnlineController:
         self.streak[r] = self.streak[r] + 1 if smoothed <= c.threshold else 0
         if i + 1 >= self.n or self.streak[r] < c.patience or self.grid[i + 1] > c.sigma_in_max:
             return
+        if c.small_span > 0 and self.streak[r] == len(self.decisions.probes[r]):
+            return  # low since the first probe: the window opened unseen, so the span cannot be placed
         hand_in_sigma = self.grid[i + 1]
         predicted: float | None = None
         if c.small_span == 0 and c.monitor_every == 0:  # the return rule of profiles before issue #20
@@ -311,7 +315,8 @@ class OnlineController:
         self.decisions.reason[r] += f"; {why}"
 
 
-def replay(config: ControllerConfig, grid: Sequence[float], divergences: Sequence[Sequence[float]]) -> Decisions:
+def replay(config: ControllerConfig, grid: Sequence[float], divergences: Sequence[Sequence[float]] | np.ndarray
+           ) -> Decisions:
     """Run the controller on recorded divergences (``divergences[r][i]`` for row ``r``, step ``i``).
 
     Exactly the decisions a sampler makes when Small's probes measure those values (at a check step
@@ -356,8 +361,9 @@ def _thresholds(head: np.ndarray, most: int = 200, tie: float = 1e-3) -> list[fl
 
 def _fit_hand_over(grid: Sequence[float], values: np.ndarray, windows: list[tuple[int, int]], small_cost: float,
                    probe_budget: int | None) -> ControllerConfig:
-    """The raw-probe threshold that hands no sample over before its window (one step of slack) and
-    wastes least: late hand-overs lose Small steps, probes cost Small calls."""
+    """The raw-probe threshold that hands no calibration sample over before its window and wastes
+    least (a hand-over later than one step into the window loses Small steps, probes cost Small
+    calls), placed in the middle of the gap it cuts."""
     n = len(grid) - 1
     starts = [a for a, b in windows if a < b]
     if not starts:  # no calibration prompt has a window: never hand over
@@ -371,18 +377,23 @@ def _fit_hand_over(grid: Sequence[float], values: np.ndarray, windows: list[tupl
         d = replay(trial, grid, values)
         total = 0.0
         for (a, b), h, probes in zip(windows, d.hand_in, d.probes):
-            if h is not None and (a >= b or h < a - 1 or h >= b):
+            if h is not None and (a >= b or h <= a or h >= b):  # h = a: a probe outside the window passed
                 total += _VIOLATION
-            elif a < b:
-                total += (1 - small_cost) * ((b - a) if h is None else max(0, h - a))
+            elif a < b:  # a probe sees the window open at its first step at the earliest: hand-in a + 1
+                total += (1 - small_cost) * ((b - a - 1) if h is None else max(0, h - a - 1))
             total += small_cost * len(probes)
         return total
 
-    best, best_loss = base, math.inf
-    for threshold in _thresholds(values[:, first_probe:first_probe + budget]):
-        trial = dataclasses.replace(base, threshold=threshold)
-        if (value := loss(trial)) < best_loss - 1e-12:
-            best, best_loss = trial, value
+    cuts = _thresholds(values[:, first_probe:first_probe + budget])
+    losses = [loss(dataclasses.replace(base, threshold=t)) for t in cuts]
+    best_loss = min(losses)
+    tied = [t for t, v in zip(cuts, losses) if v <= best_loss + 1e-9]
+    # Every cut in the best run decides the calibration samples alike: take the middle of the gap
+    # (in log divergence), the cut that leaves the most room to unseen samples on either side.
+    best = dataclasses.replace(base, threshold=math.sqrt(min(tied) * max(tied)))
+    if loss(best) > best_loss + 1e-9:  # the best cuts are not one run: the first of them
+        best = dataclasses.replace(base, threshold=tied[0])
+    best_loss = loss(best)
     if probe_budget is None:  # then the fewest probes that lose nothing more (late windows may not pay)
         for shorter in range(1, budget):
             trial = dataclasses.replace(best, probe_budget=shorter)
@@ -410,14 +421,14 @@ def _fit_hand_back(config: ControllerConfig, grid: Sequence[float], values: np.n
 def _score(config: ControllerConfig, grid: Sequence[float], values: np.ndarray, windows: list[tuple[int, int]],
            rows: Sequence[int], small_cost: float, quality: QualityFn | None, target: float | None
            ) -> dict[str, Any]:
-    """How the controller does on ``rows``: Small steps outside each sample's window (beyond one step
-    of slack), the share of each window used, compute (probes included) and final-sample quality."""
+    """How the controller does on ``rows``: Small steps outside each sample's window (no slack: the
+    final sample pays for every one), the share of each window used, compute (probes included) and final-sample quality."""
     d = replay(config, grid, values[list(rows)])
     outside, used, below, qualities = 0, [], 0, []
     for j, k in enumerate(rows):
         a, b = windows[k]
         small = d.small_steps(j)
-        outside += sum(1 for i in small if not (a - 1 <= i <= b) or a >= b)
+        outside += sum(1 for i in small if not a <= i < b)
         if a < b:
             used.append(sum(1 for i in small if a <= i < b) / (b - a))
         if quality is not None and any(m == "small" for m in d.models[j]):
@@ -450,8 +461,8 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
     The hand-over threshold is on the raw probe (:func:`_fit_hand_over`); the hand-back is Small for
     a validated span, then checks every other step where Small costs under half of Large
     (:func:`_fit_hand_back`). Each candidate rule (span margin, checks or not) is fitted without one
-    prompt and scored on it, for every prompt: Small steps outside the held-out prompt's window
-    (beyond one step), held-out final samples below ``target``, compute with probes. The cheapest
+    prompt and scored on it, for every prompt: Small steps outside the held-out prompt's window,
+    held-out final samples below ``target``, compute with probes. The cheapest
     candidate with neither is kept; with none, the result carries ``fallback`` (the reason) and
     ``sample(..., "online")`` runs the stored windows.
     """
@@ -468,21 +479,25 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
         train = [k for k in range(len(values)) if k not in set(rows)]
         folds[p] = (train, _fit_hand_over(grid, values[train], [windows[k] for k in train], small_cost, probe_budget))
     for margin, checks in options:
-        held_out = {"outside_steps": 0, "below_target": 0, "cost": [], "used_fraction": [], "min_used_fraction": 1.0}
+        outside, below, costs, used, least_used = 0, 0, [], [], 1.0
         for p, rows in groups.items():
             train, hand_over = folds[p]
             config = _fit_hand_back(hand_over, grid, values[train], [windows[k] for k in train], margin, checks)
             s = _score(config, grid, values, windows, rows, small_cost, quality, target)
-            held_out["outside_steps"] += s["outside_steps"]
-            held_out["below_target"] += s["below_target"]
-            held_out["cost"].append(s["cost"])
-            held_out["used_fraction"].append(s["used_fraction"])
-            held_out["min_used_fraction"] = min(held_out["min_used_fraction"], s["min_used_fraction"])
-        report.append({"margin": margin, "checks": checks, "outside_steps": held_out["outside_steps"],
-                       "below_target": held_out["below_target"], "cost": float(np.mean(held_out["cost"])),
-                       "used_fraction": float(np.mean(held_out["used_fraction"])),
-                       "min_used_fraction": held_out["min_used_fraction"]})
-    sound = [r for r in report if r["outside_steps"] == 0 and r["below_target"] == 0]
+            outside, below = outside + s["outside_steps"], below + s["below_target"]
+            costs.append(s["cost"])
+            used.append(s["used_fraction"])
+            least_used = min(least_used, s["min_used_fraction"])
+        report.append({"margin": margin, "checks": checks, "outside_steps": outside, "below_target": below,
+                       "cost": float(np.mean(costs)), "used_fraction": float(np.mean(used)),
+                       "min_used_fraction": least_used})
+    def passes(r: dict[str, Any]) -> bool:
+        return r["outside_steps"] == 0 and r["below_target"] == 0
+
+    # A margin counts only if every larger one passes too: one that passes by luck (a check landing
+    # on a window's end) between failing ones is not a rule.
+    sound = [r for r in report if all(passes(o) for o in report if o["checks"] == r["checks"]
+                                      and o["margin"] >= r["margin"])]
     fit: dict[str, Any] = {"samples": int(len(values)), "prompts": len(groups), "leave_one_prompt_out": report}
     fallback = ""
     if len(groups) < 2:
@@ -491,9 +506,12 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
         worst = min(report, key=lambda r: (r["outside_steps"] + r["below_target"], r["cost"]))
         fallback = (f"no rule kept every held-out prompt inside its safe window at the quality target (best: "
                     f"{worst['outside_steps']} Small steps outside, {worst['below_target']} samples below target)")
+    elif min(r["cost"] for r in sound) >= 1.0:
+        fallback = (f"on held-out prompts it would cost {min(r['cost'] for r in sound):.3f} of Large-only with its "
+                    "probes: it does not pay")
     chosen = min(sound, key=lambda r: (r["cost"], r["margin"])) if sound and not fallback else \
         {"margin": max(MARGINS), "checks": False}
-    config = _fit(grid, values, windows, small_cost, chosen["margin"], chosen["checks"], probe_budget)
+    config = _fit(grid, values, windows, small_cost, int(chosen["margin"]), bool(chosen["checks"]), probe_budget)
     fit.update(chosen={"margin": chosen["margin"], "checks": chosen["checks"]},
                calibration=_score(config, grid, values, windows, range(len(values)), small_cost, None, None))
     return dataclasses.replace(config, fit=fit, fallback=fallback)
