@@ -46,7 +46,7 @@ def lagged_rule(grid: list[float], curves: np.ndarray, starts: list[int]) -> Con
     n = len(grid) - 1
     best, error = None, np.inf
     for t in _thresholds(curves):
-        config = ControllerConfig(threshold=t, smoothing=0.5, probe_budget=n, small_span=n)
+        config = ControllerConfig(threshold=t, smoothing=0.5, probe_budget=n)
         hand_in = replay(config, grid, curves).hand_in
         e = float(np.mean([abs((n if h is None else h) - s) for h, s in zip(hand_in, starts)]))
         if e < error:
@@ -159,7 +159,7 @@ def hand_over_table(pair: object, windows: list[tuple[float, float]], shift: flo
     for w in windows:
         safe = safe_steps(grid, w)
         truth += [safe[0] if safe else steps] * 4
-    raw = ControllerConfig(threshold=threshold, smoothing=1.0, probe_budget=steps, small_span=steps)
+    raw = ControllerConfig(threshold=threshold, smoothing=1.0, probe_budget=steps)
     lines = ["hand-over rules on the calibration curves (hand-in minus the first safe step; never = n):", "",
              "| rule | threshold | per prompt (mean of 4 seeds) | samples handed over > 1 step early |",
              "|---|---|---|---|"]
