@@ -353,7 +353,10 @@ def _thresholds(head: np.ndarray, most: int = 200, tie: float = 1e-3) -> list[fl
     if len(levels):  # each level stands for the largest value it merged, so a cut lies above all of them
         ends = np.r_[np.flatnonzero(values[1:] > values[:-1] * (1 + tie)), len(values) - 1]
         levels = values[ends]
-    cuts = np.r_[levels[0] / 2, np.sqrt(levels[:-1] * levels[1:])] if len(levels) else np.array([_FLOOR])
+    below = [levels[0] / 2] if len(levels) and levels[0] > _FLOOR else []  # zero passes any cut: none below it
+    cuts = np.r_[below, np.sqrt(levels[:-1] * levels[1:])] if len(levels) else np.array([_FLOOR])
+    if not len(cuts):  # every probe is zero: any cut passes them all
+        cuts = np.array([_FLOOR])
     if len(cuts) > most:
         cuts = cuts[np.linspace(0, len(cuts) - 1, most).round().astype(int)]
     return [float(v) for v in cuts]
