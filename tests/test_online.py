@@ -319,3 +319,13 @@ def test_online_plan_stays_inside_each_prompts_safe_window(tmp_path, monkeypatch
         assert all(safe[0] - 1 <= i <= safe[-1] + 1 for i in d.small_steps(row)), d.summary()
         if shift == 1.0:
             assert len([i for i in d.small_steps(row) if i in safe]) >= len(safe) / 2, d.summary()
+
+
+def test_a_window_that_opened_before_the_probes_is_not_entered():
+    """With a validated span, Small may only start where the probes saw the window open: a sample low
+    from its first probe keeps Large (how much of its window is left is unknown)."""
+    grid = sigmas(12).tolist()
+    config = ControllerConfig(threshold=0.1, smoothing=1.0, probe_budget=6, small_span=3)
+    d = replay(config, grid, [[0.01] * 12, [0.5, 0.5, 0.01, 0.01] + [0.01] * 8])
+    assert d.hand_in == [None, 3] and d.small_steps(1) == [3, 4, 5] and d.back[1] == 6
+    assert "budget" in d.reason[0]
