@@ -11,11 +11,14 @@ Used by the controller's tests and ``scripts/online_windows.py``.
 
 Example:
     >>> import torch
-    >>> from adaptive import sample, sigmas
-    >>> pair = windowed_pair()
-    >>> cond = {"window": torch.tensor([[0.2, 0.6]])}
-    >>> safe_steps(sigmas(10), (0.2, 0.6))
-    [5, 6]
+    >>> from adaptive import sigmas
+    >>> pair, grid, window = windowed_pair(), sigmas(10), torch.tensor([[0.2, 0.6]])
+    >>> safe_steps(grid, (0.2, 0.6))
+    [4, 5, 6, 7]
+    >>> x = torch.randn(1, 16)
+    >>> [round(float((pair.small(x, torch.tensor([s]), window=window) - pair.large(x, torch.tensor([s]),
+    ...       window=window)).norm()), 3) for s in (0.8, 0.4)]      # off outside the window, exact inside
+    [3.0, 0.0]
 """
 
 from __future__ import annotations
