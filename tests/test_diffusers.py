@@ -159,6 +159,13 @@ def test_blend_auto_uses_the_stored_profile(wan_pair, tmp_path):
                                         controller={"threshold": 0.5, "sigma_out": 0.4}))
     blend(pipe, small, "online", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
     assert pipe.transformer.controller_config.threshold == 0.5 and len(pipe.transformer.grid) == 9
+    # A controller that failed its validation at calibration is not run: the profile's plan is, said aloud.
+    ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler="euler-8-shift3", num_steps=8,
+                                        shift=3.0, sigma_in=0.9, sigma_out=0.4,
+                                        controller={"threshold": 0.5, "fallback": "it does not pay"}), force=True)
+    with pytest.warns(UserWarning, match="not used \\(it does not pay\\)"):
+        blend(pipe, small, "online", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    assert pipe.transformer.controller_config is None and pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)
     # A profile whose frontier found fewer steps enough: the pipeline still runs its 8, and says so.
     ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler="euler-8-shift3", num_steps=8,
                                         shift=3.0, sigma_in=0.9, sigma_out=0.4,
