@@ -395,6 +395,10 @@ def _plan_of(pipe: Any, large: nn.Module, small: nn.Module, schedule_or_profile:
         schedule_or_profile = _stored_profile(pipe, large, small, num_inference_steps, guidance_scale, store, mode)
         if mode == "online":
             controller = ControllerConfig.from_dict(schedule_or_profile.controller)
+            if controller.fallback:  # not validated at calibration: the profile's plan decides
+                warnings.warn(f"the stored online controller is not used ({controller.fallback}); the pipeline "
+                              "runs the profile's plan, as 'auto' does (one decision for its batch)", stacklevel=3)
+                controller = None
         _note_other_grid(schedule_or_profile, steps, "controller's sigmas" if controller else "boundaries")
     elif isinstance(schedule_or_profile, ControllerConfig):
         controller = schedule_or_profile

@@ -112,6 +112,35 @@ class Evaluator:
         return float(self.qualities(start, stop).mean())
 
 
+class PlanQuality:
+    """Final-sample quality of one calibration sample run with any per-step plan (a list of model
+    names, as :class:`~adaptive.controller.Decisions` records), restarting from Large's cached state
+    at the plan's first non-Large step; cached per (sample, plan). The online controller's fit scores
+    its held-out decisions with it."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+        self.cache: dict[tuple[int, tuple[str, ...]], float] = {}
+
+    @torch.no_grad()
+    def __call__(self, row: int, models: Sequence[str]) -> float:
+        from adaptive.denoisers import select_rows
+
+        plan = tuple(models)
+        if (row, plan) not in self.cache:
+            ev = self.evaluator
+            first = next((i for i, m in enumerate(plan) if m != "large"), len(plan))
+            x = ev.reference.states[first][row:row + 1]
+            cond = select_rows(ev.reference.cond, len(ev.reference.final), [row])
+            grid = ev.reference.grid
+            for i in range(first, len(plan)):
+                model = ev.pair.models[plan[i]]
+                x = x + (grid[i + 1] - grid[i]) * model(x, torch.full((1,), grid[i], device=x.device), **cond)
+            ev.large_equivalents += (len(plan) - first) / len(ev.reference.final)
+            self.cache[(row, plan)] = float(ev.metric(x, ev.target[row:row + 1]).float().mean())
+        return self.cache[(row, plan)]
+
+
 class StepSearch:
     """The candidates of a calibration on every grid it visits: ``at(n)`` is the :class:`Evaluator`
     of ``sigmas(n, shift)`` (Large's trajectory on it runs once: ``n`` Large calls per sample), and
@@ -596,7 +625,7 @@ def _with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, 
         evaluator.qualities(a, b)
     windows: dict[str, dict[str, Any]] = {}
     starts: list[int | None] = []
-    sigma_outs: list[float | None] = []
+    stops: list[int | None] = []
     for k, rows in enumerate(rows_of):
         best = (0, 0, 1.0, 1.0)
         for a, b in candidates:
@@ -608,9 +637,14 @@ def _with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, 
         windows[key] = {"start": best[0], "stop": best[1], "sigma_in": chosen.sigma_in,
                         "sigma_out": chosen.sigma_out, "quality": best[2], "cost": best[3]}
         starts += [best[0] if best[0] < best[1] else None] * num_seeds
-        sigma_outs += [chosen.sigma_out if best[0] < best[1] else None] * num_seeds
-    prior_out = boundaries_from_steps(curve.grid, start, stop).sigma_out
-    controller = fit_controller(curve.grid.tolist(), curve.rel_l2.T, starts, sigma_outs, prior_out)
+        stops += [best[1] if best[0] < best[1] else None] * num_seeds
+    prompts = [k for k in range(num_conds) for _ in range(num_seeds)]
+    controller = fit_controller(curve.grid.tolist(), curve.rel_l2.T, starts, stops, prompts, evaluator.small_cost,
+                                quality=PlanQuality(evaluator), target=target)
+    if controller.fallback:
+        warnings.warn(f"the online controller is not used: {controller.fallback}. schedule='online' runs the "
+                      "stored per-prompt windows (the pair window for prompts not calibrated) instead; calibrate "
+                      "on more prompts to fit one", stacklevel=3)
     mean_cost = float(np.mean([w["cost"] for w in windows.values()]))
     per_prompt = {"windows": windows, "candidates": [list(w) for w in candidates], "mean_cost": mean_cost,
                   "fallback": "pair-level window for prompts not calibrated"}

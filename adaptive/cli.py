@@ -335,9 +335,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ("trials", str(profile.calibration["n_trials"])),
         *([("per-prompt windows", ", ".join(f"{w['start']}..{w['stop'] - 1}" if w["start"] < w["stop"] else "Large"
                                             for w in profile.per_prompt["windows"].values())),
-           ("online controller", f"threshold {profile.controller['threshold']:.4f}, probes <= "
-                                 f"{profile.controller['probe_budget']}, sigma_out correction "
-                                 f"{'fitted' if profile.controller['regression'] else 'none (prior only)'}")]
+           ("online controller", _controller_line(profile.controller))]
           if args.per_prompt else []),
         ("frontier", _frontier_verdict(profile, store)),
         ("profile", str(path)),
@@ -349,6 +347,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if profile.note:
         print(f"note: {profile.note}")
     return 0
+
+
+def _controller_line(controller: dict) -> str:
+    """The calibrated controller in words: its rule, or why 'online' runs the stored windows."""
+    if controller.get("fallback"):
+        return f"not used, 'online' runs the stored windows: {controller['fallback']}"
+    checks = f", then a check every {controller['monitor_every']}" if controller.get("monitor_every") else ""
+    return (f"threshold {controller['threshold']:.4g} on the raw probe, probes <= {controller['probe_budget']}, "
+            f"Small for at most {controller.get('small_span', 0)} steps{checks} (validated leave-one-prompt-out)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -421,8 +428,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if profile is not None and profile.controller and args.schedule is None:
         from adaptive.controller import ControllerConfig
 
-        rows.append(Row("4b. online controller (probes included)", ControllerConfig.from_dict(profile.controller),
-                        steps))
+        controller = ControllerConfig.from_dict(profile.controller)
+        if controller.fallback:  # not validated at calibration: "online" runs the stored windows
+            rows.append(Row("4b. online controller (fallback: stored windows)", profile, steps))
+        else:
+            rows.append(Row("4b. online controller (probes included)", controller, steps))
     if args.oracle:
         oracle = _json.loads(Path(args.oracle).read_text())
         oracle = oracle.get("oracle", oracle)  # scripts/oracle.py writes it under "oracle"

@@ -1,22 +1,29 @@
 """The online controller: place the Large -> Small -> Large boundaries per sample, during sampling.
 
-It starts with Large. At probe steps it also calls Small on the same state (one extra Small call)
-and measures the velocity divergence ``||v_L - v_S|| / ||v_L||``; it smooths the probes (an
-exponential moving average) and hands over to Small once the smoothed divergence has stayed at or
-below ``threshold`` for ``patience`` probes in a row (hysteresis: one lucky probe does not switch).
-At hand-over it predicts where to return to Large: the profile's ``sigma_out`` as a prior, corrected
-by a linear model fitted at calibration time from what the probes saw (the mean log divergence and
-the hand-over sigma) to each calibration prompt's best ``sigma_out``. Probes are budgeted; a row
-whose budget runs out before it hands over stays on Large (no evidence, no risk).
+**Hand-over.** It starts with Large. At probe steps it also calls Small on the same state (one extra
+Small call) and measures the velocity divergence ``||v_L - v_S|| / ||v_L||``; it hands over to Small
+once the divergence has stayed at or below ``threshold`` for ``patience`` probes in a row. Fitted
+controllers compare the *raw* probe (``smoothing=1.0``): a moving average lags a hand-over by
+several steps, and a threshold fitted through that lag admits everything (issue #20).
 
-Optionally (``monitor_every > 0``) Large is also called every few steps during the Small stage, and
-the controller returns to Large early if the divergence there exceeds ``monitor_threshold``; those
-calls count against ``large_probe_budget``. It is off by default: on the embedded pair the extra
-Large calls cost more than they recover (see the README).
+**Hand-back.** Small runs at most ``small_span`` steps unchecked (fitted leave-one-prompt-out: the
+longest span that never ran past a held-out prompt's safe window), counted from a hand-over the
+probes saw happen (a sample whose first probe is already low keeps Large: its window opened before
+the probes began, so how much of it is left is unknown); then, where checks pay (Small
+cheaper than half of Large), every ``monitor_every``-th step is a *check*: Large takes the step and
+Small is probed beside it; above ``monitor_threshold`` the sample stays on Large. Without checks it
+returns at the end of the span. Older profiles' return rule (the prior ``sigma_out`` with a linear
+correction, ``regression``) still runs as stored.
 
-Everything the controller decides is recorded in :class:`Decisions` and returned with the sample.
-The controller needs no model: :func:`replay` drives it with recorded divergences, which is how
-calibration fits its threshold and how tests check it against known answers.
+**Fallback.** A fit whose leave-one-prompt-out validation finds no rule that keeps every held-out
+prompt's Small steps inside its safe window (and its final sample at the quality target) stores
+``fallback`` (the reason): ``sample(..., "online")`` then runs the stored per-prompt windows (the
+pair window for unseen prompts) and says so, instead of handing over everywhere.
+
+Probes are budgeted; a row whose budget runs out before it hands over stays on Large (no evidence,
+no risk). Everything the controller decides is recorded in :class:`Decisions`. The controller needs
+no model: :func:`replay` drives it with recorded divergences, which is how calibration fits and
+validates it and how tests check it against known answers.
 
 Example:
     >>> config = ControllerConfig(threshold=0.1, sigma_out=0.3, smoothing=1.0)
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,7 +64,15 @@ class ControllerConfig:
         probe_budget: most extra Small calls (probes) per sample.
         regression: the linear correction of ``sigma_out``: ``{"features", "mean", "scale", "coef",
             "intercept"}`` (``sigma_out = prior + intercept + coef . (f - mean) / scale``); empty: prior only.
-        monitor_every, monitor_threshold, large_probe_budget: optional Large checks during the Small stage.
+        monitor_every: after ``small_span`` Small steps, every ``monitor_every``-th step is a check
+            (Large takes the step, Small is probed beside it); 0: no checks.
+        monitor_threshold: a check above this returns the sample to Large.
+        large_probe_budget: most checks per sample (when they are spent, the sample returns to Large).
+        small_span: most Small steps before the first check (or, without checks, before returning to
+            Large); 0: no limit (the predicted ``sigma_out`` alone decides the return).
+        fallback: non-empty when calibration could not validate this controller (the reason):
+            ``"online"`` then runs the stored per-prompt / pair windows instead.
+        fit: what the fit measured (leave-one-prompt-out scores, the options compared); for reports.
     """
 
     threshold: float
@@ -72,6 +87,8 @@ class ControllerConfig:
     monitor_threshold: float = math.inf
     large_probe_budget: int = 0
     fit: dict[str, Any] = field(default_factory=dict)
+    small_span: int = 0
+    fallback: str = ""
 
     def __post_init__(self) -> None:
         if not (self.threshold >= 0 and math.isfinite(self.threshold)):
@@ -82,8 +99,12 @@ class ControllerConfig:
                 raise CalibrationError(f"{name} is a sigma in [0, 1], got {value!r}")
         if not 0.0 < self.smoothing <= 1.0:
             raise CalibrationError(f"smoothing is the weight of the newest probe, in (0, 1], got {self.smoothing!r}")
-        if self.patience < 1 or self.probe_budget < 0 or self.large_probe_budget < 0 or self.monitor_every < 0:
-            raise CalibrationError("patience must be >= 1 and the budgets and monitor_every >= 0")
+        if (self.patience < 1 or self.probe_budget < 0 or self.large_probe_budget < 0 or self.monitor_every < 0
+                or self.small_span < 0):
+            raise CalibrationError("patience must be >= 1 and the budgets, monitor_every and small_span >= 0")
+        if not isinstance(self.fallback, str):
+            raise CalibrationError(f"fallback is the reason the controller is not used (a string), got "
+                                   f"{self.fallback!r}; recalibrate")
         if self.regression:
             missing = {"features", "mean", "scale", "coef", "intercept"} - set(self.regression)
             if missing:
@@ -127,9 +148,11 @@ class Decisions:
     """Why each sample ran which model: one entry per controlled row (one for a shared batch).
 
     ``models[r][i]`` is the model of step ``i``; ``probes[r]`` lists ``(step, sigma, divergence,
-    smoothed)`` of Small probes during the Large head; ``hand_in[r]``/``back[r]`` the first Small step
-    and the first step back on Large (None if never); ``predicted_sigma_out[r]`` the return sigma
-    predicted at hand-over; ``reason[r]`` a sentence.
+    smoothed)`` of Small probes during the Large head; ``monitors[r]`` ``(step, sigma, divergence)``
+    of the checks during the Small stage (a check step runs Large, with a Small probe beside it);
+    ``hand_in[r]``/``back[r]`` the first Small step and the first step back on Large for good (None
+    if never); ``predicted_sigma_out[r]`` the return sigma predicted at hand-over (None: the span and
+    checks decide); ``reason[r]`` a sentence.
     """
 
     grid: list[float]
@@ -144,22 +167,19 @@ class Decisions:
 
     @property
     def extra_small_calls(self) -> list[int]:
-        return [len(p) for p in self.probes]
-
-    @property
-    def extra_large_calls(self) -> list[int]:
-        return [len(m) for m in self.monitors]
+        """Small calls beside Large's steps: the head's probes and the checks' probes."""
+        return [len(p) + len(m) for p, m in zip(self.probes, self.monitors)]
 
     def small_steps(self, row: int = 0) -> list[int]:
         return [i for i, m in enumerate(self.models[row]) if m == "small"]
 
     def cost(self, small_cost: float) -> list[float]:
-        """Compute per row as a fraction of Large-only, probes and monitors included."""
+        """Compute per row as a fraction of Large-only, probes and checks included."""
         n = len(self.grid) - 1
         out = []
-        for models, probes, monitors in zip(self.models, self.probes, self.monitors):
-            small = sum(m == "small" for m in models) + len(probes)
-            large = sum(m == "large" for m in models) + len(monitors)
+        for models, extra in zip(self.models, self.extra_small_calls):
+            small = sum(m == "small" for m in models) + extra
+            large = sum(m == "large" for m in models)
             out.append((large + small * small_cost) / n)
         return out
 
@@ -167,10 +187,12 @@ class Decisions:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
-        """One line per row: the plan as a string of L/S and the reason."""
+        """One line per row: the plan as a string of L/S (C: a check step, Large with a Small probe)
+        and the reason."""
         lines = []
         for r, models in enumerate(self.models):
-            plan = "".join("S" if m == "small" else "L" for m in models)
+            checks = {m[0] for m in self.monitors[r]}
+            plan = "".join("C" if i in checks else "S" if m == "small" else "L" for i, m in enumerate(models))
             lines.append(f"row {r}: {plan}  {self.reason[r]}")
         return "\n".join(lines)
 
@@ -183,106 +205,129 @@ def _ema(previous: float | None, value: float, smoothing: float) -> float:
 class OnlineController:
     """The controller's state for one sampling run of ``rows`` independently decided rows.
 
-    A sampler asks :meth:`models_at` which model each row runs at step ``i``, :meth:`probe_rows`
-    which rows also want a Small probe (and :meth:`monitor_rows` a Large check), and reports the
-    measured divergences with :meth:`observe` / :meth:`observe_monitor` before moving to step ``i + 1``.
+    A sampler asks :meth:`models_at` which model each row runs at step ``i`` and :meth:`probe_rows`
+    which rows also want a Small probe (head probes and checks alike), and reports the measured
+    divergences with :meth:`observe` before moving to step ``i + 1``.
     """
 
     def __init__(self, config: ControllerConfig, grid: Sequence[float], rows: int, shared: bool = False) -> None:
+        if config.fallback:
+            raise CalibrationError(f"this online controller failed its validation at calibration ({config.fallback}); "
+                                   "sample with its profile (schedule='online' or the Profile) to run the stored "
+                                   "per-prompt windows, or recalibrate with more prompts")
         self.config, self.grid, self.rows, self.shared = config, [float(g) for g in grid], rows, shared
         self.n = len(self.grid) - 1
         self.phase = ["head"] * rows
         self.smoothed: list[float | None] = [None] * rows
-        self.monitor_smoothed: list[float | None] = [None] * rows
         self.streak = [0] * rows
+        self.checking: list[int | None] = [None] * rows  # the step of a pending check
         self.log_divs: list[list[float]] = [[] for _ in range(rows)]
         self.decisions = Decisions(self.grid, [[] for _ in range(rows)], [[] for _ in range(rows)],
                                    [[] for _ in range(rows)], [None] * rows, [None] * rows, [None] * rows,
                                    ["Large only: the divergence never fell to the threshold"] * rows, shared)
 
+    def _small_step(self, r: int, i: int) -> str:
+        """Row ``r``'s model at step ``i`` of its Small stage: small, a check (large) or back to Large."""
+        c, d = self.config, self.decisions
+        predicted = d.predicted_sigma_out[r]
+        if predicted is not None and self.grid[i] <= predicted:
+            self._return(r, i, f"back to Large at the predicted sigma_out {predicted:.3f}")
+            return "large"
+        done = i - (d.hand_in[r] or 0)  # Small-stage steps taken so far
+        first_check = c.small_span if c.small_span > 0 else 0
+        if c.monitor_every > 0 and done >= first_check and (done - first_check) % c.monitor_every == 0:
+            if len(d.monitors[r]) >= c.large_probe_budget:
+                self._return(r, i, f"back to Large: check budget ({c.large_probe_budget}) spent")
+                return "large"
+            self.checking[r] = i
+            return "large"
+        if c.monitor_every == 0 and c.small_span > 0 and done >= c.small_span:
+            self._return(r, i, f"back to Large after the validated span of {c.small_span} Small steps")
+            return "large"
+        return "small"
+
     def models_at(self, i: int) -> list[str]:
         """The model of step ``i`` for every row (records it); call once per step, in order."""
         out = []
         for r in range(self.rows):
-            predicted = self.decisions.predicted_sigma_out[r]
-            if self.phase[r] == "small" and predicted is not None and self.grid[i] <= predicted:
-                self._return(r, i, f"back to Large at the predicted sigma_out {predicted:.3f}")
-            name = "small" if self.phase[r] == "small" else "large"
+            name = self._small_step(r, i) if self.phase[r] == "small" else "large"
             self.decisions.models[r].append(name)
             out.append(name)
         return out
 
     def probe_rows(self, i: int) -> list[int]:
-        """Rows that run a Small probe at step ``i`` (still on the Large head, budget left)."""
+        """Rows that run a Small probe at step ``i``: on the Large head with budget left, or checking."""
         budget = self.config.probe_budget
+        checks = [r for r in range(self.rows) if self.checking[r] == i]
         if self.grid[i] > self.config.probe_from_sigma or i >= self.n - 1:
-            return []  # too early to hand over, or too late for a hand-over to matter
-        return [r for r in range(self.rows) if self.phase[r] == "head" and len(self.decisions.probes[r]) < budget]
-
-    def monitor_rows(self, i: int) -> list[int]:
-        """Rows on Small whose Large check is due at step ``i``."""
-        c = self.config
-        if c.monitor_every <= 0:
-            return []
-        return [r for r in range(self.rows) if self.phase[r] == "small" and len(self.decisions.monitors[r])
-                < c.large_probe_budget and (i - (self.decisions.hand_in[r] or 0)) % c.monitor_every == 0]
+            return checks  # too early to hand over, or too late for a hand-over to matter
+        return [r for r in range(self.rows) if (self.phase[r] == "head" and len(self.decisions.probes[r]) < budget)
+                or self.checking[r] == i]
 
     def observe(self, i: int, divergence: Mapping[int, float]) -> None:
-        """Record the Small probes of step ``i`` (row -> rel_l2) and decide the hand-over."""
+        """Record the Small probes of step ``i`` (row -> rel_l2): decide hand-overs and checks."""
         c = self.config
         for r, value in divergence.items():
             value = float(value)
-            prev = self.smoothed[r]
-            smoothed = _ema(prev, value, c.smoothing)
-            self.smoothed[r] = smoothed
-            self.log_divs[r].append(math.log(max(value, _FLOOR)))
-            self.decisions.probes[r].append((i, self.grid[i], value, smoothed))
-            self.streak[r] = self.streak[r] + 1 if smoothed <= c.threshold else 0
-            if i + 1 >= self.n or self.streak[r] < c.patience or self.grid[i + 1] > c.sigma_in_max:
+            if self.checking[r] == i:
+                self.checking[r] = None
+                self.decisions.monitors[r].append((i, self.grid[i], value))
+                if value > c.monitor_threshold:
+                    self._return(r, i, f"back to Large at the check of step {i}: divergence {value:.3f} > "
+                                       f"{c.monitor_threshold:.3f}")
                 continue
-            hand_in_sigma = self.grid[i + 1]
-            predicted = c.predict_sigma_out([float(np.mean(self.log_divs[r])), hand_in_sigma])
-            if predicted >= hand_in_sigma:
-                continue  # no room for Small before the predicted return: keep probing
-            self.phase[r] = "small"
-            self.decisions.hand_in[r] = i + 1
-            self.decisions.predicted_sigma_out[r] = predicted
-            self.decisions.reason[r] = (f"Small from step {i + 1}: smoothed divergence {smoothed:.3f} <= "
-                                        f"{c.threshold:.3f}; return predicted at sigma {predicted:.3f}")
+            self._observe_head(r, i, value)
         for r in range(self.rows):
             if self.phase[r] == "head" and len(self.decisions.probes[r]) >= c.probe_budget:
                 self.phase[r] = "tail"
                 self.decisions.reason[r] = f"Large only: probe budget ({c.probe_budget}) spent before the hand-over"
 
-    def observe_monitor(self, i: int, divergence: Mapping[int, float]) -> None:
-        """Record Large checks during the Small stage; return to Large early above ``monitor_threshold``."""
+    def _observe_head(self, r: int, i: int, value: float) -> None:
         c = self.config
-        for r, value in divergence.items():
-            prev = self.monitor_smoothed[r]
-            smoothed = _ema(prev, float(value), c.smoothing)
-            self.monitor_smoothed[r] = smoothed
-            self.decisions.monitors[r].append((i, self.grid[i], float(value)))
-            if smoothed > c.monitor_threshold and i + 1 < self.n:
-                self._return(r, i + 1, f"back to Large early: monitored divergence {smoothed:.3f} > "
-                                       f"{c.monitor_threshold:.3f}")
+        smoothed = _ema(self.smoothed[r], value, c.smoothing)
+        self.smoothed[r] = smoothed
+        self.log_divs[r].append(math.log(max(value, _FLOOR)))
+        self.decisions.probes[r].append((i, self.grid[i], value, smoothed))
+        self.streak[r] = self.streak[r] + 1 if smoothed <= c.threshold else 0
+        if i + 1 >= self.n or self.streak[r] < c.patience or self.grid[i + 1] > c.sigma_in_max:
+            return
+        if c.small_span > 0 and self.streak[r] == len(self.decisions.probes[r]):
+            return  # low since the first probe: the window opened unseen, so the span cannot be placed
+        hand_in_sigma = self.grid[i + 1]
+        predicted: float | None = None
+        if c.small_span == 0 and c.monitor_every == 0:  # the return rule of profiles before issue #20
+            predicted = c.predict_sigma_out([float(np.mean(self.log_divs[r])), hand_in_sigma])
+            if predicted >= hand_in_sigma:
+                return  # no room for Small before the predicted return: keep probing
+        self.phase[r] = "small"
+        self.decisions.hand_in[r] = i + 1
+        self.decisions.predicted_sigma_out[r] = predicted
+        kind = "divergence" if c.smoothing == 1.0 else "smoothed divergence"
+        back = (f"return predicted at sigma {predicted:.3f}" if predicted is not None else
+                f"at most {c.small_span} Small steps" + (f", then a check every {c.monitor_every}"
+                                                          if c.monitor_every else ""))
+        self.decisions.reason[r] = f"Small from step {i + 1}: {kind} {smoothed:.3f} <= {c.threshold:.3f}; {back}"
 
     def _return(self, r: int, step: int, why: str) -> None:
         self.phase[r] = "tail"
+        self.checking[r] = None
         self.decisions.back[r] = step
         self.decisions.reason[r] += f"; {why}"
 
 
-def replay(config: ControllerConfig, grid: Sequence[float], divergences: Sequence[Sequence[float]]) -> Decisions:
+def replay(config: ControllerConfig, grid: Sequence[float], divergences: Sequence[Sequence[float]] | np.ndarray
+           ) -> Decisions:
     """Run the controller on recorded divergences (``divergences[r][i]`` for row ``r``, step ``i``).
 
-    Exactly the decisions a sampler makes when Small's probes measure those values; used to fit the
-    threshold at calibration time and to test the controller without models.
+    Exactly the decisions a sampler makes when Small's probes measure those values (at a check step
+    too: ``divergences[r][i]`` is Small against Large at step ``i``); used to fit and validate the
+    controller at calibration time and to test it without models.
     """
     values = np.asarray(divergences, float)
     n = len(grid) - 1
     if values.ndim != 2 or values.shape[1] < n:
         raise CalibrationError(f"divergences must be (rows, >= {n} steps), got shape {values.shape}")
-    controller = OnlineController(config, grid, values.shape[0])
+    controller = OnlineController(dataclasses.replace(config, fallback=""), grid, values.shape[0])
     for i in range(n):
         controller.models_at(i)
         rows = controller.probe_rows(i)
@@ -290,83 +335,189 @@ def replay(config: ControllerConfig, grid: Sequence[float], divergences: Sequenc
     return controller.decisions
 
 
-def _threshold_candidates(head: np.ndarray, smoothing: float, most: int = 200) -> list[float]:
-    """The probe values and their moving averages (every level the controller can compare), thinned
-    to at most ``most`` quantiles."""
-    smoothed = head.copy()
-    for i in range(1, head.shape[1]):
-        smoothed[:, i] = smoothing * head[:, i] + (1 - smoothing) * smoothed[:, i - 1]
-    values = np.unique(np.r_[head.ravel(), smoothed.ravel()])
-    if len(values) > most:
-        values = values[np.linspace(0, len(values) - 1, most).round().astype(int)]
-    return [float(v) for v in values]
+CHECK_EVERY = 2  # a check every other step: a sample runs at most one Small step past its window
+MARGINS = (0, 1, 2, 3, 4, 6)
+_VIOLATION = 1000.0
+QualityFn = Callable[[int, Sequence[str]], float]
+
+
+def _windows(starts: Sequence[int | None], stops: Sequence[int | None], n: int) -> list[tuple[int, int]]:
+    return [(n, n) if a is None or b is None or a >= b else (int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def _thresholds(head: np.ndarray, most: int = 200, tie: float = 1e-3) -> list[float]:
+    """Geometric midpoints between the distinct probe levels (every cut the raw rule can make; levels
+    within ``tie`` of each other are one level, so no cut falls inside rounding noise), and one below all."""
+    values = np.unique(np.maximum(head.ravel(), _FLOOR))
+    levels = values[np.r_[True, values[1:] > values[:-1] * (1 + tie)]] if len(values) else values
+    if len(levels):  # each level stands for the largest value it merged, so a cut lies above all of them
+        ends = np.r_[np.flatnonzero(values[1:] > values[:-1] * (1 + tie)), len(values) - 1]
+        levels = values[ends]
+    below = [levels[0] / 2] if len(levels) and levels[0] > _FLOOR else []  # zero passes any cut: none below it
+    cuts = np.r_[below, np.sqrt(levels[:-1] * levels[1:])] if len(levels) else np.array([_FLOOR])
+    if not len(cuts):  # every probe is zero: any cut passes them all
+        cuts = np.array([_FLOOR])
+    if len(cuts) > most:
+        cuts = cuts[np.linspace(0, len(cuts) - 1, most).round().astype(int)]
+    return [float(v) for v in cuts]
+
+
+def _fit_hand_over(grid: Sequence[float], values: np.ndarray, windows: list[tuple[int, int]], small_cost: float,
+                   probe_budget: int | None) -> ControllerConfig:
+    """The raw-probe threshold that hands no calibration sample over before its window and wastes
+    least (a hand-over later than one step into the window loses Small steps, probes cost Small
+    calls), placed in the middle of the gap it cuts."""
+    n = len(grid) - 1
+    starts = [a for a, b in windows if a < b]
+    if not starts:  # no calibration prompt has a window: never hand over
+        return ControllerConfig(threshold=0.0, sigma_in_max=0.0, probe_from_sigma=0.0, smoothing=1.0, probe_budget=0)
+    earliest, latest = min(starts), max(starts)
+    first_probe = max(0, earliest - 1)
+    budget = probe_budget if probe_budget is not None else max(1, min(n - 1, latest + 1) - first_probe)
+    base = ControllerConfig(threshold=0.0, sigma_out=0.0, sigma_in_max=float(grid[earliest]) if earliest else 1.0,
+                            probe_from_sigma=float(grid[first_probe]), smoothing=1.0, probe_budget=budget)
+    def loss(trial: ControllerConfig) -> float:
+        d = replay(trial, grid, values)
+        total = 0.0
+        for (a, b), h, probes in zip(windows, d.hand_in, d.probes):
+            if h is not None and (a >= b or h <= a or h >= b):  # h = a: a probe outside the window passed
+                total += _VIOLATION
+            elif a < b:  # a probe sees the window open at its first step at the earliest: hand-in a + 1
+                total += (1 - small_cost) * ((b - a - 1) if h is None else max(0, h - a - 1))
+            total += small_cost * len(probes)
+        return total
+
+    cuts = _thresholds(values[:, first_probe:first_probe + budget])
+    losses = [loss(dataclasses.replace(base, threshold=t)) for t in cuts]
+    best_loss = min(losses)
+    tied = [t for t, v in zip(cuts, losses) if v <= best_loss + 1e-9]
+    # Every cut in the best run decides the calibration samples alike: take the middle of the gap
+    # (in log divergence), the cut that leaves the most room to unseen samples on either side.
+    best = dataclasses.replace(base, threshold=math.sqrt(min(tied) * max(tied)))
+    if loss(best) > best_loss + 1e-9:  # the best cuts are not one run: the first of them
+        best = dataclasses.replace(base, threshold=tied[0])
+    best_loss = loss(best)
+    if probe_budget is None:  # then the fewest probes that lose nothing more (late windows may not pay)
+        for shorter in range(1, budget):
+            trial = dataclasses.replace(best, probe_budget=shorter)
+            if (value := loss(trial)) < best_loss - 1e-12:
+                best, best_loss = trial, value
+    return best
+
+
+def _fit_hand_back(config: ControllerConfig, grid: Sequence[float], values: np.ndarray,
+                   windows: list[tuple[int, int]], margin: int, checks: bool) -> ControllerConfig:
+    """Small for the shortest room any calibration sample had after its hand-over, less ``margin``
+    steps; then checks every other step (``checks``) or back to Large."""
+    d = replay(config, grid, values)
+    rooms = [b - h for (a, b), h in zip(windows, d.hand_in) if h is not None and a < b and h < b]
+    if not rooms:
+        return config
+    span = min(rooms) - margin
+    if checks:
+        return dataclasses.replace(config, small_span=max(span, 0), monitor_every=CHECK_EVERY,
+                                   monitor_threshold=config.threshold,
+                                   large_probe_budget=max(1, -(-(max(rooms) - max(span, 0)) // CHECK_EVERY) + 1))
+    return dataclasses.replace(config, small_span=max(span, 1))
+
+
+def _score(config: ControllerConfig, grid: Sequence[float], values: np.ndarray, windows: list[tuple[int, int]],
+           rows: Sequence[int], small_cost: float, quality: QualityFn | None, target: float | None
+           ) -> dict[str, Any]:
+    """How the controller does on ``rows``: Small steps outside each sample's window (no slack: the
+    final sample pays for every one), the share of each window used, compute (probes included) and final-sample quality."""
+    d = replay(config, grid, values[list(rows)])
+    outside, used, below, qualities = 0, [], 0, []
+    for j, k in enumerate(rows):
+        a, b = windows[k]
+        small = d.small_steps(j)
+        outside += sum(1 for i in small if not a <= i < b)
+        if a < b:
+            used.append(sum(1 for i in small if a <= i < b) / (b - a))
+        if quality is not None and any(m == "small" for m in d.models[j]):
+            q = quality(k, d.models[j])
+            qualities.append(q)
+            below += int(target is not None and q < target)
+    return {"outside_steps": outside, "below_target": below,
+            "used_fraction": float(np.mean(used)) if used else 0.0, "min_used_fraction": float(min(used, default=0.0)),
+            "cost": float(np.mean(d.cost(small_cost))),
+            "min_quality": float(min(qualities)) if qualities else None}
+
+
+def _fit(grid: Sequence[float], values: np.ndarray, windows: list[tuple[int, int]], small_cost: float,
+         margin: int, checks: bool, probe_budget: int | None) -> ControllerConfig:
+    hand_over = _fit_hand_over(grid, values, windows, small_cost, probe_budget)
+    return _fit_hand_back(hand_over, grid, values, windows, margin, checks)
 
 
 def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Sequence[int | None],
-                   sigma_outs: Sequence[float | None], prior_sigma_out: float, smoothing: float = 0.5,
-                   patience: int = 1, probe_budget: int | None = None) -> ControllerConfig:
-    """Fit the hand-over threshold and the ``sigma_out`` correction on calibration samples.
+                   stops: Sequence[int | None], prompts: Sequence[int], small_cost: float,
+                   quality: QualityFn | None = None, target: float | None = None,
+                   probe_budget: int | None = None) -> ControllerConfig:
+    """Fit the controller on calibration samples and validate it leave-one-prompt-out.
 
     ``divergences`` is ``(samples, steps)`` from the probe along Large's trajectory; ``starts`` and
-    ``sigma_outs`` are each sample's best window (its prompt's per-prompt calibration; None: the
-    prompt keeps Large). The earliest hand-over (one of the best starts seen) and the threshold are
-    chosen together to minimise the mean distance (in steps) between the replayed hand-over and each
-    sample's best start (``n`` standing for "never"); the correction is a ridge regression kept only
-    if leave-one-out error beats the prior alone. ``probe_budget`` defaults to reaching two probes
-    past the latest best start seen.
-    """
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import LeaveOneOut, cross_val_predict
+    ``stops`` each sample's safe window (its prompt's per-prompt calibration; None: the prompt keeps
+    Large); ``prompts`` which prompt each sample is; ``quality(k, models)`` the final-sample quality of
+    sample ``k`` run with that per-step plan (None: judged on the decisions alone).
 
+    The hand-over threshold is on the raw probe (:func:`_fit_hand_over`); the hand-back is Small for
+    a validated span, then checks every other step where Small costs under half of Large
+    (:func:`_fit_hand_back`). Each candidate rule (span margin, checks or not) is fitted without one
+    prompt and scored on it, for every prompt: Small steps outside the held-out prompt's window,
+    held-out final samples below ``target``, compute with probes. The cheapest
+    candidate with neither is kept; with none, the result carries ``fallback`` (the reason) and
+    ``sample(..., "online")`` runs the stored windows.
+    """
     values = np.asarray(divergences, float)
     n = len(grid) - 1
-    targets = np.array([n if s is None else int(s) for s in starts], float)
-    windowed = [k for k, s in enumerate(starts) if s is not None]
-    seen_starts = sorted({int(starts[k]) for k in windowed})  # type: ignore[arg-type]
-    latest = seen_starts[-1] if seen_starts else 0
-    config, best_error = ControllerConfig(threshold=0.0, sigma_out=prior_sigma_out), math.inf
-    for earliest in seen_starts or [0]:
-        first_probe = max(0, earliest - 1 - patience)  # enough probes before it to fill the streak
-        budget = probe_budget if probe_budget is not None else max(1, min(n, latest + 2) - first_probe)
-        base = ControllerConfig(threshold=0.0, sigma_out=prior_sigma_out,
-                                sigma_in_max=float(grid[earliest]) if earliest > 0 else 1.0,
-                                probe_from_sigma=float(grid[first_probe]), smoothing=smoothing, patience=patience,
-                                probe_budget=budget)
-        for threshold in _threshold_candidates(values[:, first_probe:first_probe + budget], smoothing):
-            trial = dataclasses.replace(base, threshold=threshold)
-            hand_in = replay(trial, grid, values).hand_in
-            error = float(np.mean(np.abs(np.array([n if h is None else h for h in hand_in], float) - targets)))
-            if error < best_error - 1e-12:
-                config, best_error = trial, error
-    decisions = replay(config, grid, values)
-    rows = [k for k in windowed if decisions.hand_in[k] is not None]
-    fit: dict[str, Any] = {"hand_in_mae_steps": best_error, "samples": int(len(values)),
-                           "windowed_samples": len(windowed)}
-    # For the optional Large checks (off until monitor_every > 0): the divergence each sample had
-    # at its best return step, i.e. where Large was needed again.
-    at_return = []
-    for k in windowed:
-        sigma_out = sigma_outs[k]
-        if sigma_out is not None and sigma_out > 0.0:
-            back = int(np.searchsorted(-np.asarray(grid[:-1], float), -float(sigma_out)))
-            at_return.append(values[k, min(back, n - 1)])
-    monitor = float(np.median(at_return)) if at_return else math.inf
-    regression: dict[str, Any] = {}
-    if len(rows) >= 4:
-        feats = np.array([[float(np.mean(np.log(np.maximum([p[2] for p in decisions.probes[k]], _FLOOR)))),
-                           grid[decisions.hand_in[k] or 0]] for k in rows])
-        y = np.array([float(sigma_outs[k]) for k in rows]) - prior_sigma_out  # type: ignore[arg-type]
-        mean, scale = feats.mean(axis=0), feats.std(axis=0)
-        scale[scale < 1e-9] = 1.0
-        z = (feats - mean) / scale
-        loo = cross_val_predict(Ridge(alpha=1.0), z, y, cv=LeaveOneOut())
-        errors = {"prior": float(np.mean(y ** 2)), "ridge": float(np.mean((loo - y) ** 2))}
-        fit.update(loo_mse=errors, regression_rows=len(rows))
-        if errors["ridge"] < errors["prior"]:
-            model = Ridge(alpha=1.0).fit(z, y)
-            regression = {"features": list(FEATURES), "mean": mean.tolist(), "scale": scale.tolist(),
-                          "coef": model.coef_.tolist(), "intercept": float(model.intercept_)}
-    return dataclasses.replace(config, regression=regression, fit=fit, monitor_threshold=monitor)
+    windows = _windows(starts, stops, n)
+    groups: dict[int, list[int]] = {}
+    for k, p in enumerate(prompts):
+        groups.setdefault(int(p), []).append(k)
+    options = [(m, c) for c in ((True, False) if small_cost < 0.5 else (False,)) for m in MARGINS]
+    report: list[dict[str, Any]] = []
+    folds = {}
+    for p, rows in groups.items():
+        train = [k for k in range(len(values)) if k not in set(rows)]
+        folds[p] = (train, _fit_hand_over(grid, values[train], [windows[k] for k in train], small_cost, probe_budget))
+    for margin, checks in options:
+        outside, below, costs, used, least_used = 0, 0, [], [], 1.0
+        for p, rows in groups.items():
+            train, hand_over = folds[p]
+            config = _fit_hand_back(hand_over, grid, values[train], [windows[k] for k in train], margin, checks)
+            s = _score(config, grid, values, windows, rows, small_cost, quality, target)
+            outside, below = outside + s["outside_steps"], below + s["below_target"]
+            costs.append(s["cost"])
+            used.append(s["used_fraction"])
+            least_used = min(least_used, s["min_used_fraction"])
+        report.append({"margin": margin, "checks": checks, "outside_steps": outside, "below_target": below,
+                       "cost": float(np.mean(costs)), "used_fraction": float(np.mean(used)),
+                       "min_used_fraction": least_used})
+    def passes(r: dict[str, Any]) -> bool:
+        return r["outside_steps"] == 0 and r["below_target"] == 0
+
+    # A margin counts only if every larger one passes too: one that passes by luck (a check landing
+    # on a window's end) between failing ones is not a rule.
+    sound = [r for r in report if all(passes(o) for o in report if o["checks"] == r["checks"]
+                                      and o["margin"] >= r["margin"])]
+    fit: dict[str, Any] = {"samples": int(len(values)), "prompts": len(groups), "leave_one_prompt_out": report}
+    fallback = ""
+    if len(groups) < 2:
+        fallback = "one calibration prompt cannot be validated leave-one-prompt-out; calibrate on 2 or more"
+    elif not sound:
+        worst = min(report, key=lambda r: (r["outside_steps"] + r["below_target"], r["cost"]))
+        fallback = (f"no rule kept every held-out prompt inside its safe window at the quality target (best: "
+                    f"{worst['outside_steps']} Small steps outside, {worst['below_target']} samples below target)")
+    elif min(r["cost"] for r in sound) >= 1.0:
+        fallback = (f"on held-out prompts it would cost {min(r['cost'] for r in sound):.3f} of Large-only with its "
+                    "probes: it does not pay")
+    chosen = min(sound, key=lambda r: (r["cost"], r["margin"])) if sound and not fallback else \
+        {"margin": max(MARGINS), "checks": False}
+    config = _fit(grid, values, windows, small_cost, int(chosen["margin"]), bool(chosen["checks"]), probe_budget)
+    fit.update(chosen={"margin": chosen["margin"], "checks": chosen["checks"]},
+               calibration=_score(config, grid, values, windows, range(len(values)), small_cost, None, None))
+    return dataclasses.replace(config, fit=fit, fallback=fallback)
 
 
 __all__ = ["ControllerConfig", "Decisions", "FEATURES", "OnlineController", "fit_controller", "replay"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, overload
 
@@ -98,9 +99,14 @@ def _planner(models: Models, sigmas: torch.Tensor, schedule: Any, noise: torch.T
     if batch_decisions not in ("split", "shared"):
         raise ValueError(f"batch_decisions must be 'split' (each sample decides) or 'shared' (one decision "
                          f"for the batch), got {batch_decisions!r}")
+    fallback = ""
     if isinstance(schedule, str) and schedule == "online":
         profile = _resolve(models, sigmas, noise, cond, need_controller=True)
         schedule = ControllerConfig.from_dict(profile.controller)
+        if schedule.fallback:  # not validated at calibration: the stored windows decide
+            fallback, schedule = schedule.fallback, profile
+            warnings.warn(f"the stored online controller is not used ({fallback}); running the stored "
+                          "per-prompt windows", stacklevel=4)
     elif isinstance(schedule, str) and schedule == "auto":
         schedule = _resolve(models, sigmas, noise, cond)
     if isinstance(schedule, ControllerConfig):
@@ -119,6 +125,8 @@ def _planner(models: Models, sigmas: torch.Tensor, schedule: Any, noise: torch.T
         known = [k in schedule.per_prompt["windows"] for k in keys]
         reasons = ["per-prompt boundaries" if seen else "pair-level boundaries (prompt not calibrated)"
                    for seen in known]
+        if fallback:
+            reasons = [f"{r}: the online controller failed its validation ({fallback})" for r in reasons]
     else:
         if isinstance(schedule, Profile):
             schedule = schedule.schedule()
@@ -147,13 +155,7 @@ class RowPlans:
     def probe_rows(self, i: int) -> list[int]:
         return []
 
-    def monitor_rows(self, i: int) -> list[int]:
-        return []
-
     def observe(self, i: int, divergence: Mapping[int, float]) -> None:
-        return None
-
-    def observe_monitor(self, i: int, divergence: Mapping[int, float]) -> None:
         return None
 
 
@@ -223,11 +225,10 @@ def _call_rows(model: Denoiser, x: torch.Tensor, sigma: float, cond: dict[str, A
 
 
 def _measure(planner: RowPlans | OnlineController, rows: list[int], batch: int, v: torch.Tensor,
-             probe: torch.Tensor, index: list[int], reference_is_probe: bool) -> dict[int, float]:
+             probe: torch.Tensor, index: list[int]) -> dict[int, float]:
     """Divergence ``||v_L - v_S|| / ||v_L||`` per controlled row (the batch mean for a shared decision)."""
-    ours = v[torch.as_tensor(index, device=v.device)]
-    large, small = (probe, ours) if reference_is_probe else (ours, probe)
-    values = rel_l2(small, large).cpu().tolist()  # one host read per probe step
+    large = v[torch.as_tensor(index, device=v.device)]
+    values = rel_l2(probe, large).cpu().tolist()  # one host read per probe step
     if planner.shared:
         return {0: float(sum(values) / len(values))}
     return dict(zip(rows, values))
@@ -302,13 +303,11 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: 
             else:
                 v[torch.as_tensor(rows, device=x.device)] = out
         assert v is not None
-        for kind, model_name, observe in (("probe", "small", planner.observe),
-                                          ("monitor", "large", planner.observe_monitor)):
-            rows = planner.probe_rows(i) if kind == "probe" else planner.monitor_rows(i)
-            if rows:
-                index = expand(rows)
-                extra = _call_rows(table[model_name], x, grid[i], cond, index)
-                observe(i, _measure(planner, rows, batch, v, extra, index, reference_is_probe=kind == "monitor"))
+        rows = planner.probe_rows(i)  # Small beside Large: head probes and checks
+        if rows:
+            index = expand(rows)
+            extra = _call_rows(table["small"], x, grid[i], cond, index)
+            planner.observe(i, _measure(planner, rows, batch, v, extra, index))
         if finite_check_due(i, len(grid) - 1, check_every):
             check_finite(v, "/".join(dict.fromkeys(per_sample)), i)
         if callback is not None:

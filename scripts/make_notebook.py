@@ -94,28 +94,30 @@ show([timings["Large only"][1][0], timings["recommended"][1][0]], ["Large only",
     new_markdown_cell("""## Per prompt: stored windows and the online controller
 `per_prompt=True` also chose a window for each calibration prompt (the cheapest candidate that keeps the
 target on that prompt's own samples) and fitted the online controller to those windows: a hand-over
-threshold on the smoothed divergence and a correction of where to return to Large. Prompts the profile has
-not seen get the pair-level window."""),
+threshold on the raw probe divergence and a span of Small steps, validated leave-one-prompt-out. A
+controller that fails that check (or would cost more than Large on held-out prompts) carries `fallback`,
+and `"online"` runs the stored windows instead. Prompts the profile has not seen get the pair-level window."""),
     new_code_cell("""for prompt, cond in zip(prompts, conds):
     window = profile.per_prompt["windows"][adaptive.prompt_key(cond)]
     print(f"{prompt:22s} Small on steps {window['start']}..{window['stop'] - 1}  quality {window['quality']:.3f}"
           f"  compute {window['cost']:.2f}")
 controller = adaptive.ControllerConfig.from_dict(profile.controller)
 controller"""),
-    new_markdown_cell("""The controller runs Large, probes Small on the same state, and hands over once the smoothed
-divergence falls to its threshold. `return_decisions=True` returns why each sample ran which model."""),
+    new_markdown_cell("""The controller runs Large, probes Small on the same state, and hands over once the probe's divergence
+falls to its threshold. `return_decisions=True` returns why each sample ran which model."""),
     new_code_cell("""from adaptive.toy import seeded_noise
 contrast = [prompts[0], held[0], held[3]]
 noise = seeded_noise([60, 61, 62])
-videos, decisions = sample(pair, noise, sigmas(STEPS, SHIFT), controller, return_decisions=True,
-                           encoder_hidden_states=encode(contrast))
+print(controller.fallback or "controller validated leave-one-prompt-out")
+videos, decisions = sample(pair, noise, sigmas(STEPS, SHIFT), profile if controller.fallback else controller,
+                           return_decisions=True, encoder_hidden_states=encode(contrast))
 print(decisions.summary())
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 2.8))
 for row, prompt in enumerate(contrast):
     steps = [p[0] for p in decisions.probes[row]]
     ax1.plot(steps, [p[3] for p in decisions.probes[row]], "o-", label=prompt)
 ax1.axhline(controller.threshold, ls="--", c="gray", label="threshold")
-ax1.set_xlabel("step"); ax1.set_ylabel("smoothed divergence"); ax1.legend(fontsize=7)
+ax1.set_xlabel("step"); ax1.set_ylabel("probe divergence"); ax1.legend(fontsize=7)
 plan = np.array([[m == "small" for m in row] for row in decisions.models], float)
 ax2.imshow(plan, cmap="coolwarm", aspect="auto"); ax2.set_yticks(range(len(contrast)), contrast, fontsize=7)
 ax2.set_xlabel("step (red: Small)"); plt.tight_layout(); plt.show()

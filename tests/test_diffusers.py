@@ -159,6 +159,13 @@ def test_blend_auto_uses_the_stored_profile(wan_pair, tmp_path):
                                         controller={"threshold": 0.5, "sigma_out": 0.4}))
     blend(pipe, small, "online", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
     assert pipe.transformer.controller_config.threshold == 0.5 and len(pipe.transformer.grid) == 9
+    # A controller that failed its validation at calibration is not run: the profile's plan is, said aloud.
+    ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler="euler-8-shift3", num_steps=8,
+                                        shift=3.0, sigma_in=0.9, sigma_out=0.4,
+                                        controller={"threshold": 0.5, "fallback": "it does not pay"}), force=True)
+    with pytest.warns(UserWarning, match="not used \\(it does not pay\\)"):
+        blend(pipe, small, "online", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    assert pipe.transformer.controller_config is None and pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)
     # A profile whose frontier found fewer steps enough: the pipeline still runs its 8, and says so.
     ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler="euler-8-shift3", num_steps=8,
                                         shift=3.0, sigma_in=0.9, sigma_out=0.4,
@@ -202,6 +209,38 @@ def test_wan_online_blend_keeps_cfg_calls_together_and_matches_the_plan(wan_pair
     _run_wan(pipe, latents, prompt, null)
     _run_wan(pipe, latents, prompt, null)
     assert pipe.transformer.decisions.models[0] == plan
+
+
+def test_wan_online_blend_runs_the_validated_span_and_its_checks(wan_pair):
+    """The pipeline drop-in makes the decisions the sampler makes (issue #20's rule): hand over on the
+    raw probe, Small for ``small_span`` steps, then a check step (Large, with Small probed beside it)
+    that sends the batch back to Large when the divergence is above ``monitor_threshold``."""
+    from adaptive.controller import ControllerConfig
+
+    large, small = wan_pair
+    pipe = _wan_pipe(large)
+    latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    prompt, null = torch.randn(1, 6, 32), torch.zeros(1, 6, 32)
+    # First the probes alone (a threshold nothing meets), to place a threshold the divergence crosses
+    # downwards: a hand-over needs a probe above it first (one below from the start opened unseen).
+    blend(pipe, small, ControllerConfig(threshold=0.0, smoothing=1.0, probe_budget=4), num_inference_steps=8)
+    _run_wan(pipe, latents, prompt, null)
+    values = [p[2] for p in pipe.transformer.decisions.probes[0]]
+    k = next(i for i in range(1, len(values)) if values[i] < max(values[:i]))
+    small_calls = []
+    handle = small.register_forward_hook(lambda *args: small_calls.append(1))
+    config = ControllerConfig(threshold=values[k], smoothing=1.0, probe_budget=4, small_span=2,
+                              monitor_every=2, monitor_threshold=0.0, large_probe_budget=2)
+    blend(pipe, small, config, num_inference_steps=8)
+    out = _run_wan(pipe, latents, prompt, null)
+    handle.remove()
+    d = pipe.transformer.decisions
+    plan, h = d.models[0], d.hand_in[0]
+    assert h == k + 1 and plan == ["large"] * h + ["small", "small"] + ["large"] * (8 - h - 2), d.summary()
+    assert [m[0] for m in d.monitors[0]] == [h + 2] and d.back[0] == h + 2 and "check" in d.reason[0]
+    assert len(small_calls) == 2 * (plan.count("small") + d.extra_small_calls[0])  # CFG: two calls each
+    blend(pipe, small, Schedule.from_steps(pipe.scheduler.sigmas, plan))
+    torch.testing.assert_close(_run_wan(pipe, latents, prompt, null), out, rtol=0, atol=0)
 
 
 def test_small_on_its_own_device_dtype_or_offloaded_and_compiled(wan_pair):
