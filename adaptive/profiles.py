@@ -403,6 +403,8 @@ def _check_controller(where: str, controller: dict[str, Any]) -> None:
             raise ProfileError(f"{where}.{key} must be a finite number, got {value!r}")
         if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
             raise ProfileError(f"{where}.{key} must be an integer, got {value!r}")
+        if kind == "str" and not isinstance(value, str):
+            raise ProfileError(f"{where}.{key} must be a string, got {value!r}")
         if kind.startswith("dict") and not isinstance(value, dict):
             raise ProfileError(f"{where}.{key} must be an object, got {value!r}")
     regression = controller.get("regression") or {}

@@ -74,6 +74,7 @@ NESTED_FIELDS = [("per_prompt", "windows"), ("per_prompt", "windows", "k1"), ("p
                  ("per_prompt", "windows", "k1", "stop"), ("per_prompt", "candidates"), ("controller",),
                  ("controller", "threshold"), ("controller", "sigma_out"), ("controller", "patience"),
                  ("controller", "probe_budget"), ("controller", "monitor_threshold"), ("controller", "regression"),
+                 ("controller", "small_span"), ("controller", "fallback"),
                  ("controller", "regression", "coef"), ("controller", "regression", "mean"),
                  ("controller", "regression", "scale"), ("controller", "regression", "intercept"),
                  ("controller", "regression", "features"), ("quality", "target"), ("quality", "metric"),
