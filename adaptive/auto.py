@@ -17,7 +17,7 @@ def infer_shift(grid: list[float]) -> float | None:
     """The ``shift`` for which ``adaptive.sigmas(len(grid) - 1, shift)`` is ``grid``; None if none is."""
     from scipy.optimize import brentq
 
-    from adaptive.sampling import sigmas
+    from adaptive.schedule import sigmas
 
     n = len(grid) - 1
     if n < 2:

@@ -356,7 +356,7 @@ def _stored_profile(pipe: Any, large: nn.Module, small: nn.Module, num_inference
 
 def _note_other_grid(profile: Any, steps: StepGrid | None, what: str) -> None:
     """Warn once when ``profile`` was calibrated on another solver or grid than the pipeline runs."""
-    from adaptive.sampling import sigmas
+    from adaptive.schedule import sigmas
 
     if steps is None or not hasattr(profile, "num_steps") or not hasattr(profile, "shift"):
         return

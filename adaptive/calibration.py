@@ -40,7 +40,8 @@ from adaptive.errors import CalibrationError
 from adaptive.metering import flops_per_row
 from adaptive.metrics import LatentSimilarity, Metric
 from adaptive.pair import ModelPair
-from adaptive.probing import DivergenceCurve, Reference, run_probe
+from adaptive.probing import DivergenceCurve, Reference, run_probe, trajectory
+from adaptive.schedule import euler_step, sigmas
 from adaptive.storage import open_storage, storage_errors
 from adaptive.profiles import Profile, ProfileStore, fingerprint, safe_key, sampler_signature
 
@@ -76,7 +77,7 @@ class Evaluator:
     def _step(self, model: Any, x: torch.Tensor, i: int) -> torch.Tensor:
         grid = self.reference.grid
         sigma = torch.full((x.shape[0],), grid[i], device=x.device)
-        return x + (grid[i + 1] - grid[i]) * model(x, sigma, **self.reference.cond)
+        return euler_step(x, model(x, sigma, **self.reference.cond), grid[i], grid[i + 1])
 
     def _small_until(self, start: int, stop: int) -> torch.Tensor:
         if self._prefix[0] != start:
@@ -135,7 +136,7 @@ class PlanQuality:
             grid = ev.reference.grid
             for i in range(first, len(plan)):
                 model = ev.pair.models[plan[i]]
-                x = x + (grid[i + 1] - grid[i]) * model(x, torch.full((1,), grid[i], device=x.device), **cond)
+                x = euler_step(x, model(x, torch.full((1,), grid[i], device=x.device), **cond), grid[i], grid[i + 1])
             ev.large_equivalents += (len(plan) - first) / len(ev.reference.final)
             self.cache[(row, plan)] = float(ev.metric(x, ev.target[row:row + 1]).float().mean())
         return self.cache[(row, plan)]
@@ -156,15 +157,10 @@ class StepSearch:
 
     def at(self, steps: int) -> Evaluator:
         if steps not in self.evaluators:
-            from adaptive.sampling import sample, sigmas
-
             full = self.full
             grid = sigmas(steps, self.shift)
-            states: list[torch.Tensor] = []
-            noise = full.reference.states[0]
-            final = sample(full.pair, noise, grid, None, callback=lambda info: states.append(info["x"]),
-                           **full.reference.cond)
-            reference = Reference(grid.tolist(), states + [final], full.reference.cond)
+            states = trajectory(full.pair.large, full.reference.states[0], grid.tolist(), full.reference.cond)
+            reference = Reference(grid.tolist(), states, full.reference.cond)
             evaluator = Evaluator(full.pair, reference, full.metric, full.small_cost, target=full.reference.final,
                                   full_steps=full.n)
             evaluator.large_equivalents = float(steps)

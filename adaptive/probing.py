@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from adaptive.errors import CalibrationError, NonFiniteVelocityError
 from adaptive.pair import ModelPair
-from adaptive.sampling import sigmas as sigma_grid
+from adaptive.schedule import euler_step
+from adaptive.schedule import sigmas as sigma_grid
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,17 @@ def _check_finite_curve(rel_l2: np.ndarray, steps: list[int]) -> None:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def trajectory(model: Any, noise: torch.Tensor, grid: Sequence[float], cond: Mapping[str, Any]) -> list[torch.Tensor]:
+    """``x`` at every sigma of ``grid`` when ``model`` alone samples from ``noise`` (Euler steps)."""
+    states = [noise]
+    for i in range(len(grid) - 1):
+        x = states[-1]
+        v = model(x, torch.full((x.shape[0],), grid[i], device=x.device), **cond)
+        states.append(euler_step(x, v, grid[i], grid[i + 1]))
+    return states
+
+
 def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
               shift: float = 1.0, shape: Sequence[int] | None = None, probe_steps: Sequence[int] | None = None,
               progress: bool = True) -> tuple[DivergenceCurve, Reference]:
@@ -164,7 +176,7 @@ def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         v = pair.large(x, sigma, **cond)
         if i in steps:
             v_large_at[i], v_small_at[i] = v, pair.small(x, sigma, **cond)
-        x = x + (grid[i + 1] - grid[i]) * v
+        x = euler_step(x, v, grid[i], grid[i + 1])
         states.append(x)
     scale = x.flatten(1).float().norm(dim=1).clamp_min(1e-12)
     rows = [_divergence(v_large_at[i], v_small_at[i], grid[i + 1] - grid[i], scale) for i in steps]

@@ -619,7 +619,7 @@ _SIGNATURE = re.compile(r"^[A-Za-z0-9_]+-(\d+)-shift([0-9.eE+-]+)$")
 
 
 def _grid(num_steps: int, shift: float) -> list[float]:
-    from adaptive.sampling import sigmas
+    from adaptive.schedule import sigmas
 
     return sigmas(int(num_steps), float(shift)).tolist()
 

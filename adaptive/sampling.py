@@ -16,8 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, overload
@@ -30,37 +28,10 @@ from adaptive.errors import NonFiniteVelocityError, ScheduleError
 from adaptive.metrics import rel_l2
 from adaptive.pair import ModelPair
 from adaptive.profiles import Profile, prompt_key
-from adaptive.schedule import Schedule, check_grid
+from adaptive.schedule import Schedule, check_grid, euler_step, shift_sigma, sigmas
 
 Callback = Callable[[dict[str, Any]], None]
 Models = ModelPair | Mapping[str, Denoiser]
-
-
-def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
-    """``shift * s / (1 + (shift - 1) * s)``: the resolution shift of SD3, Wan and LTX.
-
-    Example:
-        >>> shift_sigma(0.5, 3.0)
-        0.75
-    """
-    return shift * sigma / (1 + (shift - 1) * sigma)
-
-
-def sigmas(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> torch.Tensor:
-    """The descending grid of ``num_steps + 1`` sigmas ending at 0, equal to diffusers'
-    ``FlowMatchEulerDiscreteScheduler(shift=shift).set_timesteps(num_steps)``.
-
-    Example:
-        >>> sigmas(4).tolist()[-1]
-        0.0
-    """
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not (shift > 0 and math.isfinite(shift)):
-        raise ValueError(f"shift must be a positive finite number, got {shift!r}")
-    lowest = shift_sigma(1.0 / num_train_timesteps, shift)  # diffusers shifts its sigma_min twice
-    grid = torch.as_tensor(shift_sigma(torch.linspace(1.0, lowest, num_steps, dtype=torch.float64), shift))
-    return torch.cat([grid, grid.new_zeros(1)]).to(torch.float32)
 
 
 def _models(models: Models) -> dict[str, Denoiser]:
@@ -314,7 +285,7 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: 
             uniform = per_sample[0] if len(set(per_sample)) == 1 else "mixed"
             callback({"i": i, "sigma": grid[i], "sigma_next": grid[i + 1], "x": x, "v": v, "model_name": uniform,
                       "model_names": per_sample})
-        x = x + (grid[i + 1] - grid[i]) * v
+        x = euler_step(x, v, grid[i], grid[i + 1])
     return (x, planner.decisions) if return_decisions else x
 
 
@@ -338,18 +309,18 @@ def sample_heun(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, sched
     table = _models(models)
     x = noise
     for i, name in enumerate(plan):
-        model, dt = table[name], grid[i + 1] - grid[i]
+        model = table[name]
         v = model(x, torch.full((x.shape[0],), grid[i], device=x.device), **cond)
         if finite_check_due(i, len(plan), check_every):
             check_finite(v, name, i)
         if callback is not None:
             callback({"i": i, "sigma": grid[i], "sigma_next": grid[i + 1], "x": x, "v": v, "model_name": name})
-        x_euler = x + dt * v
+        x_euler = euler_step(x, v, grid[i], grid[i + 1])
         if grid[i + 1] == 0.0:
             x = x_euler
             continue
         v_next = model(x_euler, torch.full((x.shape[0],), grid[i + 1], device=x.device), **cond)
-        x = x + dt * 0.5 * (v + v_next)
+        x = euler_step(x, 0.5 * (v + v_next), grid[i], grid[i + 1])  # Heun: the step with the mean slope
     return x
 
 

@@ -26,6 +26,45 @@ import torch
 
 from adaptive.errors import ScheduleError, SigmaGridError
 
+
+def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
+    """``shift * s / (1 + (shift - 1) * s)``: the resolution shift of SD3, Wan and LTX.
+
+    Example:
+        >>> shift_sigma(0.5, 3.0)
+        0.75
+    """
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def sigmas(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> torch.Tensor:
+    """The descending grid of ``num_steps + 1`` sigmas ending at 0, equal to diffusers'
+    ``FlowMatchEulerDiscreteScheduler(shift=shift).set_timesteps(num_steps)``.
+
+    Example:
+        >>> sigmas(4).tolist()[-1]
+        0.0
+    """
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    if isinstance(shift, bool) or not isinstance(shift, numbers.Real) or not (shift > 0 and math.isfinite(shift)):
+        raise ValueError(f"shift must be a positive finite number, got {shift!r}")
+    lowest = shift_sigma(1.0 / num_train_timesteps, shift)  # diffusers shifts its sigma_min twice
+    grid = torch.as_tensor(shift_sigma(torch.linspace(1.0, lowest, num_steps, dtype=torch.float64), shift))
+    return torch.cat([grid, grid.new_zeros(1)]).to(torch.float32)
+
+
+def euler_step(x: torch.Tensor, v: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """One Euler step of the flow ODE (diffusers' ``FlowMatchEulerDiscreteScheduler.step``): every
+    sampler, probe and calibration replay of this package steps with it.
+
+    Example:
+        >>> euler_step(torch.ones(2), torch.ones(2), 1.0, 0.75).tolist()   # v = noise - x0
+        [0.75, 0.75]
+    """
+    return x + (sigma_next - sigma) * v
+
+
 SCHEDULE_VERSION = 1
 
 
