@@ -52,7 +52,7 @@ def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: di
                                "diffusers' FlowMatchEulerDiscreteScheduler); calibrate custom grids by hand")
     store = store or ProfileStore()
     signature = sampler_signature("euler", len(grid) - 1, shift)
-    profile = store.find(pair, signature)
+    profile = store.for_grid(pair, len(grid) - 1, shift)
     if profile is None:
         if not calibrate_if_missing:
             raise CalibrationError(f"no stored profile for this pair and {signature}; run `flowblend calibrate`")

@@ -343,7 +343,8 @@ def _stored_profile(pipe: Any, large: nn.Module, small: nn.Module, num_inference
     if guidance_scale is not None and guidance_scale != 1.0:
         pair = pair.guided(guidance_scale)
     signature = sampler_signature("euler", num_inference_steps, scheduler_shift(pipe.scheduler))
-    profile = (store if isinstance(store, ProfileStore) else ProfileStore(store)).find(pair, signature)
+    profile = (store if isinstance(store, ProfileStore) else ProfileStore(store)).for_grid(
+        pair, num_inference_steps, scheduler_shift(pipe.scheduler))
     if profile is None:
         raise CalibrationError(f"no stored profile for this pair and {signature}; calibrate it once with "
                                "`flowblend calibrate --large DIR --small DIR --embeddings E.safetensors --shape ...` "

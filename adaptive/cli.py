@@ -128,12 +128,12 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     or the uncalibrated default window) and its obvious alternative at the same compute, with why."""
     import math
 
-    from adaptive.profiles import ProfileStore, sampler_signature
+    from adaptive.profiles import ProfileStore
     from adaptive.sampling import sigmas
 
     n = args.steps
     full = _Run(f"Large, {n} steps", n, None, 1.0)
-    profile = ProfileStore().find(pair, sampler_signature("euler", n, args.shift))
+    profile = ProfileStore().for_grid(pair, n, args.shift)
     small_cost = profile.cost.get("small_cost_ratio", 0.1) if profile is not None else _small_cost(pair)
     if args.schedule is not None or profile is None:
         schedule = args.schedule or Schedule.lsl(*DEFAULT_WINDOW)
@@ -196,9 +196,9 @@ def _grid(args: argparse.Namespace) -> torch.Tensor:
 def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
     """The stored profile's recommended plan (its schedule and step count) for ``--steps``; said
     in words. Without a profile: the uncalibrated default window on ``--steps``."""
-    from adaptive.profiles import ProfileStore, sampler_signature
+    from adaptive.profiles import ProfileStore
 
-    profile = ProfileStore().find(pair, sampler_signature("euler", args.steps, args.shift))
+    profile = ProfileStore().for_grid(pair, args.steps, args.shift)
     if profile is None:
         print(f"plan: no stored profile for {args.steps} steps; the uncalibrated window "
               f"lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
@@ -369,7 +369,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                 write_outputs)
     from adaptive.metering import flops_per_row
     from adaptive.plots import plot_profile
-    from adaptive.profiles import ProfileStore, sampler_signature
+    from adaptive.profiles import ProfileStore
     from adaptive.toy import load_pair, seeded_noise
     from adaptive.toy.data import DIRECTION_NAMES, encode_prompts, prompt_for
     from adaptive.toy.harness import Harness
@@ -387,7 +387,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cond = {"encoder_hidden_states": encode_prompts(prompts).to(args.device)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        profile = ProfileStore(args.store).find(pair, sampler_signature("euler", steps, args.shift))
+        profile = ProfileStore(args.store).for_grid(pair, steps, args.shift)
     for w in caught:
         print(f"note: {w.message}")
     if isinstance(args.schedule, str):

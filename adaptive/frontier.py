@@ -209,6 +209,8 @@ class Frontier:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        from adaptive.plots import save_figure
+
         metrics = self.metrics
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
         large = self.large_fewer()
@@ -230,12 +232,7 @@ class Frontier:
             fig.colorbar(dots, ax=axes[0][-1], label="window middle / steps")
         fig.suptitle(f"{self.pair_name}: {self.samples} samples, grid sigmas({self.num_steps}, {self.shift:g})",
                      fontsize=9)
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from adaptive.profiles import Profile
 
@@ -36,9 +37,16 @@ def plot_profile(profile: Profile, path: Path | str, title: str | None = None) -
     ax.set_ylabel("divergence of Small from Large")
     ax.set_title(title or f"{profile.pair_name or profile.pair_fingerprint[:8]} — {profile.sampler}")
     ax.legend(fontsize=7)
+    return save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig: Any, path: Path | str, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

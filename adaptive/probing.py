@@ -148,7 +148,6 @@ def _check_finite_curve(rel_l2: np.ndarray, steps: list[int]) -> None:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def trajectory(model: Any, noise: torch.Tensor, grid: Sequence[float], cond: Mapping[str, Any]) -> list[torch.Tensor]:
     """``x`` at every sigma of ``grid`` when ``model`` alone samples from ``noise`` (Euler steps)."""
     states = [noise]
@@ -159,6 +158,7 @@ def trajectory(model: Any, noise: torch.Tensor, grid: Sequence[float], cond: Map
     return states
 
 
+@torch.no_grad()
 def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
               shift: float = 1.0, shape: Sequence[int] | None = None, probe_steps: Sequence[int] | None = None,
               progress: bool = True) -> tuple[DivergenceCurve, Reference]:

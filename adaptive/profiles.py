@@ -587,6 +587,11 @@ class ProfileStore:
             profiles.append(profile)
         return profiles
 
+    def for_grid(self, pair: ModelPair | str, num_steps: int, shift: float, solver: str = "euler") -> Profile | None:
+        """The profile to sample ``pair`` on ``sigmas(num_steps, shift)`` with: :meth:`find` for
+        that grid's signature (the one look-up every caller uses)."""
+        return self.find(pair, sampler_signature(solver, num_steps, shift))
+
     def find(self, pair: ModelPair | str, sampler: str) -> Profile | None:
         """The profile for this pair and sampler; else one of the same pair for another step count or
         shift, used through its sigma boundaries with a warning saying so; else None."""

@@ -29,7 +29,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from adaptive.calibration import Evaluator, StepSearch

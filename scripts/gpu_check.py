@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from adaptive import ProfileStore, sampler_signature
+from adaptive import ProfileStore
 from adaptive.toy import generate, load_pair, prompt_for
 from adaptive.toy.harness import Harness
 
@@ -55,7 +55,7 @@ def main() -> None:
                          "on a CPU); the CPU tests are `make test`")
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 here: it is the reference
     reference_pair, _ = load_pair()
-    profile = ProfileStore("profiles").find(reference_pair, sampler_signature("euler", 30, 3.0))
+    profile = ProfileStore("profiles").for_grid(reference_pair, 30, 3.0)
     if profile is None:
         raise SystemExit("no shipped profile for the embedded pair in profiles/; run from the repository root")
     schedule = profile.schedule()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from adaptive import ProfileStore, Schedule, sampler_signature
+from adaptive import ProfileStore, Schedule
 from adaptive.metrics import StructuralSimilarity, psnr
 from adaptive.toy import generate, load_pair, prompt_for
 from adaptive.toy.harness import Harness
@@ -41,7 +41,7 @@ def main() -> None:
         plans[f"Large, {n} steps"] = (n, None, seeds)
     plans["previous shipped profile: Small for sigma <= 0.665 (steps 18-29)"] = (30, Schedule.lsl(0.6648, 0.0), seeds)
     plans["paper-like L-S-L: Small for sigma in (0.45, 0.85]"] = (30, Schedule.lsl(0.85, 0.45), seeds)
-    profile = ProfileStore("profiles").find(pair, sampler_signature("euler", 30, 3.0))
+    profile = ProfileStore("profiles").for_grid(pair, 30, 3.0)
     if profile is not None:
         plans[f"stored profile's plan: {profile.decision.split(' meets')[0]}"] = (profile.steps, profile.schedule(),
                                                                                   seeds)

@@ -21,7 +21,6 @@ probe), and the controller's leave-one-prompt-out scores. A few CPU seconds.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import tempfile
 import warnings

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
 
 from adaptive import Meter, Schedule, sample, sigmas
 from adaptive.toy import load_pair, prompt_for, seeded_noise

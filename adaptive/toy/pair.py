@@ -20,7 +20,6 @@ import torch
 from adaptive.metrics import StructuralSimilarity, WorstOf
 from adaptive.pair import ModelPair
 from adaptive.sampling import SAMPLERS, sigmas
-from adaptive.schedule import Schedule
 from adaptive.toy.data import encode_prompts, variant_of
 from adaptive.toy.models import SAMPLE_SHAPE, WEIGHTS_DIR
 
