@@ -123,6 +123,10 @@ ax2.imshow(plan, cmap="coolwarm", aspect="auto"); ax2.set_yticks(range(len(contr
 ax2.set_xlabel("step (red: Small)"); plt.tight_layout(); plt.show()
 print("compute per sample (fraction of Large, probes included):",
       [round(c, 3) for c in decisions.cost(profile.cost["small_cost_ratio"])])"""),
+    new_markdown_cell("""Read the last line before trusting the controller: a sample whose probes never find a hand-over
+pays for them and runs Large alone, above 1.0 of Large's compute. Passing leave-one-prompt-out on the
+calibration prompts does not promise that it pays on new ones; on this pair the stored windows or the
+recommended plan are the safer choice (issue #20 tracks the controller's soundness)."""),
 ]
 
 
