@@ -46,7 +46,11 @@ def _static_plan(models: Models, sigmas: torch.Tensor, schedule: Schedule | str 
     grid = check_grid(sigmas)
     schedule = Schedule.large_only() if schedule is None else schedule
     if isinstance(schedule, str) and schedule == "auto":
-        schedule = _resolve(models, sigmas, noise, cond).schedule()
+        profile = _resolve(models, sigmas, noise, cond)
+        schedule = profile.schedule()
+        warnings.warn(f"schedule='auto' with Heun: the stored profile ({profile.sampler}) was calibrated with Euler "
+                      f"steps; Heun runs its sigma window as it is ({schedule}), not tuned for Heun's two calls "
+                      "per step. Check it with `flowblend bench` (rows 8a/8b) or pass a Schedule.", stacklevel=3)
     if not isinstance(schedule, Schedule):
         raise TypeError(f"this sampler takes an adaptive.Schedule, 'auto' or None, got {schedule!r}; the online "
                         "controller and per-prompt profiles run with adaptive.sample (Euler)")

@@ -321,6 +321,10 @@ def test_a_bad_small_on_a_curved_flow_gets_large_with_fewer_steps(tmp_path, monk
     with pytest.warns(UserWarning, match=f"cheaper plan .* Large with {profile.steps} of 30 steps"):
         out = sample(pair, noise, sigmas(30, 3.0), "auto")
     assert torch.equal(out, sample(pair, noise, sigmas(30, 3.0), profile.schedule()))  # the best 30-step plan
+    from adaptive import sample_heun
+
+    with pytest.warns(UserWarning, match="calibrated with Euler steps; Heun runs its sigma window"):
+        sample_heun(pair, noise, sigmas(30, 3.0), "auto")  # not silently: the profile is Euler's
     assert profile.schedule().small_steps(sigmas(30, 3.0)) or profile.is_large_only
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the recommended grid is the profile's own: no "other grid" warning
