@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from adaptive.metrics import rel_l2
 from adaptive.pair import ModelPair
 from adaptive.sampling import SAMPLERS, sigmas
 from adaptive.schedule import Schedule
@@ -129,12 +130,11 @@ class _Handover:
                 index = torch.as_tensor(rows, device=x.device)
                 v[index] = model(x[index], sigma[index], **select_rows(cond, batch, rows))
         if self.last_v is not None:
-            flat, last = v.flatten(1).float().cpu(), self.last_v
-            change = (flat - last).norm(dim=1) / last.norm(dim=1).clamp_min(1e-12)
+            change = rel_l2(v, self.last_v).cpu()  # one host read per step: the rule decides on the host
             if self.last_change is not None:
                 on_small = on_small | (~on_small & _falls_too_little(self.last_change, change, self.rule.threshold))
             self.last_change = change
-        self.last_v, self.on_small = v.flatten(1).float().cpu(), on_small
+        self.last_v, self.on_small = v, on_small  # v is this step's own tensor: no copy
         return v
 
 
@@ -143,8 +143,8 @@ def velocity_changes(pair: ModelPair, noise: torch.Tensor, grid: torch.Tensor, c
     from adaptive.sampling import sample
 
     seen: list[torch.Tensor] = []
-    sample(pair, noise, grid, None, callback=lambda info: seen.append(info["v"].flatten(1).float().cpu()), **cond)
-    return np.stack([((b - a).norm(dim=1) / a.norm(dim=1).clamp_min(1e-12)).numpy() for a, b in zip(seen, seen[1:])])
+    sample(pair, noise, grid, None, callback=lambda info: seen.append(info["v"]), **cond)
+    return np.stack([rel_l2(b, a).cpu().numpy() for a, b in zip(seen, seen[1:])])
 
 
 def _set_cache(pair: ModelPair, threshold: float | None) -> None:
