@@ -19,7 +19,9 @@ a second unprompted digit) times a Small recipe:
   dropped as often), the teacher being Large's EMA; while Large is young (trained from scratch in
   this run) the loss moves from flow matching to distillation over the first ``DISTIL_RAMP`` of the
   budget, a Large given by ``--init`` (or the shipped one for ``grain``) teaches from the start;
-- ``deep``: distilled like ``distil``, 5 layers of width 96 instead of 3 of 128 (the same FLOPs).
+- ``deep``: distilled like ``distil``, 5 layers of width 96 instead of 3 of 128 (the same FLOPs);
+- ``coarse`` / ``coarse-thin``: distilled, 8x8 patches (a quarter of Large's tokens) at Large's width in
+  3 layers (0.131 of Large's FLOPs per call) or 3/4 of it in 4 layers (0.098): more parameters per FLOP.
 
 One worker process per data variant shares the data and Large's forward passes among its Smalls
 (lockstep: each batch trains Large and every Small once, the next batch drawn on the CPU meanwhile);
@@ -68,11 +70,20 @@ SCRIPTS = Path(__file__).resolve().parent
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     "small": SMALL_CONFIG,  # 2 x 64 wide, 3 layers: 0.106 of Large's FLOPs per call
     "deep": dict(_SHARED, num_attention_heads=2, attention_head_dim=48, ffn_dim=192, num_layers=5),  # 0.099
+    # 8x8 patches (64 tokens, a quarter of Large's): Large's width in 3 layers, or 3/4 of it in 4 layers
+    "coarse": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=4, attention_head_dim=64, ffn_dim=768,
+                   num_layers=3),  # 0.131
+    "coarse-thin": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=3, attention_head_dim=64, ffn_dim=576,
+                        num_layers=4),  # 0.098
 }
 TINY_CONFIGS: dict[str, dict[str, Any]] = {  # the CPU rehearsal: the same code on toy widths
     "large": dict(_SHARED, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, num_layers=2),
     "small": dict(_SHARED, num_attention_heads=1, attention_head_dim=24, ffn_dim=32, num_layers=1),
     "deep": dict(_SHARED, num_attention_heads=1, attention_head_dim=12, ffn_dim=16, num_layers=2),
+    "coarse": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=2, attention_head_dim=24, ffn_dim=64,
+                   num_layers=1),
+    "coarse-thin": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=1, attention_head_dim=24, ffn_dim=32,
+                        num_layers=1),
 }
 DISTIL_RAMP = (0.25, 0.6)  # budget fractions where a young teacher's distillation weight goes 0 -> 1
 LR = {"large": 5e-4, "small": 1e-3}  # adaptive.toy.train's rates
@@ -90,7 +101,8 @@ class Recipe:
 
 
 RECIPES = {r.name: r for r in (Recipe("scratch", "small", False), Recipe("distil", "small", True),
-                                Recipe("deep", "deep", True))}
+                                Recipe("deep", "deep", True), Recipe("coarse", "coarse", True),
+                                Recipe("coarse-thin", "coarse-thin", True))}
 
 
 @dataclass(frozen=True)

@@ -231,3 +231,34 @@ def test_a_young_teacher_is_distilled_from_only_once_it_has_trained(monkeypatch)
     assert candidates._distil_weight((lo + hi) / 2, teacher_trained=False) == pytest.approx(0.5)
     assert candidates._distil_weight(hi, teacher_trained=False) == 1.0
     assert candidates._distil_weight(0.0, teacher_trained=True) == 1.0
+
+
+def test_pair_triage_measures_a_coarse_frontier_of_a_saved_pair(monkeypatch, tmp_path):
+    """A tiny saved pair (real Wan classes, the shipped encoder): the frontier on a stride-2 window
+    grid holds Large at every step count and exactly the windows whose ends lie on the grid, the
+    divergence curve has one value per step, and the markdown names every metric."""
+    import shutil
+
+    from diffusers import WanTransformer3DModel
+
+    from adaptive.frontier import Frontier
+    from adaptive.toy.pair import WEIGHTS_DIR
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    triage = importlib.import_module("pair_triage")
+    candidates = importlib.import_module("train_candidates")
+    pair = tmp_path / "tiny-pair"
+    for size, config in (("large", "large"), ("small", "coarse")):
+        torch.manual_seed(len(size))
+        WanTransformer3DModel(**candidates.TINY_CONFIGS[config]).save_pretrained(pair / size)
+    for name in ("encoder.safetensors", "encoder.json"):
+        shutil.copy2(WEIGHTS_DIR / name, pair / name)
+    out = tmp_path / "out"
+    triage.main([str(pair), "--prompts", "1", "--seeds", "2", "--steps", "4", "--stride", "2", "--out", str(out)])
+    frontier = Frontier.load(out / "tiny-pair.json")
+    assert sorted(frontier.large_fewer()) == [1, 2, 3, 4] and frontier.samples == 2
+    assert sorted((p.start, p.stop) for p in frontier.blends()) == [(0, 2), (0, 4), (2, 4)]
+    assert len(json.loads((out / "tiny-pair.divergence.json").read_text())["rel_l2"]) == 4
+    text = (out / "triage.md").read_text()
+    assert "### tiny-pair" in text and all(m in text for m in frontier.metrics)
+    assert (out / "tiny-pair.png").stat().st_size > 0

@@ -1,0 +1,100 @@
+"""Check candidate embedded pairs on a CPU (issue #18): a frontier on a coarse window grid, minutes each.
+
+    python scripts/pair_triage.py /tmp/cand/pairs/* --prompts 4 --seeds 2 --stride 3 --out docs/pair_design/triage
+
+For each pair folder (``large/``, ``small/``, ``encoder.safetensors``, as ``scripts/train_candidates.py``
+writes them) it measures, on the same noise and held-out prompts, against Large with all ``--steps``
+Euler steps at ``--shift``, on the pair's metric and each of its parts:
+
+- the velocity divergence of Small from Large along Large's trajectory (relative L2 per step, and its
+  mean over the middle, sigma in [0.3, 0.7]: issue #18 asks for a few percent);
+- the frontier (:func:`adaptive.frontier.measure_frontier`): Large alone at every step count, and every
+  one-window blend whose ends lie on multiples of ``--stride`` (Small alone among them), each against
+  Large with the steps its compute buys, beyond the paired seed noise.
+
+The full frontier (every window, ``scripts/frontier.py``) costs about ten times the Large calls: too
+slow for a CPU, and on a shared GPU it did not finish in the device call's budget. ``--stride 1`` runs
+it anyway. Writes ``<name>.json`` (the frontier, :meth:`Frontier.load` reads it), ``<name>.png`` and
+``triage.md`` with one section per pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from adaptive.frontier import Frontier, measure_frontier
+from adaptive.probing import probe
+from adaptive.toy.pair import load_pair, prompt_conds
+from evaluate_pair import heldout_prompts
+
+
+def check(folder: Path, prompts: int, seeds: int, steps: int, shift: float, stride: int, out: Path) -> str:
+    """Measure one pair; write its frontier and figure into ``out``; return its markdown section."""
+    started = time.perf_counter()
+    pair, _ = load_pair(folder)
+    texts, _, _ = heldout_prompts(prompts)
+    conds, noise_seeds = prompt_conds(texts), list(range(1000, 1000 + seeds))
+    curve = probe(pair, conds, steps, noise_seeds, shift)
+    cuts = sorted({*range(0, steps + 1, stride), steps})
+    windows = [(steps, a, b) for a in cuts for b in cuts if a < b]
+    command = f"python scripts/pair_triage.py {folder} --prompts {prompts} --seeds {seeds} --stride {stride}"
+    frontier = measure_frontier(pair, conds, steps, noise_seeds, shift, blend_steps=(), extra=windows,
+                                progress=False, command=command)
+    name = folder.name
+    frontier.save(out / f"{name}.json")
+    frontier.plot(out / f"{name}.png")
+    sig, rel = curve.sigmas[curve.steps], curve.mean()
+    middle = float(rel[(sig >= 0.3) & (sig <= 0.7)].mean())
+    (out / f"{name}.divergence.json").write_text(json.dumps(
+        {"sigmas": [round(float(s), 4) for s in sig], "rel_l2": [round(float(v), 4) for v in rel],
+         "middle": middle}) + "\n")
+    return section(name, frontier, middle, time.perf_counter() - started)
+
+
+def section(name: str, frontier: Frontier, middle: float, seconds: float) -> str:
+    large = frontier.large_fewer()
+    n = frontier.num_steps
+    small_alone = frontier.find(n, 0, n)
+    lines = [f"### {name}", "",
+             f"Middle divergence (sigma 0.3-0.7) {middle:.3f}; Small costs {frontier.small_cost:.3f} of a Large "
+             f"call; {frontier.samples} videos; {len(frontier.blends())} blends; {seconds:.0f} s.", "",
+             "| metric | blends beating Large-fewer | best blend margin (plan, compute) | Small alone | "
+             f"Large {n // 3} of {n} |", "|---|---|---|---|---|"]
+    for metric in frontier.metrics:
+        found = [frontier.compare(b, frontier.large_bought(b), metric) for b in frontier.blends()]
+        best = max(found, key=lambda c: c.difference)
+        lines.append(f"| {metric} | {len(frontier.winners(metric))} | {best.difference:+.3f} ± {best.stderr:.3f} "
+                     f"({best.point.label()}, {best.point.cost:.2f}) | "
+                     f"{small_alone.quality(metric) if small_alone else float('nan'):.3f} | "
+                     f"{large[n // 3].quality(metric):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("pairs", nargs="+", type=Path)
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--shift", type=float, default=3.0)
+    parser.add_argument("--stride", type=int, default=3)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if not 1 <= args.stride <= args.steps:
+        parser.error(f"--stride must lie in 1..{args.steps}")
+    torch.set_grad_enabled(False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for folder in args.pairs:
+        sections.append(check(folder, args.prompts, args.seeds, args.steps, args.shift, args.stride, args.out))
+        print(sections[-1], flush=True)
+        (args.out / "triage.md").write_text("\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
