@@ -24,25 +24,28 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from adaptive.frontier import Frontier, measure_frontier
 from adaptive.probing import probe
-from adaptive.toy.pair import load_pair, prompt_conds
+from adaptive.toy.pair import GUIDANCE_SCALE, load_pair, prompt_conds
 from evaluate_pair import heldout_prompts
 
 
-def check(folder: Path, prompts: int, seeds: int, steps: int, shift: float, stride: int, out: Path) -> str:
+def check(folder: Path, prompts: int, seeds: int, steps: int, shift: float, stride: int, out: Path,
+          device: str = "cpu", guidance: float = GUIDANCE_SCALE) -> str:
     """Measure one pair; write its frontier and figure into ``out``; return its markdown section."""
     started = time.perf_counter()
-    pair, _ = load_pair(folder)
+    pair, _ = load_pair(folder, device=device, guidance_scale=guidance)
     texts, _, _ = heldout_prompts(prompts)
-    conds, noise_seeds = prompt_conds(texts), list(range(1000, 1000 + seeds))
+    conds, noise_seeds = prompt_conds(texts, device), list(range(1000, 1000 + seeds))
     curve = probe(pair, conds, steps, noise_seeds, shift)
     cuts = sorted({*range(0, steps + 1, stride), steps})
     windows = [(steps, a, b) for a in cuts for b in cuts if a < b]
-    command = f"python scripts/pair_triage.py {folder} --prompts {prompts} --seeds {seeds} --stride {stride}"
+    command = (f"python scripts/pair_triage.py {folder} --prompts {prompts} --seeds {seeds} --stride {stride} "
+               f"--guidance {guidance}")
     frontier = measure_frontier(pair, conds, steps, noise_seeds, shift, blend_steps=(), extra=windows,
                                 progress=False, command=command)
     name = folder.name
@@ -53,25 +56,39 @@ def check(folder: Path, prompts: int, seeds: int, steps: int, shift: float, stri
     (out / f"{name}.divergence.json").write_text(json.dumps(
         {"sigmas": [round(float(s), 4) for s in sig], "rel_l2": [round(float(v), 4) for v in rel],
          "middle": middle}) + "\n")
-    return section(name, frontier, middle, time.perf_counter() - started)
+    return section(name, summary(frontier, middle), time.perf_counter() - started)
 
 
-def section(name: str, frontier: Frontier, middle: float, seconds: float) -> str:
-    large = frontier.large_fewer()
+def summary(frontier: Frontier, middle: float) -> dict[str, Any]:
+    """What issue #18's acceptance reads off a frontier, per metric: how many blends beat Large with
+    the steps their compute buys (beyond the paired seed noise), the best blend's margin, Small alone
+    and Large with a third of the steps."""
     n = frontier.num_steps
-    small_alone = frontier.find(n, 0, n)
-    lines = [f"### {name}", "",
-             f"Middle divergence (sigma 0.3-0.7) {middle:.3f}; Small costs {frontier.small_cost:.3f} of a Large "
-             f"call; {frontier.samples} videos; {len(frontier.blends())} blends; {seconds:.0f} s.", "",
-             "| metric | blends beating Large-fewer | best blend margin (plan, compute) | Small alone | "
-             f"Large {n // 3} of {n} |", "|---|---|---|---|---|"]
+    small_alone, third = frontier.find(n, 0, n), frontier.large_fewer()[max(1, n // 3)]
+    per_metric = {}
     for metric in frontier.metrics:
         found = [frontier.compare(b, frontier.large_bought(b), metric) for b in frontier.blends()]
         best = max(found, key=lambda c: c.difference)
-        lines.append(f"| {metric} | {len(frontier.winners(metric))} | {best.difference:+.3f} ± {best.stderr:.3f} "
-                     f"({best.point.label()}, {best.point.cost:.2f}) | "
-                     f"{small_alone.quality(metric) if small_alone else float('nan'):.3f} | "
-                     f"{large[n // 3].quality(metric):.3f} |")
+        per_metric[metric] = {
+            "winners": len(frontier.winners(metric)), "best_margin": best.difference, "best_stderr": best.stderr,
+            "best_plan": best.point.label(), "best_cost": best.point.cost,
+            "small_alone": small_alone.quality(metric) if small_alone else None,
+            "large_third": third.quality(metric)}
+    return {"middle_divergence": middle, "small_cost": frontier.small_cost, "videos": frontier.samples,
+            "blends": len(frontier.blends()), "metrics": per_metric}
+
+
+def section(name: str, result: dict[str, Any], seconds: float) -> str:
+    lines = [f"### {name}", "",
+             f"Middle divergence (sigma 0.3-0.7) {result['middle_divergence']:.3f}; Small costs "
+             f"{result['small_cost']:.3f} of a Large call; {result['videos']} videos; {result['blends']} blends; "
+             f"{seconds:.0f} s.", "",
+             "| metric | blends beating Large-fewer | best blend's margin (plan, compute) | Small alone | "
+             "Large, a third of the steps |", "|---|---|---|---|---|"]
+    for metric, m in result["metrics"].items():
+        alone = "n/a" if m["small_alone"] is None else f"{m['small_alone']:.3f}"
+        lines.append(f"| {metric} | {m['winners']} | {m['best_margin']:+.3f} ± {m['best_stderr']:.3f} "
+                     f"({m['best_plan']}, {m['best_cost']:.2f}) | {alone} | {m['large_third']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -83,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--shift", type=float, default=3.0)
     parser.add_argument("--stride", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if not 1 <= args.stride <= args.steps:
@@ -91,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     sections = []
     for folder in args.pairs:
-        sections.append(check(folder, args.prompts, args.seeds, args.steps, args.shift, args.stride, args.out))
+        sections.append(check(folder, args.prompts, args.seeds, args.steps, args.shift, args.stride, args.out,
+                              args.device, args.guidance))
         print(sections[-1], flush=True)
         (args.out / "triage.md").write_text("\n".join(sections))
 

@@ -29,9 +29,10 @@ the workers share the GPU. Beside it, each variant's quality encoder trains in i
 (``python -m adaptive.toy.train encoder``; for ``grain`` the shipped one is copied). Training stops
 ``--budget-s`` seconds after the start; EMA weights are saved (fp16 safetensors, ``training.json``
 with the loss curve and every earlier run's record) and packed into ``--out`` at once, then
-``scripts/frontier.py --weights`` checks every candidate pair, each in its own process
-(``--frontier-prompts`` x ``--frontier-seeds`` videos, ``--frontier-steps`` Euler steps at shift 3);
-after ``--frontier-timeout-s`` more seconds whatever exists is packed. ``--out`` receives at most
+``scripts/pair_triage.py`` checks every candidate pair of the variant, one after another in one process
+(``--frontier-prompts`` x ``--frontier-seeds`` videos, ``--frontier-steps`` Euler steps at shift 3,
+every window with ends on multiples of ``--frontier-stride``: the full frontier of every window,
+nine checks sharing the GPU, did not finish in 150 s on an H200); after ``--frontier-timeout-s`` more seconds whatever exists is packed. ``--out`` receives at most
 8 files: ``<variant>-large.tar`` (Large and the encoder), ``<variant>-small.tar`` (the Smalls, their
 records, the frontier results), ``summary.json`` and ``logs.tar``. Unpack the tars into one folder
 and pass it as ``--init`` to continue every model of every variant (resumable), e.g.::
@@ -128,6 +129,7 @@ class WorkerSettings:
     frontier_prompts: int
     frontier_seeds: int
     frontier_steps: int
+    frontier_stride: int
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -338,60 +340,39 @@ def pair_folder(root: Path, recipe: str) -> Path:
 
 
 def check_variant(settings: WorkerSettings) -> None:
-    """Every candidate's frontier, each ``scripts/frontier.py --weights`` in its own process (they share
-    the GPU; the encoder and SSIM run on the CPU); results land in ``<variant>/frontier/<recipe>/``."""
+    """Every candidate's frontier on a coarse window grid (``scripts/pair_triage.py``, one process per
+    variant, its pairs one after another); results land in ``<variant>/frontier/pair-<recipe>.json``."""
     root = Path(settings.work) / settings.variant
-    threads = str(max(1, settings.threads // max(1, len(settings.recipes))))
-    runs = []
-    for recipe in settings.recipes:
-        out = root / "frontier" / recipe
-        out.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, str(SCRIPTS / "frontier.py"), "--weights", str(pair_folder(root, recipe)),
-                   "--device", settings.device, "--prompts", str(settings.frontier_prompts), "--seeds",
-                   str(settings.frontier_seeds), "--steps", str(settings.frontier_steps), "--guidance",
-                   str(settings.guidance), "--out", str(out)]
-        log = open(out / "log.txt", "w")
-        runs.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                      env=_env(OMP_NUM_THREADS=threads)), log))
-    for proc, log in runs:
-        proc.wait()
-        log.close()
+    out = root / "frontier"
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(SCRIPTS / "pair_triage.py"),
+               *(str(pair_folder(root, recipe)) for recipe in settings.recipes),
+               "--device", settings.device, "--prompts", str(settings.frontier_prompts), "--seeds",
+               str(settings.frontier_seeds), "--steps", str(settings.frontier_steps), "--stride",
+               str(settings.frontier_stride), "--guidance", str(settings.guidance), "--out", str(out)]
+    with open(out / "log.txt", "w") as log:
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=_env(), check=False)
 
 
 def frontier_results(work: Path, variant: str, recipes: tuple[str, ...]) -> dict[str, Any]:
-    """The dominance summary of every frontier check that finished; the log's end for one that did not."""
+    """``pair_triage.summary`` of every frontier check that finished; the log's end for one that did not."""
     sys.path.insert(0, str(SCRIPTS))
-    import frontier  # the project's frontier code, imported from scripts/ as the tests do
+    from pair_triage import summary
+
+    from adaptive.frontier import Frontier
 
     results: dict[str, Any] = {}
+    out = work / variant / "frontier"
     for recipe in recipes:
-        out = work / variant / "frontier" / recipe
         try:  # one candidate's failure must not cost the others their results
-            results[recipe] = summarise_frontier(json.loads((out / "frontier.json").read_text()), frontier)
+            divergence = json.loads((out / f"pair-{recipe}.divergence.json").read_text())
+            results[recipe] = {**summary(Frontier.load(out / f"pair-{recipe}.json"), divergence["middle"]),
+                               "divergence": divergence}
         except Exception as err:
             log = out / "log.txt"
             results[recipe] = {"error": f"{type(err).__name__}: {err}",
                                "log": log.read_text()[-2000:] if log.exists() else None}
     return results
-
-
-def summarise_frontier(result: dict[str, Any], frontier: Any) -> dict[str, Any]:
-    """What the acceptance reads off a frontier: wins per metric, Small alone and Large at a third."""
-    d = frontier.dominance(result)
-    large, blends = frontier.window_scores(result)
-    steps = max(large)
-    small_only = next(b for b in blends if (b["start"], b["stop"]) == (0, steps))
-    sig = np.array(result["divergence"]["sigmas"])
-    div = np.array(result["divergence"]["rel_l2"])
-    middle = (sig >= 0.3) & (sig <= 0.7)
-    keys = [k for k in ("feature_sim", "ssim", "worst", "grain_error") if k in small_only]
-    return {"blends": d["blends"], **{k: v for k, v in d.items() if k.startswith("beat_on")},
-            "small_cost_ratio": result["small_cost_ratio"], "videos": result["videos"],
-            "small_alone": {k: small_only[k] for k in keys},
-            "large_third": {k: d["large_third"][k] for k in keys},
-            "middle_divergence": float(div[middle].mean()) if middle.any() else None,
-            "divergence": {"sigmas": [round(float(s), 4) for s in sig], "rel_l2": [round(float(v), 4) for v in div]},
-            "winners": d["winners"][:20]}
 
 
 def _worker_main(raw: str) -> None:
@@ -449,6 +430,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--frontier-prompts", type=int, default=8)
     parser.add_argument("--frontier-seeds", type=int, default=2)
     parser.add_argument("--frontier-steps", type=int, default=30)
+    parser.add_argument("--frontier-stride", type=int, default=3,
+                        help="the frontier measures every window whose ends lie on multiples of this")
     parser.add_argument("--frontier-timeout-s", type=float, default=150.0,
                         help="seconds waited for the frontier checks after the budget; then what exists is packed")
     parser.add_argument("--tiny", action="store_true", help="toy widths, for rehearsing on a CPU")
@@ -476,7 +459,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         settings = WorkerSettings(variant, recipes, command, str(work), args.device, started + args.budget_s, args.budget_s,
                                   args.batch, args.seed, threads, str(args.init) if args.init else None,
                                   not args.no_init_shipped, args.encoder_steps, args.encoder_batch, args.guidance, args.tiny,
-                                  args.frontier_prompts, args.frontier_seeds, args.frontier_steps)
+                                  args.frontier_prompts, args.frontier_seeds, args.frontier_steps,
+                                  args.frontier_stride)
         log = open(work / f"{variant}.log", "w")
         procs[variant] = (subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--out", str(out),
                                             "--worker", json.dumps(asdict(settings))],
@@ -514,7 +498,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 tar.add(work / f"{variant}.log", arcname=f"{variant}.log")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     print(json.dumps({v: {"returncode": s["returncode"], "training": s.get("training"),
-                          "frontier": {r: {k: f[k] for k in f if k.startswith("beat_on") or k in ("blends", "error")}
+                          "frontier": {r: f.get("error") or {"middle_divergence": f["middle_divergence"],
+                                                              **{m: v["winners"] for m, v in f["metrics"].items()}}
                                        for r, f in s.get("frontier", {}).items()}}
                       for v, s in summary["variants"].items()}, indent=1, default=str))
     return summary
