@@ -3,8 +3,10 @@
     python scripts/online_windows.py --set sliding --shift 1 --out docs/online
 
 The pair is :mod:`adaptive.toy.windowed`: exact Gaussian velocity, Small exact only inside a sigma
-window that is part of the conditioning, off by a fixed vector elsewhere; one prompt whose Small is
-never safe. It calibrates ``per_prompt=True`` on the prompts (4 seeds, ``--calibration-seeds``), then samples every prompt with
+window that is part of the conditioning, off by a fixed vector elsewhere. Sets: ``issue`` (the
+issue's windows and one prompt whose Small is never safe), ``sliding`` (windows of one width at
+several places, and the never-safe prompt), ``shared`` (three prompts with one safe window: the pair
+window already takes it, so the controller's probes cannot pay). It calibrates ``per_prompt=True`` on the prompts (4 seeds, ``--calibration-seeds``), then samples every prompt with
 ``--eval-seeds`` new seeds and compares, at the quality target (cosine to Large-only, same noise):
 
 - the best single pair window: every window on the grid tried on these very samples (an oracle, so
@@ -15,7 +17,10 @@ never safe. It calibrates ``per_prompt=True`` on the prompts (4 seeds, ``--calib
 Compute is a fraction of Large-only counted from the steps each sample ran (Small at its FLOP
 ratio). It also prints how the hand-over rules compare on the calibration curves (the rule before
 issue #20, a moving average with a threshold fitted to the mean hand-in error, against the raw
-probe), and the controller's leave-one-prompt-out scores. A few CPU seconds.
+probe), and the controller's leave-one-prompt-out scores: held-out compute with every sample's probes,
+the share of held-out samples that hand over and the share that would repay the probes against the
+stored pair window (what "online" runs on an unseen prompt when the controller falls back). About
+20 CPU seconds a set and shift.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from adaptive.schedule import Schedule
 from adaptive.toy.windowed import safe_steps, window_conds, windowed_pair
 
 SETS = {"issue": [(0.2, 0.6), (0.1, 0.35), (0.55, 0.9), (0.5, 0.5)],
-        "sliding": [(0.1, 0.5), (0.3, 0.7), (0.5, 0.9), (0.2, 0.6), (0.5, 0.5)]}
+        "sliding": [(0.1, 0.5), (0.3, 0.7), (0.5, 0.9), (0.2, 0.6), (0.5, 0.5)],
+        "shared": [(0.3, 0.7), (0.31, 0.7), (0.29, 0.71)]}  # one safe window on the 20-step grid, shift 1
 
 
 def lagged_rule(grid: list[float], curves: np.ndarray, starts: list[int]) -> ControllerConfig:
