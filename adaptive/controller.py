@@ -456,7 +456,8 @@ def _pays(costs: Sequence[float], probe_costs: Sequence[float], handed_over: Seq
           fallback_cost: float) -> dict[str, float | None]:
     """The held-out economics of a rule: ``cost`` (mean compute per sample, probes of every sample
     included), ``handover_rate`` (share of samples that hand over), ``probe_cost`` (mean probe compute
-    per sample), ``saving`` (mean compute a hand-over saves, net of its own probes) and
+    per sample), ``saving`` (mean compute the Small steps of a sample that hands over save, before
+    probes) and
     ``break_even_rate``: the hand-over rate at which the probes are repaid against ``fallback_cost``
     (what ``"online"`` runs instead on an unseen prompt: the pair window; None: no sample hands over,
     so no rate is known to repay them). The rule pays exactly when ``handover_rate > break_even_rate``
@@ -500,6 +501,9 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
     held-out samples hand over to repay the probes; otherwise the result carries ``fallback`` (the
     reason) and ``sample(..., "online")`` runs the stored windows.
     """
+    if not 0.0 < fallback_cost <= 1.0:
+        raise CalibrationError(f"fallback_cost is the compute of the stored pair window as a fraction of Large-only, "
+                               f"in (0, 1]; got {fallback_cost!r}")
     values = np.asarray(divergences, float)
     n = len(grid) - 1
     windows = _windows(starts, stops, n)

@@ -391,6 +391,8 @@ def test_validation_counts_the_probes_of_samples_that_never_hand_over():
     cheaper = fit_controller(grid, curves, starts, stops, prompts, small_cost=0.2, fallback_cost=row["cost"] - 0.01)
     assert "does not pay" in cheaper.fallback and "50% of held-out samples hand over" in cheaper.fallback
     assert f"held-out it costs {row['cost']:.3f}" in cheaper.fallback
+    with pytest.raises(CalibrationError, match="fallback_cost"):
+        fit_controller(grid, curves, starts, stops, prompts, small_cost=0.2, fallback_cost=0.0)
 
 
 def test_a_window_that_opened_before_the_probes_is_not_entered():
