@@ -635,8 +635,9 @@ def _with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, 
         starts += [best[0] if best[0] < best[1] else None] * num_seeds
         stops += [best[1] if best[0] < best[1] else None] * num_seeds
     prompts = [k for k in range(num_conds) for _ in range(num_seeds)]
+    # On an unseen prompt "online" without the controller runs the pair window: the controller must cost less.
     controller = fit_controller(curve.grid.tolist(), curve.rel_l2.T, starts, stops, prompts, evaluator.small_cost,
-                                quality=PlanQuality(evaluator), target=target)
+                                quality=PlanQuality(evaluator), target=target, fallback_cost=evaluator.cost(start, stop))
     if controller.fallback:
         warnings.warn(f"the online controller is not used: {controller.fallback}. schedule='online' runs the "
                       "stored per-prompt windows (the pair window for prompts not calibrated) instead; calibrate "

@@ -16,9 +16,11 @@ returns at the end of the span. Older profiles' return rule (the prior ``sigma_o
 correction, ``regression``) still runs as stored.
 
 **Fallback.** A fit whose leave-one-prompt-out validation finds no rule that keeps every held-out
-prompt's Small steps inside its safe window (and its final sample at the quality target) stores
-``fallback`` (the reason): ``sample(..., "online")`` then runs the stored per-prompt windows (the
-pair window for unseen prompts) and says so, instead of handing over everywhere.
+prompt's Small steps inside its safe window (and its final sample at the quality target), or whose
+held-out samples hand over too rarely to repay the probes every sample spends (held-out compute not
+below the stored pair window's), stores ``fallback`` (the reason): ``sample(..., "online")`` then
+runs the stored per-prompt windows (the pair window for unseen prompts) and says so, instead of
+handing over everywhere or probing for nothing.
 
 Probes are budgeted; a row whose budget runs out before it hands over stays on Large (no evidence,
 no risk). Everything the controller decides is recorded in :class:`Decisions`. The controller needs
@@ -425,8 +427,11 @@ def _score(config: ControllerConfig, grid: Sequence[float], values: np.ndarray, 
            rows: Sequence[int], small_cost: float, quality: QualityFn | None, target: float | None
            ) -> dict[str, Any]:
     """How the controller does on ``rows``: Small steps outside each sample's window (no slack: the
-    final sample pays for every one), the share of each window used, compute (probes included) and final-sample quality."""
+    final sample pays for every one), the share of each window used, final-sample quality, and compute
+    per sample, the probes of samples that never hand over included (``costs``, ``probe_costs``,
+    ``handed_over``: one entry per row)."""
     d = replay(config, grid, values[list(rows)])
+    n = len(grid) - 1
     outside, used, below, qualities = 0, [], 0, []
     for j, k in enumerate(rows):
         a, b = windows[k]
@@ -438,10 +443,33 @@ def _score(config: ControllerConfig, grid: Sequence[float], values: np.ndarray, 
             q = quality(k, d.models[j])
             qualities.append(q)
             below += int(target is not None and q < target)
+    costs = d.cost(small_cost)
     return {"outside_steps": outside, "below_target": below,
             "used_fraction": float(np.mean(used)) if used else 0.0, "min_used_fraction": float(min(used, default=0.0)),
-            "cost": float(np.mean(d.cost(small_cost))),
+            "cost": float(np.mean(costs)), "costs": [float(c) for c in costs],
+            "probe_costs": [small_cost * e / n for e in d.extra_small_calls],
+            "handed_over": [h is not None for h in d.hand_in],
             "min_quality": float(min(qualities)) if qualities else None}
+
+
+def _pays(costs: Sequence[float], probe_costs: Sequence[float], handed_over: Sequence[bool],
+          fallback_cost: float) -> dict[str, float | None]:
+    """The held-out economics of a rule: ``cost`` (mean compute per sample, probes of every sample
+    included), ``handover_rate`` (share of samples that hand over), ``probe_cost`` (mean probe compute
+    per sample), ``saving`` (mean compute the Small steps of a sample that hands over save, before
+    probes) and
+    ``break_even_rate``: the hand-over rate at which the probes are repaid against ``fallback_cost``
+    (what ``"online"`` runs instead on an unseen prompt: the pair window; None: no sample hands over,
+    so no rate is known to repay them). The rule pays exactly when ``handover_rate > break_even_rate``
+    (``cost = 1 + probe_cost - handover_rate * saving``)."""
+    costs_a, probes_a, handed = np.asarray(costs, float), np.asarray(probe_costs, float), np.asarray(handed_over, bool)
+    rate = float(handed.mean()) if len(handed) else 0.0
+    probe = float(probes_a.mean()) if len(probes_a) else 0.0
+    saving = float(np.mean(1.0 + probes_a[handed] - costs_a[handed])) if handed.any() else 0.0
+    need = 1.0 + probe - fallback_cost
+    break_even = max(need, 0.0) / saving if saving > 0 else (0.0 if need < 0 else None)
+    return {"cost": float(costs_a.mean()) if len(costs_a) else 1.0, "handover_rate": rate, "probe_cost": probe,
+            "saving": saving, "break_even_rate": break_even}
 
 
 def _fit(grid: Sequence[float], values: np.ndarray, windows: list[tuple[int, int]], small_cost: float,
@@ -453,22 +481,29 @@ def _fit(grid: Sequence[float], values: np.ndarray, windows: list[tuple[int, int
 def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Sequence[int | None],
                    stops: Sequence[int | None], prompts: Sequence[int], small_cost: float,
                    quality: QualityFn | None = None, target: float | None = None,
-                   probe_budget: int | None = None) -> ControllerConfig:
+                   probe_budget: int | None = None, fallback_cost: float = 1.0) -> ControllerConfig:
     """Fit the controller on calibration samples and validate it leave-one-prompt-out.
 
     ``divergences`` is ``(samples, steps)`` from the probe along Large's trajectory; ``starts`` and
     ``stops`` each sample's safe window (its prompt's per-prompt calibration; None: the prompt keeps
     Large); ``prompts`` which prompt each sample is; ``quality(k, models)`` the final-sample quality of
-    sample ``k`` run with that per-step plan (None: judged on the decisions alone).
+    sample ``k`` run with that per-step plan (None: judged on the decisions alone); ``fallback_cost``
+    the compute (fraction of Large-only) of what ``"online"`` runs on an unseen prompt without the
+    controller: the stored pair window (1.0: Large only).
 
     The hand-over threshold is on the raw probe (:func:`_fit_hand_over`); the hand-back is Small for
     a validated span, then checks every other step where Small costs under half of Large
     (:func:`_fit_hand_back`). Each candidate rule (span margin, checks or not) is fitted without one
     prompt and scored on it, for every prompt: Small steps outside the held-out prompt's window,
-    held-out final samples below ``target``, compute with probes. The cheapest
-    candidate with neither is kept; with none, the result carries ``fallback`` (the reason) and
-    ``sample(..., "online")`` runs the stored windows.
+    held-out final samples below ``target``, and compute per held-out sample with the probes of every
+    sample counted, those that never hand over too (:func:`_pays`). The cheapest candidate with no
+    such step or sample is kept if its held-out compute is below ``fallback_cost``, i.e. if enough
+    held-out samples hand over to repay the probes; otherwise the result carries ``fallback`` (the
+    reason) and ``sample(..., "online")`` runs the stored windows.
     """
+    if not 0.0 < fallback_cost <= 1.0:
+        raise CalibrationError(f"fallback_cost is the compute of the stored pair window as a fraction of Large-only, "
+                               f"in (0, 1]; got {fallback_cost!r}")
     values = np.asarray(divergences, float)
     n = len(grid) - 1
     windows = _windows(starts, stops, n)
@@ -482,17 +517,22 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
         train = [k for k in range(len(values)) if k not in set(rows)]
         folds[p] = (train, _fit_hand_over(grid, values[train], [windows[k] for k in train], small_cost, probe_budget))
     for margin, checks in options:
-        outside, below, costs, used, least_used = 0, 0, [], [], 1.0
+        outside, below, used, least_used = 0, 0, [], 1.0
+        costs: list[float] = []
+        probe_costs: list[float] = []
+        handed: list[bool] = []
         for p, rows in groups.items():
             train, hand_over = folds[p]
             config = _fit_hand_back(hand_over, grid, values[train], [windows[k] for k in train], margin, checks)
             s = _score(config, grid, values, windows, rows, small_cost, quality, target)
             outside, below = outside + s["outside_steps"], below + s["below_target"]
-            costs.append(s["cost"])
+            costs += s["costs"]
+            probe_costs += s["probe_costs"]
+            handed += s["handed_over"]
             used.append(s["used_fraction"])
             least_used = min(least_used, s["min_used_fraction"])
         report.append({"margin": margin, "checks": checks, "outside_steps": outside, "below_target": below,
-                       "cost": float(np.mean(costs)), "used_fraction": float(np.mean(used)),
+                       **_pays(costs, probe_costs, handed, fallback_cost), "used_fraction": float(np.mean(used)),
                        "min_used_fraction": least_used})
     def passes(r: dict[str, Any]) -> bool:
         return r["outside_steps"] == 0 and r["below_target"] == 0
@@ -501,22 +541,30 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
     # on a window's end) between failing ones is not a rule.
     sound = [r for r in report if all(passes(o) for o in report if o["checks"] == r["checks"]
                                       and o["margin"] >= r["margin"])]
-    fit: dict[str, Any] = {"samples": int(len(values)), "prompts": len(groups), "leave_one_prompt_out": report}
+    fit: dict[str, Any] = {"samples": int(len(values)), "prompts": len(groups), "fallback_cost": float(fallback_cost),
+                           "leave_one_prompt_out": report}
     fallback = ""
+    cheapest = min(sound, key=lambda r: (r["cost"], r["margin"])) if sound else None
     if len(groups) < 2:
         fallback = "one calibration prompt cannot be validated leave-one-prompt-out; calibrate on 2 or more"
-    elif not sound:
+    elif cheapest is None:
         worst = min(report, key=lambda r: (r["outside_steps"] + r["below_target"], r["cost"]))
         fallback = (f"no rule kept every held-out prompt inside its safe window at the quality target (best: "
                     f"{worst['outside_steps']} Small steps outside, {worst['below_target']} samples below target)")
-    elif min(r["cost"] for r in sound) >= 1.0:
-        fallback = (f"on held-out prompts it would cost {min(r['cost'] for r in sound):.3f} of Large-only with its "
-                    "probes: it does not pay")
-    chosen = min(sound, key=lambda r: (r["cost"], r["margin"])) if sound and not fallback else \
-        {"margin": max(MARGINS), "checks": False}
+    elif cheapest["cost"] >= fallback_cost:
+        rate, need = cheapest["handover_rate"], cheapest["break_even_rate"]
+        fallback = (f"it does not pay: {rate:.0%} of held-out samples hand over, and its probes "
+                    f"({cheapest['probe_cost']:.3f} of Large per sample, spent by those that never hand over too) "
+                    + (f"need {need:.0%}" if need is not None and need <= 1 else "need more than every sample")
+                    + " to cost less than " + ("Large only" if fallback_cost >= 1.0 else
+                                               f"the stored pair window ({fallback_cost:.3f} of Large)")
+                    + f"; held-out it costs {cheapest['cost']:.3f}")
+    chosen = cheapest if cheapest is not None and not fallback else {"margin": max(MARGINS), "checks": False}
     config = _fit(grid, values, windows, small_cost, int(chosen["margin"]), bool(chosen["checks"]), probe_budget)
-    fit.update(chosen={"margin": chosen["margin"], "checks": chosen["checks"]},
-               calibration=_score(config, grid, values, windows, range(len(values)), small_cost, None, None))
+    calibration = _score(config, grid, values, windows, range(len(values)), small_cost, None, None)
+    calibration.update(_pays(calibration.pop("costs"), calibration.pop("probe_costs"), calibration.pop("handed_over"),
+                             fallback_cost))
+    fit.update(chosen={"margin": chosen["margin"], "checks": chosen["checks"]}, calibration=calibration)
     return dataclasses.replace(config, fit=fit, fallback=fallback)
 
 

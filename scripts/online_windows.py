@@ -3,8 +3,10 @@
     python scripts/online_windows.py --set sliding --shift 1 --out docs/online
 
 The pair is :mod:`adaptive.toy.windowed`: exact Gaussian velocity, Small exact only inside a sigma
-window that is part of the conditioning, off by a fixed vector elsewhere; one prompt whose Small is
-never safe. It calibrates ``per_prompt=True`` on the prompts (4 seeds), then samples every prompt with
+window that is part of the conditioning, off by a fixed vector elsewhere. Sets: ``issue`` (the
+issue's windows and one prompt whose Small is never safe), ``sliding`` (windows of one width at
+several places, and the never-safe prompt), ``shared`` (three prompts with one safe window: the pair
+window already takes it, so the controller's probes cannot pay). It calibrates ``per_prompt=True`` on the prompts (4 seeds, ``--calibration-seeds``), then samples every prompt with
 ``--eval-seeds`` new seeds and compares, at the quality target (cosine to Large-only, same noise):
 
 - the best single pair window: every window on the grid tried on these very samples (an oracle, so
@@ -15,7 +17,10 @@ never safe. It calibrates ``per_prompt=True`` on the prompts (4 seeds), then sam
 Compute is a fraction of Large-only counted from the steps each sample ran (Small at its FLOP
 ratio). It also prints how the hand-over rules compare on the calibration curves (the rule before
 issue #20, a moving average with a threshold fitted to the mean hand-in error, against the raw
-probe), and the controller's leave-one-prompt-out scores. A few CPU seconds.
+probe), and the controller's leave-one-prompt-out scores: held-out compute with every sample's probes,
+the share of held-out samples that hand over and the share that would repay the probes against the
+stored pair window (what "online" runs on an unseen prompt when the controller falls back). About
+20 CPU seconds a set and shift.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from adaptive.schedule import Schedule
 from adaptive.toy.windowed import safe_steps, window_conds, windowed_pair
 
 SETS = {"issue": [(0.2, 0.6), (0.1, 0.35), (0.55, 0.9), (0.5, 0.5)],
-        "sliding": [(0.1, 0.5), (0.3, 0.7), (0.5, 0.9), (0.2, 0.6), (0.5, 0.5)]}
+        "sliding": [(0.1, 0.5), (0.3, 0.7), (0.5, 0.9), (0.2, 0.6), (0.5, 0.5)],
+        "shared": [(0.3, 0.7), (0.31, 0.7), (0.29, 0.71)]}  # one safe window on the 20-step grid, shift 1
 
 
 def lagged_rule(grid: list[float], curves: np.ndarray, starts: list[int]) -> ControllerConfig:
@@ -54,21 +60,23 @@ def lagged_rule(grid: list[float], curves: np.ndarray, starts: list[int]) -> Con
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--set", choices=sorted(SETS), default="sliding")
     parser.add_argument("--shift", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eval-seeds", type=int, default=8)
     parser.add_argument("--target", type=float, default=0.99)
+    parser.add_argument("--calibration-seeds", type=int, default=4)
+    parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--out", default="")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     windows = SETS[args.set]
     pair = windowed_pair(mu=0.3, std=0.5, offset=6.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        profile = calibrate(pair, window_conds(windows), num_steps=args.steps, shift=args.shift, seeds=[0, 1, 2, 3],
-                            quality_target=args.target, n_trials=12, store=tempfile.mkdtemp(), progress=False,
+        profile = calibrate(pair, window_conds(windows), num_steps=args.steps, shift=args.shift, seeds=list(range(args.calibration_seeds)),
+                            quality_target=args.target, n_trials=args.trials, store=tempfile.mkdtemp(), progress=False,
                             per_prompt=True, search_steps=False)
     notes = [str(w.message) for w in caught if "online controller" in str(w.message)]
     grid = sigmas(args.steps, args.shift)
@@ -126,16 +134,21 @@ def main() -> None:
     lines += ["", f"controller: threshold {config.threshold:.4g} on the raw probe, probes <= {config.probe_budget}, "
               f"Small span {config.small_span}, checks every {config.monitor_every or '-'}"
               + (f"; FALLBACK: {config.fallback}" if config.fallback else ""),
-              "", "leave-one-prompt-out (each prompt held out, the rule fitted on the others):", "",
-              "| span margin | checks | Small steps outside | samples below target | compute | window used |",
-              "|---|---|---|---|---|---|"]
+              "", "leave-one-prompt-out (each prompt held out, the rule fitted on the others; compute counts the "
+              "probes of every held-out sample; to be used it must cost less than what \"online\" runs on an "
+              f"unseen prompt without it, the stored pair window: {fit['fallback_cost']:.3f}):", "",
+              "| span margin | checks | Small steps outside | samples below target | compute | samples handed over "
+              "| hand-over rate that repays the probes | window used |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in fit["leave_one_prompt_out"]:
+        need = r["break_even_rate"]
         lines.append(f"| {r['margin']} | {r['checks']} | {r['outside_steps']} | {r['below_target']} | "
-                     f"{r['cost']:.3f} | {r['used_fraction']:.2f} |")
+                     f"{r['cost']:.3f} | {r['handover_rate']:.2f} | {'-' if need is None else f'{need:.2f}'} | "
+                     f"{r['used_fraction']:.2f} |")
     lines += ["", f"chosen: {fit['chosen']}"] + [f"note: {m}" for m in notes]
     text = "\n".join(lines)
     print(text)
-    rules = hand_over_table(pair, windows, args.shift, args.steps, config.threshold)
+    rules = hand_over_table(pair, windows, args.shift, args.steps, config.threshold, args.calibration_seeds)
     print("\n" + rules)
     if args.out:
         out = Path(args.out)
@@ -147,26 +160,26 @@ def main() -> None:
 
 
 def hand_over_table(pair: object, windows: list[tuple[float, float]], shift: float, steps: int,
-                    threshold: float) -> str:
-    """Hand-over of each rule on the probe curves of the prompts (4 seeds each), probing every step:
+                    threshold: float, seeds: int = 4) -> str:
+    """Hand-over of each rule on the probe curves of the prompts (``seeds`` each), probing every step:
     hand-in minus the first safe step (never = the step count)."""
     from adaptive.probing import run_probe
 
-    curve, _ = run_probe(pair, window_conds(windows), steps, [0, 1, 2, 3], shift, None, None, False)
+    curve, _ = run_probe(pair, window_conds(windows), steps, list(range(seeds)), shift, None, None, False)
     curves, grid = curve.rel_l2.T, sigmas(steps, shift).tolist()
     truth = []
     for w in windows:
         safe = safe_steps(grid, w)
-        truth += [safe[0] if safe else steps] * 4
+        truth += [safe[0] if safe else steps] * seeds
     raw = ControllerConfig(threshold=threshold, smoothing=1.0, probe_budget=steps)
     lines = ["hand-over rules on the calibration curves (hand-in minus the first safe step; never = n):", "",
-             "| rule | threshold | per prompt (mean of 4 seeds) | samples handed over > 1 step early |",
+             f"| rule | threshold | per prompt (mean of {seeds} seeds) | samples handed over > 1 step early |",
              "|---|---|---|---|"]
     for name, rule in (("moving average 0.5, threshold fitted to the mean hand-in error (before #20)",
                         lagged_rule(grid, curves, truth)), ("raw probe (smoothing 1.0, this fit's threshold)", raw)):
         d = replay(rule, grid, curves)
         errors = [(steps if h is None else h) - t for h, t in zip(d.hand_in, truth)]
-        per_prompt = [round(float(np.mean(errors[4 * k:4 * k + 4])), 2) for k in range(len(windows))]
+        per_prompt = [round(float(np.mean(errors[seeds * k:seeds * (k + 1)])), 2) for k in range(len(windows))]
         early = sum(1 for e, h in zip(errors, d.hand_in) if h is not None and e < -1)
         lines.append(f"| {name} | {rule.threshold:.3g} | {per_prompt} | {early} of {len(errors)} |")
     return "\n".join(lines)

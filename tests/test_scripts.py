@@ -1,5 +1,6 @@
 """Measurement scripts: frontier.py (does any one-window blend beat Large with the steps its compute
-buys?) and ink_levels.py (the ink brightness behind the Frechet distance)."""
+buys?), ink_levels.py (the ink brightness behind the Frechet distance) and online_windows.py
+(per-prompt windows and the online controller on the analytic windowed pair)."""
 
 from __future__ import annotations
 
@@ -265,3 +266,32 @@ def test_pair_triage_measures_a_coarse_frontier_of_a_saved_pair(monkeypatch, tmp
     text = (out / "triage.md").read_text()
     assert "### tiny-pair" in text and all(m in text for m in frontier.metrics)
     assert (out / "tiny-pair.png").stat().st_size > 0
+
+
+def test_online_windows_writes_its_table_and_the_controllers_validation(monkeypatch, tmp_path, capsys):
+    """scripts/online_windows.py on tiny settings (8 steps, 2 calibration seeds, 4 trials, 1 new seed per
+    prompt): the Markdown table and the JSON with every method's row and the controller's leave-one-
+    prompt-out report, including the hand-over rate against the rate that repays the probes."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    online_windows = importlib.import_module("online_windows")
+    online_windows.main(["--set", "sliding", "--shift", "1", "--steps", "8", "--eval-seeds", "1",
+                         "--calibration-seeds", "2", "--trials", "4", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "sliding_shift1.json").read_text())
+    table = result["table"]
+    assert result["args"]["steps"] == 8 and table["Large only"]["compute"] == pytest.approx(1.0)
+    assert table["Large only"]["quality_mean"] == pytest.approx(1.0)
+    online = [name for name in table if name.startswith("online controller")]
+    assert len(online) == 1 and any(name.startswith("best single pair window") for name in table)
+    for name, row in table.items():
+        assert set(row) == {"quality_mean", "quality_min", "compute", "small_steps_outside", "window_used"}
+        assert 0.0 < row["compute"] <= (1.1 if name in online else 1.0 + 1e-9)  # probes may cost more than Large
+    fit = result["controller"]["fit"]
+    assert fit["prompts"] == 5 and fit["samples"] == 10 and 0.0 < fit["fallback_cost"] <= 1.0
+    for r in fit["leave_one_prompt_out"]:
+        assert {"cost", "handover_rate", "probe_cost", "break_even_rate", "outside_steps"} <= set(r)
+    fell_back = bool(result["controller"]["fallback"])
+    assert online[0] == ("online controller (fallback: stored windows)" if fell_back else
+                         "online controller (probes, checks counted)")
+    text = (tmp_path / "sliding_shift1.md").read_text()
+    assert "| per-prompt windows |" in text and "hand-over rate that repays the probes" in text
+    assert "hand-over rules on the calibration curves" in text and text.split("\n\n")[0] in capsys.readouterr().out
