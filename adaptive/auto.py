@@ -53,8 +53,8 @@ def warn_other_solver(profile: Profile, solver: str) -> None:
     """Say that ``solver`` runs a profile calibrated with Euler steps as it is."""
     name = solver.capitalize()
     warnings.warn(f"no profile calibrated for {solver}: the stored profile ({profile.sampler}) was calibrated with "
-                  f"Euler steps; {name} runs its sigma window as it is ({profile.schedule()}), not tuned for "
-                  f"{name}'s calls per step. Check it with `flowblend bench` (rows 8a/8b) or pass a Schedule.",
+                  f"Euler steps; {name} runs its sigma windows (pair: {profile.schedule()}) and any online "
+                  f"controller as they are, not tuned for {name}'s calls per step. Check it with `flowblend bench` (rows 8a/8b) or pass a Schedule.",
                   stacklevel=4)
 
 

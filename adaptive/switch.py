@@ -218,8 +218,12 @@ class Switch:
     def within_step(self, sigma: float) -> Callable[..., torch.Tensor]:
         """A denoiser that runs, per row, the models chosen for the step starting at ``sigma`` (what
         a second-order solver's later evaluations of that step use), with no probes."""
-        assert self.grid is None or self._controller is None or self._step is not None
-        names = self.route(sigma) if self._controller is None else self._step[1]  # type: ignore[index]
+        if self._controller is None:
+            names = self.route(sigma)
+        else:  # the controller's step at hand: decided by the step's first call
+            if self._step is None or self._step[0] != self.step_of(sigma):
+                raise SigmaGridError(f"within_step({sigma:g}) needs the step's first call first")
+            names = self._step[1]
 
         def step_model(x: torch.Tensor, at: torch.Tensor | float, **cond: Any) -> torch.Tensor:
             return self._run(self.per_sample(names, x.shape[0]), x, at, cond)
