@@ -1,4 +1,5 @@
-"""``schedule="auto"``: use the stored profile for this pair and sampler grid, or calibrate once."""
+"""``schedule="auto"``: the stored profile for this pair, solver and grid, or a calibration once (the one place
+a sampler calibrates; :func:`adaptive.plans.resolve_plan` is its only caller in the sampling path)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import torch
 
+from adaptive.calibration import calibrate
 from adaptive.errors import CalibrationError
 from adaptive.pair import ModelPair
 from adaptive.profiles import Profile, ProfileStore, sampler_signature
@@ -34,25 +36,46 @@ def infer_shift(grid: list[float]) -> float | None:
     return shift if torch.allclose(sigmas(n, shift), torch.tensor(grid, dtype=torch.float32), atol=1e-4) else None
 
 
+def lookup(pair: ModelPair, num_steps: int, shift: float, solver: str = "euler",
+           store: ProfileStore | None = None) -> Profile | None:
+    """The stored profile for ``pair`` on ``solver`` over ``sigmas(num_steps, shift)``; for another
+    solver with none of its own, Euler's (calibration runs Euler), with a warning saying so."""
+    store = store or ProfileStore()
+    profile = store.for_grid(pair, num_steps, shift, solver)
+    if profile is None and solver != "euler":
+        profile = store.for_grid(pair, num_steps, shift)
+        if profile is not None:
+            warn_other_solver(profile, solver)
+    return profile
+
+
+def warn_other_solver(profile: Profile, solver: str) -> None:
+    """Say that ``solver`` runs a profile calibrated with Euler steps as it is."""
+    name = solver.capitalize()
+    warnings.warn(f"no profile calibrated for {solver}: the stored profile ({profile.sampler}) was calibrated with "
+                  f"Euler steps; {name} runs its sigma windows (pair: {profile.schedule()}) and any online "
+                  f"controller as they are, not tuned for {name}'s calls per step. Check it with `flowblend bench` (rows 8a/8b) or pass a Schedule.",
+                  stacklevel=4)
+
+
 def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: dict[str, Any],
             store: ProfileStore | None = None, calibrate_if_missing: bool = True,
-            need_controller: bool = False) -> tuple[Schedule, Profile]:
-    """The schedule of the stored profile for (pair, grid), calibrating on this batch's prompts if needed.
+            need_controller: bool = False, solver: str = "euler") -> tuple[Schedule, Profile]:
+    """The schedule of the stored profile for (pair, solver, grid), calibrating on this batch's prompts if needed.
 
-    A calibration done here is announced first (what, on what, where it is stored) and shows a
-    progress bar; ``need_controller`` (``schedule="online"``) makes it fit the online controller
-    too (``per_prompt=True``), so the stored profile serves the mode that asked for it.
+    The one place a sampler calibrates: announced first (what, on what, the store path it writes)
+    and with a progress bar; ``need_controller`` (``schedule="online"``) makes it fit the online
+    controller too (``per_prompt=True``), so the stored profile serves the mode that asked for it.
+    Calibration runs Euler steps: another ``solver`` is told it runs Euler's profile.
     """
-    from adaptive.calibration import calibrate
-
     grid = check_grid(sigmas)
     shift = infer_shift(grid)
     if shift is None:
         raise CalibrationError("schedule='auto' needs a grid made by adaptive.sigmas(num_steps, shift) (or "
                                "diffusers' FlowMatchEulerDiscreteScheduler); calibrate custom grids by hand")
     store = store or ProfileStore()
-    signature = sampler_signature("euler", len(grid) - 1, shift)
-    profile = store.for_grid(pair, len(grid) - 1, shift)
+    signature = sampler_signature(solver, len(grid) - 1, shift)
+    profile = lookup(pair, len(grid) - 1, shift, solver, store)
     if profile is None:
         if not calibrate_if_missing:
             raise CalibrationError(f"no stored profile for this pair and {signature}; run `flowblend calibrate`")
@@ -62,10 +85,12 @@ def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: di
         warnings.warn(f"no stored profile for this pair and {signature}: calibrating once on this batch's first "
                       f"{rows} prompts x 2 seeds ({'per prompt, with the online controller, ' if need_controller else ''}"
                       f"the grid you gave) and storing it in {store.root.resolve()} for later runs; run "
-                      "`flowblend calibrate` on representative prompts for a better profile", stacklevel=3)
+                      "`flowblend calibrate` on representative prompts for a better profile", stacklevel=4)
         profile = calibrate(pair, conds, num_steps=len(grid) - 1, seeds=[0, 1], shift=shift,
                             shape=tuple(noise.shape[1:]), store=store, progress=True, per_prompt=need_controller,
                             search_steps=False)  # the caller fixed the grid
+        if solver != "euler":
+            warn_other_solver(profile, solver)
     warn_if_cheaper(profile, len(grid) - 1)
     warn_if_other_metric(profile, pair)
     return profile.schedule_for_steps(len(grid) - 1), profile

@@ -31,10 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptive.controller import ControllerConfig, Decisions, OnlineController
+from adaptive.controller import ControllerConfig, Decisions
 from adaptive.denoisers import NUM_TRAIN_TIMESTEPS
 from adaptive.errors import PairMismatchError, SigmaGridError
+from adaptive.pair import ModelPair
+from adaptive.plans import resolve_plan
 from adaptive.schedule import Schedule, check_grid
+from adaptive.switch import Plan, Switch, plan_decisions
 
 _SHARED_CONFIG_KEYS = ("in_channels", "out_channels", "patch_size", "patch_size_t", "text_dim", "caption_channels")
 
@@ -124,10 +127,7 @@ def scheduler_shift(scheduler: Any) -> float:
 
 def fixed_decisions(grid: Sequence[float], plan: list[str], reason: str) -> Decisions:
     """:class:`~adaptive.controller.Decisions` of a fixed plan (one shared row, no probes)."""
-    small = [i for i, name in enumerate(plan) if name == "small"]
-    back = next((i for i in range(small[0], len(plan)) if plan[i] != "small"), None) if small else None
-    return Decisions(list(grid), [plan], [[]], [[]], [small[0] if small else None], [back], [None], [reason],
-                     shared=True)
+    return plan_decisions(grid, [plan], [reason], shared=True)
 
 
 class BlendedTransformer(nn.Module):
@@ -146,6 +146,10 @@ class BlendedTransformer(nn.Module):
     the whole pipeline batch (``batch_decisions="shared"``): on probe steps every call also runs
     Small on the same input, the divergence is pooled over the step's calls (cond and uncond alike,
     so both always run the same model) and decides the next step.
+
+    The deciding is done by ``switch`` (:class:`~adaptive.switch.Switch`, the object the samplers
+    run): this module only turns a call's timestep into its sigma. A new pipeline run is seen from
+    sigma (a sigma that rises again) or from the scheduler's grid being set again.
     """
 
     def __init__(self, transformers: Mapping[str, nn.Module], schedule: Schedule, primary: str = "large",
@@ -167,11 +171,9 @@ class BlendedTransformer(nn.Module):
         self.steps = steps
         self._pipeline = weakref.ref(pipeline) if pipeline is not None else None
         self._run: tuple[Any, StepGrid | None] = (None, None)  # (the scheduler's timesteps tensor, its grid)
-        self._online: OnlineController | None = None
-        self._fixed: Decisions | None = None
-        self._step = -1
-        self._pooled = [0.0, 0.0]  # sum ||v_L - v_S||^2, sum ||v_L||^2 over the probe step's calls
-        self._step_model = ""
+        plan = Plan.online(controller, 1, shared=True) if controller is not None else \
+            Plan.fixed([schedule], shared=True)
+        self.switch = Switch(dict(transformers), plan, pool_calls=True)
 
     @property
     def grid(self) -> list[float] | None:
@@ -181,7 +183,7 @@ class BlendedTransformer(nn.Module):
     @property
     def decisions(self) -> Decisions | None:
         """Which model ran each step of the last run, and why (None before a run on a known grid)."""
-        return self._online.decisions if self._online is not None else self._fixed
+        return self.switch.decisions
 
     @property
     def primary_model(self) -> nn.Module:
@@ -243,43 +245,13 @@ class BlendedTransformer(nn.Module):
                                      "scheduler (Euler, or UniPC/DPM-Solver with use_flow_sigmas=True) and "
                                      "blend(..., num_inference_steps=) with the steps you pass the pipeline")
             sigma = min(max(value / self.num_train_timesteps, 0.0), 1.0)
-            name = self.schedule.model_for(sigma)
         else:
-            step = steps.step_of(value)
-            current = self.decisions
-            if new_run or step < self._step or current is None or list(current.grid) != list(steps.sigmas):
-                self._start_run(steps)
-            name = self._online_step(step) if self.controller_config is not None else self._fixed_step(step)
-            self._step, sigma = step, steps.sigmas[step]
+            sigma = steps.sigmas[steps.step_of(value)]
+            if new_run or self.switch.grid != list(steps.sigmas):
+                self.switch.start(steps.sigmas, f"fixed schedule on the {steps.scheduler} grid")
+        name = self.switch.route(sigma)[0]
         self.trace.append((sigma, name))
         return name
-
-    def _start_run(self, steps: StepGrid) -> None:
-        self._step, self._pooled = -1, [0.0, 0.0]
-        if self.controller_config is not None:
-            self._online = OnlineController(self.controller_config, steps.sigmas, 1, shared=True)
-        else:
-            plan = self.schedule.step_models(steps.sigmas)
-            self._fixed = fixed_decisions(steps.sigmas, plan, f"fixed schedule on the {steps.scheduler} grid")
-
-    def _fixed_step(self, step: int) -> str:
-        assert self._fixed is not None
-        return self._fixed.models[0][step]
-
-    def _online_step(self, step: int) -> str:
-        """The online controller's model for this call's step; closes the previous step's probes."""
-        assert self._online is not None
-        if step != self._step:
-            self._close_probe()
-            for skipped in range(self._step + 1, step + 1):  # steps the pipeline never called stay unprobed
-                self._step_model = self._online.models_at(skipped)[0]
-        return self._step_model
-
-    def _close_probe(self) -> None:
-        if self._online is not None and self._pooled[1] > 0:
-            divergence = (self._pooled[0] / self._pooled[1]) ** 0.5
-            self._online.observe(self._step, {0: divergence})
-        self._pooled = [0.0, 0.0]
 
     def _call(self, name: str, hidden_states: torch.Tensor, timestep: torch.Tensor, args: tuple, kwargs: dict
               ) -> Any:
@@ -290,11 +262,8 @@ class BlendedTransformer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         name = self.model_for_timestep(timestep)
         out = self._call(name, hidden_states, timestep, args, kwargs)
-        if self._online is not None and name == "large" and self._online.probe_rows(self._step):
-            probe = self._call("small", hidden_states, timestep, args, kwargs)
-            v_large, v_small = _sample_of(out).float(), _sample_of(probe).float()
-            self._pooled[0] += float((v_large - v_small).pow(2).sum())
-            self._pooled[1] += float(v_large.pow(2).sum())
+        if name == "large" and self.switch.probe_rows():  # Small beside Large: pooled over the step's calls
+            self.switch.pool(_sample_of(out), _sample_of(self._call("small", hidden_states, timestep, args, kwargs)))
         return out
 
 
@@ -330,31 +299,6 @@ def check_compatible(transformers: Mapping[str, nn.Module]) -> None:
                                         "must share latent channels, patch size and text embedding width")
 
 
-def _stored_profile(pipe: Any, large: nn.Module, small: nn.Module, num_inference_steps: int | None,
-                    guidance_scale: float | None, store: Any, mode: str) -> Any:
-    from adaptive.errors import CalibrationError
-    from adaptive.pair import ModelPair
-    from adaptive.profiles import ProfileStore, sampler_signature
-
-    if num_inference_steps is None:
-        raise CalibrationError(f"blend(..., {mode!r}) needs num_inference_steps= (the steps you will pass to the "
-                               "pipeline) to pick the profile calibrated for that grid")
-    pair = ModelPair(large, small)
-    if guidance_scale is not None and guidance_scale != 1.0:
-        pair = pair.guided(guidance_scale)
-    signature = sampler_signature("euler", num_inference_steps, scheduler_shift(pipe.scheduler))
-    profile = (store if isinstance(store, ProfileStore) else ProfileStore(store)).for_grid(
-        pair, num_inference_steps, scheduler_shift(pipe.scheduler))
-    if profile is None:
-        raise CalibrationError(f"no stored profile for this pair and {signature}; calibrate it once with "
-                               "`flowblend calibrate --large DIR --small DIR --embeddings E.safetensors --shape ...` "
-                               "(same guidance scale) or adaptive.calibrate(), then blend again")
-    from adaptive.auto import warn_if_cheaper
-
-    warn_if_cheaper(profile, num_inference_steps)  # the pipeline's steps are the caller's: say if fewer pay
-    return profile
-
-
 def _note_other_grid(profile: Any, steps: StepGrid | None, what: str) -> None:
     """Warn once when ``profile`` was calibrated on another solver or grid than the pipeline runs."""
     from adaptive.schedule import sigmas
@@ -377,41 +321,24 @@ def _note_other_grid(profile: Any, steps: StepGrid | None, what: str) -> None:
                   "this grid. Calibrate on this scheduler's grid for a tuned result.", stacklevel=3)
 
 
-def _schedule_of(schedule_or_profile: Any) -> Schedule:
-    if isinstance(schedule_or_profile, Schedule):
-        return schedule_or_profile
-    if hasattr(schedule_or_profile, "schedule") and callable(schedule_or_profile.schedule):
-        return schedule_or_profile.schedule()
-    raise TypeError(f"expected an adaptive.Schedule or a Profile, got {type(schedule_or_profile).__name__}")
-
-
 def _plan_of(pipe: Any, large: nn.Module, small: nn.Module, schedule_or_profile: Any,
              num_inference_steps: int | None, guidance_scale: float | None, store: Any
              ) -> tuple[Schedule, ControllerConfig | None, StepGrid | None]:
     """The schedule, the online controller (or None) and the grid expected at blend time."""
     steps = None if num_inference_steps is None else scheduler_grid(pipe.scheduler, num_inference_steps)
-    controller = None
-    if isinstance(schedule_or_profile, str) and schedule_or_profile in ("auto", "online"):
-        mode = schedule_or_profile
-        schedule_or_profile = _stored_profile(pipe, large, small, num_inference_steps, guidance_scale, store, mode)
-        if mode == "online":
-            controller = ControllerConfig.from_dict(schedule_or_profile.controller)
-            if controller.fallback:  # not validated at calibration: the profile's plan decides
-                warnings.warn(f"the stored online controller is not used ({controller.fallback}); the pipeline "
-                              "runs the profile's plan, as 'auto' does (one decision for its batch)", stacklevel=3)
-                controller = None
-        _note_other_grid(schedule_or_profile, steps, "controller's sigmas" if controller else "boundaries")
-    elif isinstance(schedule_or_profile, ControllerConfig):
-        controller = schedule_or_profile
-    elif not isinstance(schedule_or_profile, Schedule):
-        _note_other_grid(schedule_or_profile, steps, "boundaries")
-    if controller is not None:
-        if num_inference_steps is None:
-            raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
-        return Schedule.large_only(), controller, steps
-    if num_inference_steps is not None and hasattr(schedule_or_profile, "schedule_for_steps"):
-        return schedule_or_profile.schedule_for_steps(num_inference_steps), None, steps
-    return _schedule_of(schedule_or_profile), None, steps
+    models: Any = {"large": large, "small": small}
+    shift = None
+    if isinstance(schedule_or_profile, str):  # a stored profile: keyed by the pair and the scheduler's grid
+        models, shift = ModelPair(large, small), scheduler_shift(pipe.scheduler)
+        if guidance_scale is not None and guidance_scale != 1.0:
+            models = models.guided(guidance_scale)
+    plan = resolve_plan(models, schedule_or_profile, None if steps is None else steps.sigmas, pipeline=True,
+                        shift=shift, num_steps=num_inference_steps, store=store)
+    if plan.profile is not None:
+        _note_other_grid(plan.profile, steps, "controller's sigmas" if plan.controller else "boundaries")
+    if plan.controller is not None:
+        return Schedule.large_only(), plan.controller, steps
+    return plan.schedules[0], None, steps
 
 
 def blend(pipe: Any, small_transformer: nn.Module, schedule_or_profile: Any, *, num_inference_steps: int | None = None,

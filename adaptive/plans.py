@@ -1,0 +1,139 @@
+"""Plans resolved at the edge: what the caller passed, plus a grid, into the :class:`~adaptive.switch.Plan`
+the switch runs.
+
+:func:`resolve_plan` is the one place where ``"auto"`` and ``"online"`` become a stored profile (or a
+calibration, once, announced with the store path it writes and a progress bar: see
+:mod:`adaptive.auto`), where a profile becomes per-prompt or pair-level schedules, and where a
+controller config becomes the online controller. Samplers (:mod:`adaptive.sampling`) and the
+diffusers drop-in (:mod:`adaptive.blend`) call it before their loop; nothing below it (the switch,
+the solvers, the controller, the schedule) imports calibration.
+
+Example:
+    >>> from adaptive.schedule import Schedule, sigmas
+    >>> plan = resolve_plan({"large": None, "small": None}, Schedule.lsl(0.8, 0.3), sigmas(4), batch=2)
+    >>> plan.rows, plan.schedules[1], plan.reasons[0]
+    (2, Schedule(large (0.8, 1], small (0.3, 0.8], large (0, 0.3]), 'one schedule for the batch')
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from adaptive.auto import lookup, resolve, warn_if_cheaper
+from adaptive.controller import ControllerConfig
+from adaptive.denoisers import select_rows
+from adaptive.errors import CalibrationError
+from adaptive.pair import ModelPair
+from adaptive.profiles import Profile, ProfileStore, prompt_key, sampler_signature
+from adaptive.schedule import Schedule
+from adaptive.switch import Plan
+
+MODES = ("auto", "online")
+
+
+def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Sequence[float] | torch.Tensor | None,
+                 *, batch: int = 1, cond: Mapping[str, Any] | None = None, batch_decisions: str = "split",
+                 solver: str = "euler", noise: torch.Tensor | None = None, pipeline: bool = False,
+                 shift: float | None = None, num_steps: int | None = None, store: Any = None) -> Plan:
+    """The plan for ``schedule`` on ``grid``: one of ``None`` (Large only), a :class:`Schedule`, a
+    :class:`~adaptive.Profile`, a :class:`~adaptive.controller.ControllerConfig`, ``"auto"`` or ``"online"``.
+
+    For a sampler: ``batch`` rows, each with its prompt's profile window
+    (``cond`` gives the prompts), the online controller per row or shared (``batch_decisions``);
+    ``"auto"``/``"online"`` look up the profile for this pair, ``solver`` and grid (Euler's, said
+    aloud, when ``solver`` has none) and calibrate once on ``noise``'s batch when none is stored.
+    For a pipeline (``pipeline=True``; ``shift``: its scheduler's shift; ``num_steps``: the steps
+    it will run; ``grid`` its sigmas when known): one decision for the pipeline's batch, and a
+    missing profile is an error that says how to calibrate (a pipeline call cannot calibrate).
+    """
+    if batch_decisions not in ("split", "shared"):
+        raise ValueError(f"batch_decisions must be 'split' (each sample decides) or 'shared' (one decision "
+                         f"for the batch), got {batch_decisions!r}")
+    steps = num_steps if num_steps is not None else None if grid is None else len(grid) - 1
+    profile, fallback = None, ""
+    if isinstance(schedule, str) and schedule in MODES:
+        mode = schedule
+        profile = _stored(models, mode, grid, steps, solver, noise, cond, pipeline, shift, store)
+        schedule = profile
+        if mode == "online":
+            config = ControllerConfig.from_dict(profile.controller)
+            if config.fallback:  # not validated at calibration: the stored windows decide
+                fallback = config.fallback
+                warnings.warn(f"the stored online controller is not used ({fallback}); running the profile's stored "
+                              "windows" + (" (one decision for the pipeline's batch)" if pipeline else ""),
+                              stacklevel=3)
+            else:
+                schedule = config
+    elif isinstance(schedule, Profile):
+        profile = schedule
+    if isinstance(schedule, ControllerConfig):
+        if steps is None:
+            raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
+        shared = pipeline or batch_decisions == "shared"
+        return Plan(controller=schedule, rows=1 if shared else batch, shared=shared, profile=profile)
+    if pipeline:
+        if isinstance(schedule, Profile) and steps is not None:
+            schedule = schedule.schedule_for_steps(steps)
+        return Plan.fixed([_schedule_of(schedule)], shared=True, profile=profile)
+    return _rows(schedule, profile, grid, steps, batch, cond or {}, fallback)
+
+
+def _rows(schedule: Any, profile: Profile | None, grid: Any, steps: int | None, batch: int, cond: Mapping[str, Any],
+          fallback: str) -> Plan:
+    """Fixed per-row schedules: a profile's per-prompt windows, or one schedule for the batch."""
+    if isinstance(schedule, Profile) and steps is not None and schedule.num_steps != steps:
+        # Per-prompt windows are for the calibrated grid; on the recommended grid run its plan.
+        schedule = schedule.schedule_for_steps(steps)
+    if isinstance(schedule, Profile) and schedule.has_per_prompt:
+        keys = [prompt_key(select_rows(cond, batch, [b])) for b in range(batch)]
+        schedules = [schedule.schedule_for(k) for k in keys]
+        reasons = ["per-prompt boundaries" if k in schedule.per_prompt["windows"] else
+                   "pair-level boundaries (prompt not calibrated)" for k in keys]
+        if fallback:
+            reasons = [f"{r}: the online controller failed its validation ({fallback})" for r in reasons]
+        return Plan.fixed(schedules, reasons, profile=profile)
+    if isinstance(schedule, Profile):
+        schedule = schedule.schedule()
+    return Plan.fixed([_schedule_of(schedule)] * batch, profile=profile)
+
+
+def _schedule_of(schedule: Any) -> Schedule:
+    if schedule is None:
+        return Schedule.large_only()
+    if isinstance(schedule, Schedule):
+        return schedule
+    if isinstance(schedule, Profile):
+        return schedule.schedule()
+    raise TypeError("schedule must be an adaptive.Schedule, Profile, ControllerConfig, 'auto', 'online' "
+                    f"or None, got {schedule!r}")
+
+
+def _stored(models: Any, mode: str, grid: Any, steps: int | None, solver: str, noise: torch.Tensor | None,
+            cond: Mapping[str, Any] | None, pipeline: bool, shift: float | None, store: Any) -> Profile:
+    """The stored profile ``mode`` runs: looked up, or (for a sampler) calibrated once."""
+    if not isinstance(models, ModelPair):
+        raise TypeError("schedule='auto' and 'online' need a ModelPair (its fingerprint keys the stored profile)")
+    store = store if isinstance(store, ProfileStore) or store is None else ProfileStore(store)
+    if not pipeline:  # a sampler: its grid, calibrated once on its batch when nothing is stored
+        assert grid is not None and noise is not None
+        grid_t = grid if isinstance(grid, torch.Tensor) else torch.tensor(list(grid))
+        return resolve(models, grid_t, noise, dict(cond or {}), store=store, need_controller=mode == "online",
+                       solver=solver)[1]
+    if steps is None or shift is None:
+        raise CalibrationError(f"blend(..., {mode!r}) needs num_inference_steps= (the steps you will pass to the "
+                               "pipeline) to pick the profile calibrated for that grid")
+    profile = lookup(models, steps, shift, solver, store)
+    if profile is None:
+        signature = sampler_signature(solver, steps, shift)
+        raise CalibrationError(f"no stored profile for this pair and {signature}; calibrate it once with "
+                               "`flowblend calibrate --large DIR --small DIR --embeddings E.safetensors --shape ...` "
+                               "(same guidance scale) or adaptive.calibrate(), then blend again")
+    warn_if_cheaper(profile, steps)  # the pipeline's steps are the caller's: say if fewer pay
+    return profile
+
+
+__all__ = ["MODES", "resolve_plan"]
