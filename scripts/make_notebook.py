@@ -95,7 +95,8 @@ show([timings["Large only"][1][0], timings["recommended"][1][0]], ["Large only",
 `per_prompt=True` also chose a window for each calibration prompt (the cheapest candidate that keeps the
 target on that prompt's own samples) and fitted the online controller to those windows: a hand-over
 threshold on the raw probe divergence and a span of Small steps, validated leave-one-prompt-out. A
-controller that fails that check (or would cost more than Large on held-out prompts) carries `fallback`,
+controller that fails that check (or whose held-out compute, every sample's probes counted, is not below the
+stored pair window's) carries `fallback`,
 and `"online"` runs the stored windows instead. Prompts the profile has not seen get the pair-level window."""),
     new_code_cell("""for prompt, cond in zip(prompts, conds):
     window = profile.per_prompt["windows"][adaptive.prompt_key(cond)]
@@ -123,10 +124,10 @@ ax2.imshow(plan, cmap="coolwarm", aspect="auto"); ax2.set_yticks(range(len(contr
 ax2.set_xlabel("step (red: Small)"); plt.tight_layout(); plt.show()
 print("compute per sample (fraction of Large, probes included):",
       [round(c, 3) for c in decisions.cost(profile.cost["small_cost_ratio"])])"""),
-    new_markdown_cell("""Read the last line before trusting the controller: a sample whose probes never find a hand-over
-pays for them and runs Large alone, above 1.0 of Large's compute. Passing leave-one-prompt-out on the
-calibration prompts does not promise that it pays on new ones; on this pair the stored windows or the
-recommended plan are the safer choice (issue #20 tracks the controller's soundness)."""),
+    new_markdown_cell("""Read the last line: a sample whose probes never find a hand-over pays for them and runs Large alone,
+above 1.0 of Large's compute. That is why the validation counts every held-out sample's probes and keeps
+the controller only where they cost less than the stored pair window; otherwise `fallback` says why and
+`"online"` runs the stored windows."""),
 ]
 
 

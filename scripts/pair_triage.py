@@ -69,8 +69,14 @@ def summary(frontier: Frontier, middle: float) -> dict[str, Any]:
     for metric in frontier.metrics:
         found = [frontier.compare(b, frontier.large_bought(b), metric) for b in frontier.blends()]
         best = max(found, key=lambda c: c.difference)
+        winners = frontier.winners(metric)
+        # A win only counts where the blend is at least as good as Large with a third of the steps:
+        # below that, a blend "beats" a Large with 1-3 steps and both are broken.
+        useful = [c for c in winners if c.point.quality(metric) >= third.quality(metric)]
         per_metric[metric] = {
-            "winners": len(frontier.winners(metric)), "best_margin": best.difference, "best_stderr": best.stderr,
+            "winners": len(winners), "useful_winners": len(useful),
+            "best_useful": useful[0].describe() if useful else None,
+            "best_margin": best.difference, "best_stderr": best.stderr,
             "best_plan": best.point.label(), "best_cost": best.point.cost,
             "small_alone": small_alone.quality(metric) if small_alone else None,
             "large_third": third.quality(metric)}
@@ -82,13 +88,15 @@ def section(name: str, result: dict[str, Any], seconds: float) -> str:
     lines = [f"### {name}", "",
              f"Middle divergence (sigma 0.3-0.7) {result['middle_divergence']:.3f}; Small costs "
              f"{result['small_cost']:.3f} of a Large call; {result['videos']} videos; {result['blends']} blends; "
-             f"{seconds:.0f} s.", "",
-             "| metric | blends beating Large-fewer | best blend's margin (plan, compute) | Small alone | "
-             "Large, a third of the steps |", "|---|---|---|---|---|"]
+             + ("" if seconds != seconds else f"{seconds:.0f} s."), "",
+             "| metric | blends beating Large-fewer | of them at least Large-a-third's quality | "
+             "largest margin (plan, compute) | Small alone | Large, a third of the steps |",
+             "|---|---|---|---|---|---|"]
     for metric, m in result["metrics"].items():
         alone = "n/a" if m["small_alone"] is None else f"{m['small_alone']:.3f}"
-        lines.append(f"| {metric} | {m['winners']} | {m['best_margin']:+.3f} ± {m['best_stderr']:.3f} "
-                     f"({m['best_plan']}, {m['best_cost']:.2f}) | {alone} | {m['large_third']:.3f} |")
+        lines.append(f"| {metric} | {m['winners']} | {m['useful_winners']} | {m['best_margin']:+.3f} ± "
+                     f"{m['best_stderr']:.3f} ({m['best_plan']}, {m['best_cost']:.2f}) | {alone} | "
+                     f"{m['large_third']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -103,15 +111,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--guidance", type=float, default=GUIDANCE_SCALE)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--summarise", action="store_true",
+                        help="only rewrite triage.md from the frontiers already in --out, for the pairs named")
     args = parser.parse_args(argv)
+    if args.summarise:
+        text = []
+        for folder in args.pairs:
+            divergence = json.loads((args.out / f"{folder.name}.divergence.json").read_text())
+            frontier = Frontier.load(args.out / f"{folder.name}.json")
+            text.append(section(folder.name, summary(frontier, divergence["middle"]), float("nan")))
+        (args.out / "triage.md").write_text("\n".join(text))
+        print("\n".join(text))
+        return
     if not 1 <= args.stride <= args.steps:
         parser.error(f"--stride must lie in 1..{args.steps}")
-    torch.set_grad_enabled(False)
     args.out.mkdir(parents=True, exist_ok=True)
     sections = []
     for folder in args.pairs:
-        sections.append(check(folder, args.prompts, args.seeds, args.steps, args.shift, args.stride, args.out,
-                              args.device, args.guidance))
+        with torch.no_grad():
+            sections.append(check(folder, args.prompts, args.seeds, args.steps, args.shift, args.stride, args.out,
+                                  args.device, args.guidance))
         print(sections[-1], flush=True)
         (args.out / "triage.md").write_text("\n".join(sections))
 

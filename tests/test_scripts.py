@@ -259,6 +259,7 @@ def test_pair_triage_measures_a_coarse_frontier_of_a_saved_pair(monkeypatch, tmp
         shutil.copy2(WEIGHTS_DIR / name, pair / name)
     out = tmp_path / "out"
     triage.main([str(pair), "--prompts", "1", "--seeds", "2", "--steps", "4", "--stride", "2", "--out", str(out)])
+    assert torch.is_grad_enabled()  # the script must not switch autograd off for whoever runs next
     frontier = Frontier.load(out / "tiny-pair.json")
     assert sorted(frontier.large_fewer()) == [1, 2, 3, 4] and frontier.samples == 2
     assert sorted((p.start, p.stop) for p in frontier.blends()) == [(0, 2), (0, 4), (2, 4)]
