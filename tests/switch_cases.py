@@ -1,13 +1,14 @@
 """Seeded sampling runs whose outputs were recorded before the switch became a denoiser (issue #16).
 
-``tests/data/switch_reference.pt`` holds what these cases returned on commit 23733e8 (the sampler
+``tests/data/switch_reference.safetensors`` holds what these cases returned on commit 23733e8 (the sampler
 that decided per step inside its loop, and the drop-in with its own step counter); made with
-``python tests/switch_cases.py tests/data/switch_reference.pt``. ``test_switch.py`` reruns them and
+``python tests/switch_cases.py tests/data/switch_reference.safetensors``. ``test_switch.py`` reruns them and
 asks for the same tensors, bit for bit, and the same decisions.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from collections.abc import Callable
@@ -190,9 +191,47 @@ def run_all() -> dict[str, Any]:
         return {name: run() for name, run in all_cases().items()}
 
 
+def save_results(results: dict[str, Any], out: Path) -> None:
+    """Tensors to ``out`` (safetensors, keyed ``<case>/<path>``), everything else to ``out`` with
+    ``.json``, a tensor standing there as ``{"tensor": key}`` (no pickle)."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+
+    def encode(value: Any, key: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value.detach().cpu().contiguous().clone()
+            return {"tensor": key}
+        if isinstance(value, (list, tuple)):
+            return [encode(v, f"{key}/{i}") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {str(k): encode(v, f"{key}/{k}") for k, v in value.items()}
+        return value
+
+    structure = {name: encode(value, name) for name, value in results.items()}
+    save_file(tensors, str(out))
+    out.with_suffix(".json").write_text(json.dumps(structure) + "\n")
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """What :func:`save_results` wrote."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, dict):
+            return tensors[value["tensor"]] if set(value) == {"tensor"} else {k: decode(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    return {name: decode(v) for name, v in json.loads(path.with_suffix(".json").read_text()).items()}
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     out.parent.mkdir(parents=True, exist_ok=True)
     results = run_all()
-    torch.save(results, out)
-    print(f"wrote {len(results)} cases to {out}")
+    save_results(results, out)
+    print(f"wrote {len(results)} cases to {out} and {out.with_suffix('.json')}")

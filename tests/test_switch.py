@@ -1,6 +1,6 @@
 """The switch as a denoiser (issue #16): same samples and decisions as before, for every path.
 
-``tests/data/switch_reference.pt`` was recorded by ``tests/switch_cases.py`` on the code before the
+``tests/data/switch_reference.safetensors`` was recorded by ``tests/switch_cases.py`` on the code before the
 switch moved into a denoiser; each case here is rerun and must match it bit for bit.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from switch_cases import all_cases
+from switch_cases import all_cases, load_results
 
-REFERENCE = torch.load(Path(__file__).parent / "data" / "switch_reference.pt", weights_only=False)
+REFERENCE = load_results(Path(__file__).parent / "data" / "switch_reference.safetensors")
 
 
 def _same(a: object, b: object) -> bool:
