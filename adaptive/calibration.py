@@ -202,7 +202,7 @@ def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Seq
         raise CalibrationError("seeds must name at least one noise seed")
 
 
-def _small_cost(pair: ModelPair, reference: Reference) -> float:
+def small_cost_ratio(pair: ModelPair, reference: Reference) -> float:
     flops = flops_per_row(pair, reference.states[0], **reference.cond)
     return flops["small"] / flops["large"] if flops.get("large") else _FALLBACK_SMALL_COST
 
@@ -357,7 +357,7 @@ def best_plan(study: optuna.Study, target: float, num_steps: int) -> Plan:
     return best
 
 
-def _best_window(study: optuna.Study, target: float, num_steps: int | None = None) -> tuple[int, int, float, float]:
+def best_window(study: optuna.Study, target: float, num_steps: int | None = None) -> tuple[int, int, float, float]:
     """The cheapest window on the full grid of ``num_steps`` that meets ``target`` (per-prompt
     windows start from it); plans on coarser grids and Large alone are skipped."""
     best = (0, 0, 1.0, 1.0)  # Large only: always feasible
@@ -503,7 +503,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     study = make_study(storage or default_storage(store), name, seed=0)
     curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
     proposal = (detector or ChangePointDetector()).fit(curve).predict()
-    evaluator = Evaluator(pair, reference, metric, _small_cost(pair, reference))
+    evaluator = Evaluator(pair, reference, metric, small_cost_ratio(pair, reference))
     search = StepSearch(evaluator, shift)
     study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
                    study=study)
@@ -532,7 +532,7 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
              metric_name: str, conds: Sequence[Any], seeds: Sequence[int], study_name: str) -> Profile:
     """The profile: the best window on the full grid (what a caller who fixes ``num_steps`` runs)
     and, from the step search, the recommended plan and every measured candidate."""
-    start, stop, quality, cost = _best_window(study, target, num_steps)
+    start, stop, quality, cost = best_window(study, target, num_steps)
     window = boundaries_from_steps(curve.grid, start, stop)
     plan = best_plan(study, target, num_steps)
     plan_window = boundaries_from_steps(search.at(plan.steps).reference.grid, plan.start, plan.stop)
@@ -615,7 +615,7 @@ def _with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, 
     for rows in rows_of:
         values = curve.rel_l2[:, rows].mean(axis=1)
         proposals.append(detector.fit(values, curve.grid).predict())
-    start, stop, _, _ = _best_window(study, target, evaluator.n)  # the pair-level window on the full grid
+    start, stop, _, _ = best_window(study, target, evaluator.n)  # the pair-level window on the full grid
     candidates = _candidate_windows(evaluator, study, start, stop, proposals)
     for a, b in tqdm(candidates, desc="per-prompt windows", disable=not progress, leave=False):
         evaluator.qualities(a, b)
@@ -675,5 +675,5 @@ def sweep(evaluator: Evaluator, quality_target: float, progress: bool = True) ->
     return best
 
 
-__all__ = ["DEFAULT_QUALITY_TARGET", "Evaluator", "Plan", "StepSearch", "best_plan", "calibrate", "measured_plans", "default_storage", "make_study", "refine", "sweep",
+__all__ = ["DEFAULT_QUALITY_TARGET", "Evaluator", "Plan", "StepSearch", "best_plan", "best_window", "calibrate", "measured_plans", "default_storage", "make_study", "refine", "small_cost_ratio", "sweep",
            "windows_table"]

@@ -134,7 +134,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     n = args.steps
     full = _Run(f"Large, {n} steps", n, None, 1.0)
     profile = ProfileStore().for_grid(pair, n, args.shift)
-    small_cost = profile.cost.get("small_cost_ratio", 0.1) if profile is not None else _small_cost(pair)
+    small_cost = profile.cost.get("small_cost_ratio", 0.1) if profile is not None else _toy_small_cost(pair)
     if args.schedule is not None or profile is None:
         schedule = args.schedule or Schedule.lsl(*DEFAULT_WINDOW)
         why = ("--schedule as given" if args.schedule is not None else
@@ -177,7 +177,7 @@ def _label(schedule: Schedule, steps: int) -> str:
     return f"{stages}, {steps} steps"
 
 
-def _small_cost(pair) -> float:
+def _toy_small_cost(pair) -> float:
     from adaptive.metering import flops_per_row
     from adaptive.toy import seeded_noise
     from adaptive.toy.data import encode_prompts

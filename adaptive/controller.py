@@ -347,7 +347,7 @@ def _windows(starts: Sequence[int | None], stops: Sequence[int | None], n: int) 
     return [(n, n) if a is None or b is None or a >= b else (int(a), int(b)) for a, b in zip(starts, stops)]
 
 
-def _thresholds(head: np.ndarray, most: int = 200, tie: float = 1e-3) -> list[float]:
+def thresholds(head: np.ndarray, most: int = 200, tie: float = 1e-3) -> list[float]:
     """Geometric midpoints between the distinct probe levels (every cut the raw rule can make; levels
     within ``tie`` of each other are one level, so no cut falls inside rounding noise), and one below all."""
     values = np.unique(np.maximum(head.ravel(), _FLOOR))
@@ -389,7 +389,7 @@ def _fit_hand_over(grid: Sequence[float], values: np.ndarray, windows: list[tupl
             total += small_cost * len(probes)
         return total
 
-    cuts = _thresholds(values[:, first_probe:first_probe + budget])
+    cuts = thresholds(values[:, first_probe:first_probe + budget])
     losses = [loss(dataclasses.replace(base, threshold=t)) for t in cuts]
     best_loss = min(losses)
     tied = [t for t, v in zip(cuts, losses) if v <= best_loss + 1e-9]
@@ -568,4 +568,4 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
     return dataclasses.replace(config, fit=fit, fallback=fallback)
 
 
-__all__ = ["ControllerConfig", "Decisions", "FEATURES", "OnlineController", "fit_controller", "replay"]
+__all__ = ["ControllerConfig", "Decisions", "FEATURES", "OnlineController", "fit_controller", "replay", "thresholds"]

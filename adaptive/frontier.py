@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaptive.calibration import Evaluator, StepSearch, _small_cost
+from adaptive.calibration import Evaluator, StepSearch, small_cost_ratio
 from adaptive.metrics import LatentSimilarity, Metric, WorstOf
 from adaptive.pair import ModelPair
 from adaptive.probing import run_probe
@@ -316,7 +316,7 @@ def measure_frontier(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_st
         primary, chosen = next(iter(metrics)), dict(metrics)
     recorder = _Recorder(chosen, primary)
     _, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, [0], progress)
-    search = StepSearch(Evaluator(pair, reference, recorder, _small_cost(pair, reference)), shift)
+    search = StepSearch(Evaluator(pair, reference, recorder, small_cost_ratio(pair, reference)), shift)
     samples = len(reference.final)
     identical = {name: (1.0,) * samples for name in chosen}
 

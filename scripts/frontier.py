@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from adaptive import sample, sigmas
-from adaptive.calibration import Evaluator, _small_cost
+from adaptive.calibration import Evaluator, small_cost_ratio
 from adaptive.metrics import StructuralSimilarity, frechet_distance
 from adaptive.probing import run_probe
 from adaptive.toy import load_pair, prompt_conds
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     digits, directions = np.repeat(digits, len(seeds)), np.repeat(directions, len(seeds))
     curve, reference = run_probe(pair, prompt_conds(prompts, args.device), args.steps, seeds, args.shift)
     ref_features = harness.features(reference.final)
-    small_cost = _small_cost(pair, reference)
+    small_cost = small_cost_ratio(pair, reference)
     recorder = Recorder(harness, ref_features)
     evaluator = Evaluator(pair, reference, recorder, small_cost)
     rows = []

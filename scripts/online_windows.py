@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from adaptive import calibrate, sample, sigmas
-from adaptive.controller import ControllerConfig, _thresholds, replay
+from adaptive.controller import ControllerConfig, thresholds, replay
 from adaptive.metrics import cosine
 from adaptive.schedule import Schedule
 from adaptive.toy.windowed import safe_steps, window_conds, windowed_pair
@@ -50,7 +50,7 @@ def lagged_rule(grid: list[float], curves: np.ndarray, starts: list[int]) -> Con
     minimises the mean |hand-in - best start| (never = n), with a return left open."""
     n = len(grid) - 1
     best, error = None, np.inf
-    for t in _thresholds(curves):
+    for t in thresholds(curves):
         config = ControllerConfig(threshold=t, smoothing=0.5, probe_budget=n)
         hand_in = replay(config, grid, curves).hand_in
         e = float(np.mean([abs((n if h is None else h) - s) for h, s in zip(hand_in, starts)]))

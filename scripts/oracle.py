@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 
 from adaptive import ChangePointDetector
-from adaptive.calibration import Evaluator, _best_window, _small_cost, refine, sweep
+from adaptive.calibration import Evaluator, best_window, refine, small_cost_ratio, sweep
 from adaptive.detect import boundaries_from_steps
 from adaptive.probing import run_probe
 from adaptive.toy import load_pair, prompt_conds, prompt_for
@@ -45,7 +45,7 @@ def main() -> None:
     probe_seconds = time.perf_counter() - started
     metric = Harness().similarity
     proposal = ChangePointDetector().fit(curve).predict()
-    small_cost = _small_cost(pair, reference)
+    small_cost = small_cost_ratio(pair, reference)
     probe_cost = args.steps + args.steps * small_cost
 
     started = time.perf_counter()
@@ -53,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         study = refine(refined_eval, proposal, args.target, args.trials, f"sqlite:///{tmp}/s.db", "oracle-check",
                        progress=True)
-        refined = _best_window(study, args.target)
+        refined = best_window(study, args.target)
     refine_seconds = time.perf_counter() - started
 
     started = time.perf_counter()

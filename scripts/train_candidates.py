@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from adaptive.toy.data import VARIANTS, encode_prompts
 from adaptive.toy.models import LARGE_CONFIG, SMALL_CONFIG, _SHARED
 from adaptive.toy.pair import GUIDANCE_SCALE, WEIGHTS_DIR
-from adaptive.toy.train import NUM_TRAIN_TIMESTEPS, _save_transformer, noised_batch, optimizer_step
+from adaptive.toy.train import NUM_TRAIN_TIMESTEPS, save_transformer, noised_batch, optimizer_step
 
 SCRIPTS = Path(__file__).resolve().parent
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
@@ -186,7 +186,7 @@ class Trainee:
     def save(self, out: Path, steps: int, seconds: float) -> None:
         self.record.update(steps=self.previous_steps + steps, final_loss=round(self.smoothed or 0.0, 5),
                            train_seconds=round(seconds, 1), curve=self.curve)
-        _save_transformer(self.ema, out, self.record)
+        save_transformer(self.ema, out, self.record)
 
 
 def _distil_weight(progress: float, teacher_trained: bool) -> float:

@@ -84,7 +84,7 @@ def _command() -> str:
     return " ".join(["python -m adaptive.toy.train", *sys.argv[1:]])
 
 
-def _save_transformer(model, out: Path, record: dict) -> None:
+def save_transformer(model, out: Path, record: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(model).to(torch.float16).save_pretrained(out, safe_serialization=True)
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -136,7 +136,7 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
         if (step + 1) % save_every == 0 or step + 1 == steps or out_of_time:
             record.update(steps=previous_steps + step + 1, final_loss=round(smoothed, 5),
                           train_seconds=round(time.time() - started, 1))
-            _save_transformer(ema, out / size, record)
+            save_transformer(ema, out / size, record)
         if out_of_time:
             print(f"{size}: stopped after {step + 1} of {steps} steps (--max-minutes {max_minutes})", flush=True)
             break
