@@ -22,6 +22,9 @@ below the stored pair window's), stores ``fallback`` (the reason): ``sample(...,
 runs the stored per-prompt windows (the pair window for unseen prompts) and says so, instead of
 handing over everywhere or probing for nothing.
 
+**Calibrated prompts.** ``sample(..., "online")`` runs the stored window of a prompt calibrated with
+its own (measured on that prompt) and the controller on the rows whose prompt was not.
+
 Probes are budgeted; a row whose budget runs out before it hands over stays on Large (no evidence,
 no risk). Everything the controller decides is recorded in :class:`Decisions`. The controller needs
 no model: :func:`replay` drives it with recorded divergences, which is how calibration fits and
@@ -199,6 +202,18 @@ class Decisions:
         return "\n".join(lines)
 
 
+def hand_in_and_back(models: Sequence[str]) -> tuple[int | None, int | None]:
+    """The first Small step of a plan (model per step) and the first step after it back on Large.
+
+    Example:
+        >>> hand_in_and_back(["large", "small", "small", "large"]), hand_in_and_back(["large"])
+        ((1, 3), (None, None))
+    """
+    first = next((i for i, m in enumerate(models) if m == "small"), None)
+    back = None if first is None else next((i for i in range(first, len(models)) if models[i] != "small"), None)
+    return first, back
+
+
 def _ema(previous: float | None, value: float, smoothing: float) -> float:
     """The moving average the controller compares with its thresholds (the first probe as is)."""
     return value if previous is None else smoothing * value + (1 - smoothing) * previous
@@ -209,10 +224,13 @@ class OnlineController:
 
     A sampler asks :meth:`models_at` which model each row runs at step ``i`` and :meth:`probe_rows`
     which rows also want a Small probe (head probes and checks alike), and reports the measured
-    divergences with :meth:`observe` before moving to step ``i + 1``.
+    divergences with :meth:`observe` before moving to step ``i + 1``. ``stored`` maps rows that do
+    not need the controller (a prompt calibrated with its own window) to their model per step and
+    the reason: those rows follow it and are never probed.
     """
 
-    def __init__(self, config: ControllerConfig, grid: Sequence[float], rows: int, shared: bool = False) -> None:
+    def __init__(self, config: ControllerConfig, grid: Sequence[float], rows: int, shared: bool = False,
+                 stored: Mapping[int, tuple[Sequence[str], str]] | None = None) -> None:
         if config.fallback:
             raise CalibrationError(f"this online controller failed its validation at calibration ({config.fallback}); "
                                    "sample with its profile (schedule='online' or the Profile) to run the stored "
@@ -227,6 +245,13 @@ class OnlineController:
         self.decisions = Decisions(self.grid, [[] for _ in range(rows)], [[] for _ in range(rows)],
                                    [[] for _ in range(rows)], [None] * rows, [None] * rows, [None] * rows,
                                    ["Large only: the divergence never fell to the threshold"] * rows, shared)
+        self.stored = {r: list(models) for r, (models, _) in (stored or {}).items()}
+        for r, (models, reason) in (stored or {}).items():
+            if len(models) != self.n:
+                raise ValueError(f"row {r}'s stored plan has {len(models)} steps, the grid {self.n}")
+            self.phase[r] = "stored"
+            self.decisions.reason[r] = reason
+            self.decisions.hand_in[r], self.decisions.back[r] = hand_in_and_back(models)
 
     def _small_step(self, r: int, i: int) -> str:
         """Row ``r``'s model at step ``i`` of its Small stage: small, a check (large) or back to Large."""
@@ -252,7 +277,10 @@ class OnlineController:
         """The model of step ``i`` for every row (records it); call once per step, in order."""
         out = []
         for r in range(self.rows):
-            name = self._small_step(r, i) if self.phase[r] == "small" else "large"
+            if r in self.stored:
+                name = self.stored[r][i]
+            else:
+                name = self._small_step(r, i) if self.phase[r] == "small" else "large"
             self.decisions.models[r].append(name)
             out.append(name)
         return out
@@ -568,4 +596,4 @@ def fit_controller(grid: Sequence[float], divergences: np.ndarray, starts: Seque
     return dataclasses.replace(config, fit=fit, fallback=fallback)
 
 
-__all__ = ["ControllerConfig", "Decisions", "FEATURES", "OnlineController", "fit_controller", "replay", "thresholds"]
+__all__ = ["ControllerConfig", "Decisions", "FEATURES", "OnlineController", "fit_controller", "hand_in_and_back", "replay", "thresholds"]

@@ -74,7 +74,10 @@ def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Seq
         if steps is None:
             raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
         shared = pipeline or batch_decisions == "shared"
-        return Plan(controller=schedule, rows=1 if shared else batch, shared=shared, profile=profile)
+        stored = [] if shared else _calibrated_rows(profile, steps, batch, cond or {})
+        if stored and len(stored) == batch:
+            return Plan.fixed([s for _, s, _ in stored], [why for _, _, why in stored], profile=profile)
+        return Plan.online(schedule, 1 if shared else batch, shared, profile, stored)
     if pipeline:
         if isinstance(schedule, Profile) and steps is not None:
             schedule = schedule.schedule_for_steps(steps)
@@ -99,6 +102,21 @@ def _rows(schedule: Any, profile: Profile | None, grid: Any, steps: int | None, 
     if isinstance(schedule, Profile):
         schedule = schedule.schedule()
     return Plan.fixed([_schedule_of(schedule)] * batch, profile=profile)
+
+
+def _calibrated_rows(profile: Profile | None, steps: int | None, batch: int, cond: Mapping[str, Any]
+                     ) -> list[tuple[int, Schedule, str]]:
+    """Rows whose prompt was calibrated with its own window on this grid: they run it rather than
+    the online controller (a window measured on the prompt beats a rule fitted on others)."""
+    if profile is None or not profile.has_per_prompt or profile.num_steps != steps:
+        return []
+    rows = []
+    for b in range(batch):
+        key = prompt_key(select_rows(cond, batch, [b]))
+        if key in profile.per_prompt["windows"]:
+            rows.append((b, profile.schedule_for(key), "per-prompt boundaries (a calibrated prompt: the online "
+                                                       "controller decides for prompts not calibrated)"))
+    return rows
 
 
 def _schedule_of(schedule: Any) -> Schedule:

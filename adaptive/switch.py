@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from adaptive.controller import ControllerConfig, Decisions, OnlineController
+from adaptive.controller import ControllerConfig, Decisions, OnlineController, hand_in_and_back
 from adaptive.denoisers import Denoiser, as_denoiser, select_rows
 from adaptive.errors import ScheduleError, SigmaGridError
 from adaptive.metrics import rel_l2
@@ -39,7 +39,9 @@ class Plan:
 
     ``shared``: one decision for the whole batch (``rows`` is 1); else row ``r`` of the batch is
     controlled row ``r``. ``reasons`` say, per row, why these schedules (for :class:`Decisions`);
-    ``profile`` is the stored profile the plan came from, if any. Made by
+    ``profile`` is the stored profile the plan came from, if any. With the controller, ``stored``
+    lists the rows that follow a stored schedule instead, ``(row, schedule, reason)`` (a prompt
+    calibrated with its own window: the controller is for prompts that were not). Made by
     :func:`adaptive.plans.resolve_plan` from whatever the caller passed.
     """
 
@@ -49,6 +51,7 @@ class Plan:
     rows: int = 1
     shared: bool = False
     profile: Any = field(default=None, compare=False, repr=False)
+    stored: tuple[tuple[int, Schedule, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.controller is None and (not self.schedules or len(self.schedules) != self.rows
@@ -57,6 +60,10 @@ class Plan:
                                 f"{len(self.schedules)} and {len(self.reasons)}")
         if self.shared and self.rows != 1:
             raise ScheduleError("a shared plan decides one row for the whole batch")
+        if self.stored and (self.controller is None or self.shared
+                            or not all(0 <= r < self.rows for r, _, _ in self.stored)):
+            raise ScheduleError("stored rows go with the online controller deciding per row, one entry per row "
+                                "in range")
 
     @classmethod
     def fixed(cls, schedules: Sequence[Schedule], reasons: Sequence[str] | None = None, shared: bool = False,
@@ -66,9 +73,11 @@ class Plan:
         return cls(tuple(schedules), tuple(reasons), None, len(schedules), shared, profile)
 
     @classmethod
-    def online(cls, config: ControllerConfig, rows: int, shared: bool = False) -> Plan:
-        """The online controller deciding for ``rows`` rows (one row, the batch mean, with ``shared``)."""
-        return cls((), (), config, 1 if shared else rows, shared)
+    def online(cls, config: ControllerConfig, rows: int, shared: bool = False, profile: Any = None,
+               stored: Sequence[tuple[int, Schedule, str]] = ()) -> Plan:
+        """The online controller deciding for ``rows`` rows (one row, the batch mean, with ``shared``),
+        but the ``stored`` rows, which follow their schedule."""
+        return cls((), (), config, 1 if shared else rows, shared, profile, tuple(stored))
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -81,15 +90,9 @@ class Plan:
 def plan_decisions(grid: Sequence[float], plans: list[list[str]], reasons: Sequence[str], shared: bool = False
                    ) -> Decisions:
     """:class:`~adaptive.controller.Decisions` of fixed per-row plans (lists of model names per step)."""
-    def first_small(plan: list[str]) -> int | None:
-        return plan.index("small") if "small" in plan else None
-
-    def back(plan: list[str]) -> int | None:
-        first = first_small(plan)
-        return None if first is None else next((i for i in range(first, len(plan)) if plan[i] != "small"), None)
-
-    return Decisions(list(grid), plans, [[] for _ in plans], [[] for _ in plans], [first_small(p) for p in plans],
-                     [back(p) for p in plans], [None] * len(plans), list(reasons), shared=shared)
+    spans = [hand_in_and_back(p) for p in plans]
+    return Decisions(list(grid), plans, [[] for _ in plans], [[] for _ in plans], [h for h, _ in spans],
+                     [b for _, b in spans], [None] * len(plans), list(reasons), shared=shared)
 
 
 class Switch:
@@ -109,7 +112,7 @@ class Switch:
         if plan.controller is not None and not {"large", "small"} <= set(self.models):
             raise ScheduleError(f"the online controller needs models named 'large' and 'small'; got "
                                 f"{sorted(self.models)}")
-        for schedule in dict.fromkeys(plan.schedules):
+        for schedule in dict.fromkeys(plan.schedules + tuple(s for _, s, _ in plan.stored)):
             schedule.check_models(self.models)
         self.plan, self.pool_calls = plan, pool_calls
         self.grid: list[float] | None = None
@@ -129,7 +132,9 @@ class Switch:
         self.grid, self._reason = [float(s) for s in grid], reason
         self._step, self._last_sigma, self._probed, self._pooled = None, None, False, [0.0, 0.0]
         if self.plan.controller is not None:
-            self._controller = OnlineController(self.plan.controller, self.grid, self.plan.rows, self.plan.shared)
+            stored = {r: (s.step_models(self.grid), why) for r, s, why in self.plan.stored}
+            self._controller = OnlineController(self.plan.controller, self.grid, self.plan.rows, self.plan.shared,
+                                                stored)
             self.decisions = self._controller.decisions
         else:
             reasons = [reason] * self.plan.rows if reason is not None else self.plan.reasons

@@ -327,13 +327,22 @@ def test_online_plan_stays_inside_each_prompts_safe_window(tmp_path, monkeypatch
         small = d.small_steps(row)
         assert set(small) <= allowed | harmless, (window, d.summary())
         assert len([i for i in small if i in safe]) >= len(safe) / 2, (window, d.summary())
-        if config.fallback:  # the stored window of each prompt, as calibrated, and the reason said
-            stored = profile.per_prompt["windows"][prompt_key(window_conds(windows)[row])]
-            assert small == list(range(stored["start"], stored["stop"])), d.summary()
-            assert "failed its validation" in d.reason[row] and d.extra_small_calls[row] == 0
-        else:
-            assert d.extra_small_calls[row] > 0 and "per-prompt" not in d.reason[row]  # the controller decided
+        # A calibrated prompt runs its stored window, as calibrated, unprobed, and the reason says why.
+        stored = profile.per_prompt["windows"][prompt_key(window_conds(windows)[row])]
+        assert small == list(range(stored["start"], stored["stop"])), d.summary()
+        assert d.extra_small_calls[row] == 0 and "per-prompt" in d.reason[row]
+        assert ("failed its validation" if config.fallback else "calibrated prompt") in d.reason[row]
         assert set(own.small_steps(row)) <= allowed, (window, own.summary())
+    if not config.fallback:  # a prompt not calibrated: the controller decides it, beside a calibrated one
+        unseen = torch.tensor([windows[0], (0.25, 0.65)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x, mixed = sample(pair, noise[:2], grid, "online", return_decisions=True, window=unseen)
+        alone, by_controller = sample(pair, noise[1:2], grid, config, return_decisions=True, window=unseen[1:])
+        assert mixed.models[0] == d.models[0] and mixed.extra_small_calls[0] == 0
+        assert mixed.models[1] == by_controller.models[0] and mixed.probes[1] == by_controller.probes[0]
+        assert mixed.extra_small_calls[1] > 0 and "per-prompt" not in mixed.reason[1]
+        torch.testing.assert_close(x[1:], alone)
 
 
 def test_online_falls_back_where_the_probes_do_not_pay_and_runs_where_they_do(tmp_path, monkeypatch):
