@@ -1,11 +1,11 @@
 """Measure the embedded pair with the quality harness (issue: embedded default pair).
 
-    python scripts/evaluate_pair.py --videos 64 --out docs
+    python scripts/evaluate_pair.py --videos 64 --out docs/pair
 
 Rows: Large (all steps), a second Large set with other seeds (the seed-to-seed noise band),
 Small (all steps), Large with a third of the steps on both seed sets (so "Large needs its steps" is
 a paired comparison against the noise band), and Large at the ``--sweep`` step counts. Writes
-docs/pair_eval.json, docs/pair_eval.md, docs/large_vs_small.png, docs/large_steps.png (quality vs
+docs/pair/pair_eval.json, pair_eval.md, large_vs_small.png, large_steps.png (quality vs
 Large steps) and prints the divergence curve along Large's trajectory.
 """
 
