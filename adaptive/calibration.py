@@ -40,8 +40,10 @@ from adaptive.errors import CalibrationError
 from adaptive.metering import flops_per_row
 from adaptive.metrics import LatentSimilarity, Metric
 from adaptive.pair import ModelPair
-from adaptive.probing import DivergenceCurve, Reference, run_probe, trajectory
-from adaptive.schedule import euler_step, sigmas
+from adaptive.probing import DivergenceCurve, Reference, run_probe
+from adaptive.schedule import sigmas
+from adaptive.solvers import euler
+from adaptive.solvers import trajectory as euler_states
 from adaptive.storage import open_storage, storage_errors
 from adaptive.profiles import Profile, ProfileStore, fingerprint, safe_key, sampler_signature
 
@@ -74,18 +76,18 @@ class Evaluator:
         """Compute of the window on this grid as a fraction of Large-only with all steps (1.0)."""
         return (self.n - max(stop - start, 0) * (1.0 - self.small_cost)) / self.full_steps
 
-    def _step(self, model: Any, x: torch.Tensor, i: int) -> torch.Tensor:
-        grid = self.reference.grid
-        sigma = torch.full((x.shape[0],), grid[i], device=x.device)
-        return euler_step(x, model(x, sigma, **self.reference.cond), grid[i], grid[i + 1])
-
     def _small_until(self, start: int, stop: int) -> torch.Tensor:
+        """Small's state at step ``stop`` from Large's cached state at ``start``, extending the
+        cached Small run of this start (one Euler run over the steps not yet taken)."""
         if self._prefix[0] != start:
             self._prefix = (start, [self.reference.states[start]])
         states = self._prefix[1]
-        while len(states) <= stop - start:
-            states.append(self._step(self.pair.small, states[-1], start + len(states) - 1))
-            self.large_equivalents += self.small_cost
+        done = start + len(states) - 1  # the step Small's cached run has reached
+        if done < stop:
+            states += euler_states(self.pair.small, states[-1], self.reference.grid[done:stop + 1],
+                                   **self.reference.cond)[1:]
+            for _ in range(stop - done):  # summed call by call, as counted before
+                self.large_equivalents += self.small_cost
         return states[stop - start]
 
     @torch.no_grad()
@@ -101,8 +103,8 @@ class Evaluator:
             x = self.reference.final  # Large alone on this grid: its own trajectory's end
             if start < stop:
                 x = self._small_until(start, stop)
-                for i in range(stop, self.n):
-                    x = self._step(self.pair.large, x, i)
+                if stop < self.n:
+                    x = euler(self.pair.large, x, self.reference.grid[stop:], **self.reference.cond)
                 self.large_equivalents += self.n - stop
             values = self.metric(x, self.target).detach().float().cpu().numpy().astype(float)
             self.cache[key] = (values, self.cost(start, stop))
@@ -134,12 +136,27 @@ class PlanQuality:
             x = ev.reference.states[first][row:row + 1]
             cond = select_rows(ev.reference.cond, len(ev.reference.final), [row])
             grid = ev.reference.grid
-            for i in range(first, len(plan)):
-                model = ev.pair.models[plan[i]]
-                x = euler_step(x, model(x, torch.full((1,), grid[i], device=x.device), **cond), grid[i], grid[i + 1])
+            for a, b in _runs(plan, first):  # one Euler run per stretch of one model
+                x = euler(ev.pair.models[plan[a]], x, grid[a:b + 1], **cond)
             ev.large_equivalents += (len(plan) - first) / len(ev.reference.final)
             self.cache[(row, plan)] = float(ev.metric(x, ev.target[row:row + 1]).float().mean())
         return self.cache[(row, plan)]
+
+
+def _runs(models: Sequence[str], first: int) -> list[tuple[int, int]]:
+    """The stretches ``[a, b)`` of steps from ``first`` on that one model takes in a row.
+
+    Example:
+        >>> _runs(["large", "small", "small", "large"], 1)
+        [(1, 3), (3, 4)]
+    """
+    runs: list[tuple[int, int]] = []
+    for i in range(first, len(models)):
+        if runs and models[i] == models[runs[-1][0]]:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 class StepSearch:
@@ -159,7 +176,7 @@ class StepSearch:
         if steps not in self.evaluators:
             full = self.full
             grid = sigmas(steps, self.shift)
-            states = trajectory(full.pair.large, full.reference.states[0], grid.tolist(), full.reference.cond)
+            states = euler_states(full.pair.large, full.reference.states[0], grid.tolist(), **full.reference.cond)
             reference = Reference(grid.tolist(), states, full.reference.cond)
             evaluator = Evaluator(full.pair, reference, full.metric, full.small_cost, target=full.reference.final,
                                   full_steps=full.n)
