@@ -101,7 +101,7 @@ def warn_if_other_metric(profile: Profile, pair: ModelPair) -> bool:
     before the pair's metric changed): its plan met a target the pair no longer uses."""
     metric = pair.metric
     name = getattr(metric, "name", None) if metric is not None else "latent_cosine"
-    judged = profile.quality.get("metric")
+    judged = profile.quality.metric
     if name is None or judged is None or judged == name:
         return False
     warnings.warn(f"the stored profile was calibrated on metric {judged!r}, the pair now judges with {name!r}; "
