@@ -22,11 +22,12 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -545,35 +546,73 @@ class ProfileStore:
         return profiles
 
     def for_grid(self, pair: ModelPair | str, num_steps: int, shift: float, solver: str = "euler") -> Profile | None:
-        """The profile to sample ``pair`` on ``sigmas(num_steps, shift)`` with: :meth:`find` for
-        that grid's signature (the one look-up every caller uses)."""
-        return self.find(pair, sampler_signature(solver, num_steps, shift))
+        """The profile to sample ``pair`` on ``sigmas(num_steps, shift)`` with: :meth:`for_sigmas` of
+        that grid (the one look-up every caller uses)."""
+        return self.for_sigmas(pair, _grid(num_steps, shift), solver, sampler_signature(solver, num_steps, shift))
+
+    def for_sigmas(self, pair: ModelPair | str, grid: Sequence[float], solver: str = "euler",
+                   name: str | None = None) -> Profile | None:
+        """The profile to sample ``pair`` with ``solver`` on this sigma grid, found by grid: the stored
+        profile whose grid (the one its key names) is ``grid`` to 1e-4; else one calibrated on a
+        finer grid whose recommended plan runs on ``grid``; else the nearest stored grid of the pair,
+        used through its sigma boundaries with a warning saying so (``name``: how it calls the grid
+        asked for); else None. A corrupt or foreign file under a matching key raises ProfileError.
+
+        Example:
+            >>> import tempfile
+            >>> from adaptive.schedule import sigmas
+            >>> store = ProfileStore(tempfile.mkdtemp())
+            >>> _ = store.save(Profile(pair_fingerprint="abc", sampler="euler-30-shift3", num_steps=30, shift=3.0,
+            ...                        sigma_in=0.8, sigma_out=0.3))
+            >>> store.for_sigmas("abc", sigmas(30, 3.0).tolist()).sampler, store.for_sigmas("abc", [1.0, 0.0], "heun")
+            ('euler-30-shift3', None)
+        """
+        fp = pair if isinstance(pair, str) else fingerprint(pair)
+        wanted = [float(s) for s in grid]
+        keyed = [(sampler, _grid_of(sampler)) for sampler in self._samplers(fp, solver)]
+        same = sorted((_gap(g, wanted), sampler) for sampler, g in keyed if g is not None and _gap(g, wanted) <= 1e-4)
+        if same:
+            return self.get(fp, same[0][1])
+        near = [p for p in self.all(fp) if p.sampler.split("-")[0] == solver]
+        for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan
+            if profile.plan is not None and _gap(_grid(profile.steps, profile.shift), wanted) <= 1e-4:
+                return profile
+        # The stored grid closest to the one asked for: step count and shift both count.
+        ranked = sorted(near, key=lambda p: (_grid_distance(wanted, _grid(p.num_steps, p.shift)), p.sampler))
+        return self._nearest(ranked, name or _grid_name(solver, wanted))
 
     def find(self, pair: ModelPair | str, sampler: str) -> Profile | None:
-        """The profile for this pair and sampler; else one of the same pair for another step count or
-        shift, used through its sigma boundaries with a warning saying so; else None."""
+        """The profile for this pair and sampler signature (``"euler-30-shift3"``): :meth:`for_sigmas`
+        of the grid it names; a signature that names no grid is looked up by name (else the pair's
+        first profile of that solver, with a warning)."""
+        grid = _grid_of(sampler)
+        family = sampler.split("-")[0]
+        if grid is not None:
+            return self.for_sigmas(pair, grid, family, sampler)
         fp = pair if isinstance(pair, str) else fingerprint(pair)
         exact = self.get(fp, sampler)
         if exact is not None:
             return exact
-        family = sampler.split("-")[0]
-        near = [p for p in self.all(fp) if p.sampler.split("-")[0] == family]
-        if not near:
+        return self._nearest([p for p in self.all(fp) if p.sampler.split("-")[0] == family], sampler)
+
+    def _samplers(self, fp: str, solver: str) -> list[str]:
+        """The sampler signatures of the pair's stored files for ``solver``, read from their names."""
+        if not self.root.is_dir():
+            return []
+        prefix = f"{safe_key(fp)}__"
+        return [path.name[len(prefix):-len(".json")]
+                for path in sorted(self.root.glob(f"{prefix}{safe_key(solver)}-*.json"))]
+
+    @staticmethod
+    def _nearest(ranked: list[Profile], asked: str) -> Profile | None:
+        if not ranked:
             return None
-        for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan
-            if profile.plan and sampler == sampler_signature(family, profile.steps, profile.shift):
-                return profile
-        wanted = _grid_of(sampler)
-        if wanted is None:
-            ranked = near
-        else:  # the stored grid closest to the one asked for: step count and shift both count
-            ranked = sorted(near, key=lambda p: (_grid_distance(wanted, _grid(p.num_steps, p.shift)), p.sampler))
         chosen = ranked[0]
         others = ", ".join(p.sampler for p in ranked[1:])
-        warnings.warn(f"no profile for {sampler}; using the one calibrated for {chosen.sampler}, the nearest stored "
+        warnings.warn(f"no profile for {asked}; using the one calibrated for {chosen.sampler}, the nearest stored "
                       f"sigma grid{f' (also stored: {others})' if others else ''}, mapped through its sigma "
-                      f"boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for {sampler} for a "
-                      "tuned result.", stacklevel=2)
+                      f"boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for {asked} for a "
+                      "tuned result.", stacklevel=3)
         return chosen
 
 
@@ -595,6 +634,20 @@ def _grid_of(signature: str) -> list[float] | None:
         return _grid(int(match.group(1)), float(match.group(2)))
     except ValueError:
         return None
+
+
+def _gap(a: list[float], b: list[float]) -> float:
+    """The largest difference between two sigma grids of one length (inf for grids of two lengths)."""
+    return max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) else math.inf
+
+
+def _grid_name(solver: str, grid: list[float]) -> str:
+    """The signature of a grid :func:`~adaptive.schedule.sigmas` makes, else its length in words."""
+    from adaptive.schedule import shift_of
+
+    shift = shift_of(grid)
+    n = len(grid) - 1
+    return sampler_signature(solver, n, shift) if shift is not None else f"{solver} on this {n}-step sigma grid"
 
 
 def _grid_distance(a: list[float], b: list[float]) -> float:

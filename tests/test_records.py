@@ -15,6 +15,7 @@ from adaptive.controller import ControllerConfig
 from adaptive.profiles import ProfileStore, migrate
 from adaptive.records import (CalibrationInfo, Cost, CurveSummary, MeasuredPlan, PerPrompt, Proposal, Quality, Window,
                               controller_from_dict)
+from adaptive.schedule import shift_of
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "profiles").glob("*.json"))
 PLAN = {"steps": 9, "start": 2, "stop": 5, "quality": 0.96, "cost": 0.3, "sigma_in": 0.8, "sigma_out": 0.4}
@@ -99,6 +100,30 @@ def test_the_shipped_profiles_load_typed_and_write_back_what_they_read(path):
     assert all(isinstance(w, Window) for w in profile.windows.values())
     steps = profile.steps
     assert profile.schedule_for_steps(steps) == profile.plan_schedule()
+
+
+@pytest.mark.parametrize("steps", [2, 8, 30, 50])
+@pytest.mark.parametrize("shift", [0.5, 1.0, 3.0, 5.0, 12.0, 49.0])
+def test_the_shift_of_a_grid_needs_no_search(steps, shift):
+    assert shift_of(sigmas(steps, shift).tolist()) == shift
+    assert shift_of((sigmas(steps, shift) * 0.99).tolist()) is None
+
+
+def test_the_store_finds_a_profile_by_its_grid_not_its_name(tmp_path):
+    """A profile keyed with the shift a root-finder returned (11.9999 for 12 at 8 steps) is still
+    found for sigmas(8, 12.0), silently; another grid gets the nearest, with a warning naming it."""
+    store = ProfileStore(tmp_path)
+    stored = Profile(pair_fingerprint="abc", sampler="euler-8-shift11.9999", num_steps=8, shift=11.9999, sigma_in=0.8,
+                     sigma_out=0.3)
+    store.save(stored)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert store.for_grid("abc", 8, 12.0) == stored == store.for_sigmas("abc", sigmas(8, 12.0))
+    with pytest.warns(UserWarning, match="no profile for euler on this 3-step sigma grid; using .*euler-8-shift11"):
+        assert store.for_sigmas("abc", [1.0, 0.6, 0.2, 0.0]) == stored
+    assert store.for_grid("abc", 8, 12.0, solver="heun") is None
 
 
 def _toy_pair() -> ModelPair:
