@@ -12,34 +12,14 @@ from adaptive.calibration import calibrate
 from adaptive.errors import CalibrationError
 from adaptive.pair import ModelPair
 from adaptive.profiles import Profile, ProfileStore, sampler_signature
-from adaptive.schedule import Schedule, check_grid
-
-
-def infer_shift(grid: list[float]) -> float | None:
-    """The ``shift`` for which ``adaptive.sigmas(len(grid) - 1, shift)`` is ``grid``; None if none is."""
-    from scipy.optimize import brentq
-
-    from adaptive.schedule import sigmas
-
-    n = len(grid) - 1
-    if n < 2:
-        return 1.0 if torch.allclose(torch.tensor(grid), sigmas(n), atol=1e-5) else None
-
-    def gap(shift: float) -> float:
-        return float(sigmas(n, shift)[1]) - grid[1]
-
-    try:
-        shift = brentq(gap, 0.05, 50.0, xtol=1e-9)
-    except ValueError:
-        return None
-    shift = round(shift, 4)
-    return shift if torch.allclose(sigmas(n, shift), torch.tensor(grid, dtype=torch.float32), atol=1e-4) else None
+from adaptive.schedule import Schedule, check_grid, shift_of
 
 
 def lookup(pair: ModelPair, num_steps: int, shift: float, solver: str = "euler",
            store: ProfileStore | None = None) -> Profile | None:
-    """The stored profile for ``pair`` on ``solver`` over ``sigmas(num_steps, shift)``; for another
-    solver with none of its own, Euler's (calibration runs Euler), with a warning saying so."""
+    """The stored profile for ``pair`` on ``solver`` over ``sigmas(num_steps, shift)``, matched by grid
+    (:meth:`~adaptive.profiles.ProfileStore.for_grid`); for another solver with none of its own,
+    Euler's (calibration runs Euler), with a warning saying so."""
     store = store or ProfileStore()
     profile = store.for_grid(pair, num_steps, shift, solver)
     if profile is None and solver != "euler":
@@ -69,7 +49,7 @@ def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: di
     Calibration runs Euler steps: another ``solver`` is told it runs Euler's profile.
     """
     grid = check_grid(sigmas)
-    shift = infer_shift(grid)
+    shift = shift_of(grid)  # closed form; only to name (and, if none is stored, calibrate) this grid
     if shift is None:
         raise CalibrationError("schedule='auto' needs a grid made by adaptive.sigmas(num_steps, shift) (or "
                                "diffusers' FlowMatchEulerDiscreteScheduler); calibrate custom grids by hand")
@@ -101,7 +81,7 @@ def warn_if_other_metric(profile: Profile, pair: ModelPair) -> bool:
     before the pair's metric changed): its plan met a target the pair no longer uses."""
     metric = pair.metric
     name = getattr(metric, "name", None) if metric is not None else "latent_cosine"
-    judged = profile.quality.get("metric")
+    judged = profile.quality.metric
     if name is None or judged is None or judged == name:
         return False
     warnings.warn(f"the stored profile was calibrated on metric {judged!r}, the pair now judges with {name!r}; "

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from adaptive.controller import ControllerConfig
 from adaptive.schedule import Schedule
 
 DEFAULT_WINDOW = (0.85, 0.3)
@@ -333,7 +334,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ("calibration cost", f"{profile.cost['calibration_large_equivalents_per_sample']:.0f} Large calls per sample"),
         ("trials", str(profile.calibration["n_trials"])),
         *([("per-prompt windows", ", ".join(f"{w['start']}..{w['stop'] - 1}" if w["start"] < w["stop"] else "Large"
-                                            for w in profile.per_prompt["windows"].values())),
+                                            for w in profile.windows.values())),
            ("online controller", _controller_line(profile.controller))]
           if args.per_prompt else []),
         ("frontier", _frontier_verdict(profile, store)),
@@ -348,13 +349,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _controller_line(controller: dict) -> str:
+def _controller_line(controller: ControllerConfig | None) -> str:
     """The calibrated controller in words: its rule, or why 'online' runs the stored windows."""
-    if controller.get("fallback"):
-        return f"not used, 'online' runs the stored windows: {controller['fallback']}"
-    checks = f", then a check every {controller['monitor_every']}" if controller.get("monitor_every") else ""
-    return (f"threshold {controller['threshold']:.4g} on the raw probe, probes <= {controller['probe_budget']}, "
-            f"Small for at most {controller.get('small_span', 0)} steps{checks} (validated leave-one-prompt-out)")
+    if controller is None:
+        return "none calibrated"
+    if controller.fallback:
+        return f"not used, 'online' runs the stored windows: {controller.fallback}"
+    checks = f", then a check every {controller.monitor_every}" if controller.monitor_every else ""
+    return (f"threshold {controller.threshold:.4g} on the raw probe, probes <= {controller.probe_budget}, "
+            f"Small for at most {controller.small_span} steps{checks} (validated leave-one-prompt-out)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -422,12 +425,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from adaptive.profiles import prompt_key
         from adaptive.denoisers import select_rows
 
-        known = sum(prompt_key(select_rows(cond, n, [b])) in profile.per_prompt["windows"] for b in range(n))
+        known = sum(prompt_key(select_rows(cond, n, [b])) in profile.windows for b in range(n))
         rows.append(Row(f"4a. per-prompt profile ({known}/{n} prompts calibrated, rest pair-level)", profile, steps))
     if profile is not None and profile.controller and args.schedule is None:
-        from adaptive.controller import ControllerConfig
-
-        controller = ControllerConfig.from_dict(profile.controller)
+        controller = profile.controller
         if controller.fallback:  # not validated at calibration: "online" runs the stored windows
             rows.append(Row("4b. online controller (fallback: stored windows)", profile, steps))
         else:

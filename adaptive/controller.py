@@ -125,7 +125,9 @@ class ControllerConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ControllerConfig:
+    def from_dict(cls, data: Mapping[str, Any] | ControllerConfig) -> ControllerConfig:
+        if isinstance(data, ControllerConfig):
+            return data  # already parsed (a profile's controller)
         if not isinstance(data, Mapping) or "threshold" not in data:
             raise CalibrationError("the profile has no online controller; calibrate with "
                                    "adaptive.calibrate(..., per_prompt=True) or `flowblend calibrate --per-prompt`")

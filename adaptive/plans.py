@@ -60,7 +60,7 @@ def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Seq
         profile = _stored(models, mode, grid, steps, solver, noise, cond, pipeline, shift, store)
         schedule = profile
         if mode == "online":
-            config = ControllerConfig.from_dict(profile.controller)
+            config = ControllerConfig.from_dict(profile.controller or {})  # {}: none calibrated, said how to fit one
             if config.fallback:  # not validated at calibration: the stored windows decide
                 fallback = config.fallback
                 warnings.warn(f"the stored online controller is not used ({fallback}); running the profile's stored "
@@ -94,7 +94,7 @@ def _rows(schedule: Any, profile: Profile | None, grid: Any, steps: int | None, 
     if isinstance(schedule, Profile) and schedule.has_per_prompt:
         keys = [prompt_key(select_rows(cond, batch, [b])) for b in range(batch)]
         schedules = [schedule.schedule_for(k) for k in keys]
-        reasons = ["per-prompt boundaries" if k in schedule.per_prompt["windows"] else
+        reasons = ["per-prompt boundaries" if k in schedule.windows else
                    "pair-level boundaries (prompt not calibrated)" for k in keys]
         if fallback:
             reasons = [f"{r}: the online controller failed its validation ({fallback})" for r in reasons]

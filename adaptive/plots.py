@@ -17,20 +17,21 @@ def plot_profile(profile: Profile, path: Path | str, title: str | None = None) -
     import matplotlib.pyplot as plt
 
     curve = profile.curve
-    sig = curve["sigmas"]
+    if curve is None:
+        raise ValueError(f"the profile for {profile.sampler} records no divergence curve to plot")
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.plot(sig, curve["rel_l2"], "o-", ms=3, label="relative L2  ||v_L - v_S|| / ||v_L||")
-    ax.plot(sig, curve["cosine"], "s-", ms=3, alpha=0.7, label="1 - cos(v_L, v_S)")
+    ax.plot(curve.sigmas, curve.rel_l2, "o-", ms=3, label="relative L2  ||v_L - v_S|| / ||v_L||")
+    ax.plot(curve.sigmas, curve.cosine, "s-", ms=3, alpha=0.7, label="1 - cos(v_L, v_S)")
     if profile.proposal:
-        ax.axvspan(profile.proposal["sigma_out"], profile.proposal["sigma_in"], color="tab:orange", alpha=0.18,
+        ax.axvspan(profile.proposal.sigma_out, profile.proposal.sigma_in, color="tab:orange", alpha=0.18,
                    label="change-point proposal")
     if not profile.is_large_only:
         ax.axvspan(profile.sigma_out, profile.sigma_in, ymax=0.5, color="tab:green", alpha=0.3,
                    label="refined (Optuna) Small window")
     if profile.controller:
-        ax.axhline(profile.controller["threshold"], color="tab:red", ls="--", lw=1,
+        ax.axhline(profile.controller.threshold, color="tab:red", ls="--", lw=1,
                    label="online controller: hand-over threshold")
-        ax.axvline(profile.controller["sigma_in_max"], color="tab:red", ls=":", lw=1,
+        ax.axvline(profile.controller.sigma_in_max, color="tab:red", ls=":", lw=1,
                    label="online controller: earliest hand-over")
     ax.invert_xaxis()
     ax.set_xlabel("sigma (1 = noise, 0 = data)")

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from adaptive.errors import CalibrationError, NonFiniteVelocityError
 from adaptive.pair import ModelPair
-from adaptive.schedule import euler_step
 from adaptive.schedule import sigmas as sigma_grid
+from adaptive.solvers import trajectory as euler_states
 
 
 @dataclass(frozen=True)
@@ -147,15 +147,10 @@ def _check_finite_curve(rel_l2: np.ndarray, steps: list[int]) -> None:
                                      "overflows: use bf16 or fp32) and the conditioning")
 
 
-@torch.no_grad()
 def trajectory(model: Any, noise: torch.Tensor, grid: Sequence[float], cond: Mapping[str, Any]) -> list[torch.Tensor]:
-    """``x`` at every sigma of ``grid`` when ``model`` alone samples from ``noise`` (Euler steps)."""
-    states = [noise]
-    for i in range(len(grid) - 1):
-        x = states[-1]
-        v = model(x, torch.full((x.shape[0],), grid[i], device=x.device), **cond)
-        states.append(euler_step(x, v, grid[i], grid[i + 1]))
-    return states
+    """``x`` at every sigma of ``grid`` when ``model`` alone samples from ``noise`` (Euler steps:
+    :func:`adaptive.solvers.trajectory`)."""
+    return euler_states(model, noise, grid, **cond)
 
 
 @torch.no_grad()
@@ -170,14 +165,19 @@ def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         raise CalibrationError(f"probe_steps must be step indices in [0, {num_steps - 1}]")
     noise, cond = batch_conditions(conds, seeds, _shape(pair, shape), _device(pair))
     pair.check(noise, **cond)
-    x, states, v_large_at, v_small_at = noise, [noise], {}, {}
-    for i in tqdm(range(num_steps), desc="probe", disable=not progress, leave=False):
-        sigma = torch.full((x.shape[0],), grid[i], device=x.device)
-        v = pair.large(x, sigma, **cond)
-        if i in steps:
-            v_large_at[i], v_small_at[i] = v, pair.small(x, sigma, **cond)
-        x = euler_step(x, v, grid[i], grid[i + 1])
-        states.append(x)
+    v_large_at: dict[int, torch.Tensor] = {}
+    v_small_at: dict[int, torch.Tensor] = {}
+    probed = set(steps)
+    with tqdm(total=num_steps, desc="probe", disable=not progress, leave=False) as bar:
+
+        def small_beside(step: dict[str, Any]) -> None:  # Small on Large's state, before Large's step
+            if step["i"] in probed:
+                v_large_at[step["i"]] = step["v"]
+                v_small_at[step["i"]] = pair.small(step["x"], step["sigma"], **cond)
+            bar.update()
+
+        states = euler_states(pair.large, noise, grid, small_beside, **cond)
+    x = states[-1]
     scale = x.flatten(1).float().norm(dim=1).clamp_min(1e-12)
     rows = [_divergence(v_large_at[i], v_small_at[i], grid[i + 1] - grid[i], scale) for i in steps]
     stack = [torch.stack([r[k] for r in rows]).cpu().numpy().astype(float) for k in range(3)]

@@ -27,15 +27,19 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from adaptive.controller import ControllerConfig
 from adaptive.denoisers import DeviceDenoiser, FunctionDenoiser, GuidedDenoiser, TransformerDenoiser
 from adaptive.errors import ProfileError
 from adaptive.pair import ModelPair
+from adaptive.records import (CalibrationInfo, Cost, CurveSummary, MeasuredPlan, PerPrompt, Proposal, Quality, Window,
+                              controller_from_dict)
 from adaptive.schedule import Schedule
 
 SCHEMA_VERSION = 2  # 2 added recommended_steps and frontier (step-count search); 1 still reads
@@ -131,9 +135,28 @@ def fingerprint(pair: ModelPair) -> str:
     return h.hexdigest()[:24]
 
 
+PARTS = ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller", "plan", "frontier")
+
+
 @dataclass(frozen=True)
 class Profile:
-    """One calibration result. ``sigma_in == sigma_out`` means Large only (no safe window)."""
+    """One calibration result. ``sigma_in == sigma_out`` means Large only (no safe window).
+
+    Its parts are typed records (:mod:`adaptive.records`), parsed once when the profile is built or
+    loaded: ``plan`` (the recommended :class:`~adaptive.records.MeasuredPlan`, None before step
+    search), ``frontier`` (every measured plan), ``per_prompt`` (:class:`~adaptive.records.PerPrompt`),
+    ``controller`` (:class:`~adaptive.controller.ControllerConfig`), ``curve``, ``proposal``,
+    ``quality``, ``cost`` and ``calibration``; a part that was not calibrated is None (``quality``,
+    ``cost``, ``calibration``: a record of Nones). Each part may also be given as its JSON object.
+
+    Example:
+        >>> p = Profile(pair_fingerprint="f", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.8,
+        ...             sigma_out=0.4, quality={"metric": "ssim", "target": 0.95})
+        >>> p.quality.target, p.plan, p.per_prompt is None
+        (0.95, None, True)
+        >>> Profile.from_json(p.to_json()) == p
+        True
+    """
 
     pair_fingerprint: str
     sampler: str
@@ -143,15 +166,15 @@ class Profile:
     sigma_out: float
     small_steps: tuple[int, ...] = ()
     pair_name: str | None = None
-    proposal: dict[str, Any] = field(default_factory=dict)
-    curve: dict[str, Any] = field(default_factory=dict)
-    quality: dict[str, Any] = field(default_factory=dict)
-    cost: dict[str, Any] = field(default_factory=dict)
-    calibration: dict[str, Any] = field(default_factory=dict)
-    per_prompt: dict[str, Any] = field(default_factory=dict)
-    controller: dict[str, Any] = field(default_factory=dict)
-    plan: dict[str, Any] = field(default_factory=dict)
-    frontier: list[dict[str, Any]] = field(default_factory=list)
+    proposal: Proposal | None = None
+    curve: CurveSummary | None = None
+    quality: Quality = field(default_factory=Quality)
+    cost: Cost = field(default_factory=Cost)
+    calibration: CalibrationInfo = field(default_factory=CalibrationInfo)
+    per_prompt: PerPrompt | None = None
+    controller: ControllerConfig | None = None
+    plan: MeasuredPlan | None = None
+    frontier: tuple[MeasuredPlan, ...] = ()
     note: str = ""
     version: str = ""
     created: str = ""
@@ -168,6 +191,8 @@ class Profile:
         if not self.created:
             object.__setattr__(self, "created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         object.__setattr__(self, "small_steps", tuple(int(i) for i in self.small_steps))
+        for name, value in _parts({name: getattr(self, name) for name in PARTS}, "profile", self.num_steps).items():
+            object.__setattr__(self, name, value)
 
     @property
     def is_large_only(self) -> bool:
@@ -176,7 +201,7 @@ class Profile:
     @property
     def steps(self) -> int:
         """The step count of the recommended plan (``num_steps`` unless fewer steps pay)."""
-        return int(self.plan.get("steps", self.num_steps))
+        return self.plan.steps if self.plan is not None else self.num_steps
 
     recommended_steps = steps
 
@@ -186,41 +211,37 @@ class Profile:
         ``sigma_in``/``sigma_out`` and :meth:`schedule` stay the best window on the full grid of
         ``num_steps``: what a caller who fixes that step count gets.
         """
-        if not self.plan:
-            return self.schedule()
-        if self.plan["start"] >= self.plan["stop"]:
-            return Schedule.large_only()
-        return Schedule.lsl(self.plan["sigma_in"], self.plan["sigma_out"])
+        return self.schedule() if self.plan is None else self.plan.schedule()
 
     def schedule_for_steps(self, steps: int) -> Schedule:
         """The plan for a grid of ``steps``: the recommended plan on its own grid, else the full
         grid's window (mapped by sigma on any other grid)."""
-        return self.plan_schedule() if self.plan and steps == self.steps else self.schedule()
+        return self.plan_schedule() if self.plan is not None and steps == self.steps else self.schedule()
 
     @property
     def decision(self) -> str:
         """The recommendation in words, e.g. "Large with 9 of 30 steps meets the target ..."."""
         n, full = self.steps, self.num_steps
-        plan = self.plan or {"start": 0 if not self.small_steps else self.small_steps[0],
-                             "stop": 0 if not self.small_steps else self.small_steps[-1] + 1,
-                             "sigma_in": self.sigma_in, "sigma_out": self.sigma_out,
-                             "cost": self.cost.get("fraction_of_large", 1.0)}
-        target = self.quality.get("target")
-        metric = self.quality.get("metric", "quality")
-        meets = f"meets the target ({metric} >= {target}) at {plan['cost']:.2f} of the compute"
-        feasible = [p for p in self.frontier if target is not None and p["quality"] >= target]
-        blends = [p["cost"] for p in feasible if p["stop"] > p["start"]]
-        fewer = [p["steps"] for p in feasible if p["stop"] <= p["start"] and p["steps"] < full]
-        searched = any(p["stop"] <= p["start"] and p["steps"] < full for p in self.frontier)
-        if plan["start"] >= plan["stop"] and n == full:
+        plan = self.plan or MeasuredPlan(full, self.small_steps[0] if self.small_steps else 0,
+                                         self.small_steps[-1] + 1 if self.small_steps else 0, 1.0,
+                                         1.0 if self.cost.fraction_of_large is None else self.cost.fraction_of_large,
+                                         self.sigma_in, self.sigma_out)
+        target = self.quality.target
+        metric = "quality" if self.quality.metric is None else self.quality.metric
+        meets = f"meets the target ({metric} >= {target}) at {plan.cost:.2f} of the compute"
+        feasible = [p for p in self.frontier if target is not None and p.quality >= target]
+        blends = [p.cost for p in feasible if not p.is_large_only]
+        fewer = [p.steps for p in feasible if p.is_large_only and p.steps < full]
+        searched = any(p.is_large_only and p.steps < full for p in self.frontier)
+        if plan.is_large_only and n == full:
             return f"Large with all {full} steps: no cheaper plan met the target ({metric} >= {target})."
-        if plan["start"] >= plan["stop"]:
+        if plan.is_large_only:
             tail = f"the cheapest blend that meets it costs {min(blends):.2f}" if blends else "no blend tried met it"
             return f"Large with {n} of {full} steps {meets}; {tail}."
         alone = (f"Large alone needs {min(fewer)} of {full} steps ({min(fewer) / full:.2f})" if fewer else
                  f"no fewer Large steps met it" if searched else "fewer Large steps were not searched")
-        return (f"Small on steps {plan['start']}..{plan['stop'] - 1} of {n} (sigma {plan['sigma_out']:.3f} to "
-                f"{plan['sigma_in']:.3f}) {meets}; {alone}.")
+        return (f"Small on steps {plan.start}..{plan.stop - 1} of {n} (sigma {plan.sigma_out:.3f} to "
+                f"{plan.sigma_in:.3f}) {meets}; {alone}.")
 
     def schedule(self) -> Schedule:
         """The Large-Small-Large window on the full grid (Large only when no window is safe)."""
@@ -229,20 +250,29 @@ class Profile:
     def schedule_for(self, key: str | None) -> Schedule:
         """The schedule of the prompt whose :func:`prompt_key` is ``key`` (per-prompt calibration),
         or the pair-level one for a prompt the profile has not seen."""
-        window = self.per_prompt.get("windows", {}).get(key) if key is not None else None
-        if window is None:
-            return self.schedule()
-        if window["sigma_in"] == window["sigma_out"]:
-            return Schedule.large_only()
-        return Schedule.lsl(window["sigma_in"], window["sigma_out"])
+        window = self.windows.get(key) if key is not None else None
+        return self.schedule() if window is None else window.schedule()
+
+    @property
+    def windows(self) -> Mapping[str, Window]:
+        """The per-prompt windows by :func:`prompt_key` (empty without per-prompt calibration)."""
+        return {} if self.per_prompt is None else self.per_prompt.windows
 
     @property
     def has_per_prompt(self) -> bool:
-        return bool(self.per_prompt.get("windows"))
+        return bool(self.windows)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        """The JSON object of the profile (schema :data:`SCHEMA_VERSION`); a part not calibrated is
+        ``{}`` (``[]`` for the frontier), as profiles have always been written."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in PARTS}
         data["small_steps"] = list(self.small_steps)
+        for name in PARTS:
+            value = getattr(self, name)
+            if name == "frontier":
+                data[name] = [p.to_dict() for p in value]
+            else:
+                data[name] = {} if value is None else value.to_dict()
         return data
 
     def to_json(self) -> str:
@@ -250,12 +280,9 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "profile") -> Profile:
-        if not isinstance(data, dict):
-            raise ProfileError(f"{source}: a profile must be a JSON object")
-        if data.get("schema_version") not in READABLE_SCHEMAS:
-            raise ProfileError(f"{source}: schema version {data.get('schema_version')!r} is not supported "
-                               f"(this library reads {' and '.join(map(str, READABLE_SCHEMAS))}); recalibrate with "
-                               "`flowblend calibrate`")
+        """Parse (and, from an older schema, upgrade: :func:`migrate`) a profile's JSON object;
+        :class:`~adaptive.errors.ProfileError` names ``source`` and the field that is wrong."""
+        data = migrate(data, source)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -267,20 +294,19 @@ class Profile:
                 raise ProfileError(f"{source}: missing field {key!r}")
             if not isinstance(data[key], kind) or isinstance(data[key], bool):
                 raise ProfileError(f"{source}: field {key!r} has the wrong type ({type(data[key]).__name__})")
-        for key in ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller"):
-            if key in data and not isinstance(data[key], dict):
-                raise ProfileError(f"{source}: field {key!r} must be an object")
-        _check_plans(data, source)
-        _check_nested(data, source)
         steps = data.get("small_steps", [])
         if not isinstance(steps, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in steps):
             raise ProfileError(f"{source}: small_steps must be a list of step indices")
         for key in ("pair_name", "note", "version", "created"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise ProfileError(f"{source}: field {key!r} must be a string")
-        data = {**data, "schema_version": SCHEMA_VERSION}  # version 1 is version 2 without the new fields
+        for name in PARTS:
+            if name in data and not isinstance(data[name], list if name == "frontier" else dict):
+                raise ProfileError(f"{source}: field {name!r} must be " +
+                                   ("a list of measured plans" if name == "frontier" else "an object"))
+        parts = _parts({name: data[name] for name in PARTS if name in data}, source, data["num_steps"])
         try:
-            return cls(**data)
+            return cls(**{**data, **parts})
         except (TypeError, ValueError) as err:
             raise ProfileError(f"{source}: {err}") from None
 
@@ -307,161 +333,93 @@ class Profile:
         return cls.from_json(text, source=str(path))
 
 
+def migrate(data: Any, source: str = "profile") -> dict[str, Any]:
+    """A profile's JSON object upgraded to :data:`SCHEMA_VERSION`, so every older file loads: schema 1
+    is schema 2 without ``plan`` and ``frontier`` (a profile calibrated before step search); a file of
+    the current schema is returned as it is. Any other version is a :class:`ProfileError` that says
+    what to do.
+
+    Example:
+        >>> old = {"schema_version": 1, "pair_fingerprint": "f", "sampler": "euler-30-shift3", "num_steps": 30,
+        ...        "shift": 3.0, "sigma_in": 0.8, "sigma_out": 0.4}
+        >>> migrate(old)["schema_version"], Profile.from_dict(old).plan
+        (2, None)
+    """
+    if not isinstance(data, dict):
+        raise ProfileError(f"{source}: a profile must be a JSON object")
+    version = data.get("schema_version")
+    if version not in READABLE_SCHEMAS:
+        raise ProfileError(f"{source}: schema version {version!r} is not supported "
+                           f"(this library reads {' and '.join(map(str, READABLE_SCHEMAS))}); recalibrate with "
+                           "`flowblend calibrate`")
+    if version == 1:
+        data = {**data, "schema_version": 2}  # plan and frontier absent: no step search was run
+    return data
+
+
+def _parts(values: dict[str, Any], source: str, num_steps: int) -> dict[str, Any]:
+    """The profile's parts as records, each parsed once from its JSON object (a record is kept as it
+    is); an empty object is a part not calibrated."""
+    parsers: dict[str, Any] = {
+        "proposal": lambda v, w: Proposal.from_dict(v, w) if v else None,
+        "curve": lambda v, w: CurveSummary.from_dict(v, w) if v else None,
+        "quality": Quality.from_dict, "cost": Cost.from_dict, "calibration": CalibrationInfo.from_dict,
+        "per_prompt": lambda v, w: PerPrompt.from_dict(v, w, num_steps) if v else None,
+        "controller": controller_from_dict,
+        "plan": lambda v, w: MeasuredPlan.from_dict(v, w, num_steps, boundaries=True) if v else None,
+    }
+    kinds: dict[str, type] = {"proposal": Proposal, "curve": CurveSummary, "quality": Quality, "cost": Cost,
+                              "calibration": CalibrationInfo, "per_prompt": PerPrompt, "controller": ControllerConfig,
+                              "plan": MeasuredPlan}
+    parsed: dict[str, Any] = {}
+    for name, value in values.items():
+        where = f"{source}: {name}"
+        if name == "frontier":
+            if isinstance(value, tuple) and all(isinstance(p, MeasuredPlan) for p in value):
+                parsed[name] = value
+                continue
+            if not isinstance(value, (list, tuple)):
+                raise ProfileError(f"{source}: frontier must be a list of measured plans")
+            parsed[name] = tuple(p if isinstance(p, MeasuredPlan) else
+                                 MeasuredPlan.from_dict(p, f"{source}: frontier[{i}]", num_steps)
+                                 for i, p in enumerate(value))
+        elif value is None or isinstance(value, kinds[name]):
+            parsed[name] = value if value is not None or name not in ("quality", "cost", "calibration") \
+                else kinds[name]()
+        elif not isinstance(value, Mapping):
+            raise ProfileError(f"{source}: field {name!r} must be an object")
+        else:
+            parsed[name] = parsers[name](value, where)
+    return parsed
+
+
 def weaker_than(new: Profile, old: Profile) -> str | None:
     """Why ``new`` should not silently replace ``old`` (None when it may): it ran fewer trials, or,
     judged by the same metric and target, its recommended plan costs more.
 
     Example:
         >>> old = Profile(pair_fingerprint="f", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.8,
-        ...               sigma_out=0.4, calibration={"n_trials": 60}, cost={"fraction_of_large": 0.6})
-        >>> weaker_than(dataclasses.replace(old, calibration={"n_trials": 0}), old)
+        ...               sigma_out=0.4, calibration=CalibrationInfo(n_trials=60), cost=Cost(fraction_of_large=0.6))
+        >>> weaker_than(dataclasses.replace(old, calibration=CalibrationInfo(n_trials=0)), old)
         'it ran 0 trials, the stored one 60'
         >>> weaker_than(old, old) is None
         True
     """
-    trials = (int(new.calibration.get("n_trials", 0)), int(old.calibration.get("n_trials", 0)))
+    trials = (new.calibration.n_trials or 0, old.calibration.n_trials or 0)
     if trials[0] < trials[1]:
         return f"it ran {trials[0]} trials, the stored one {trials[1]}"
-    same = new.quality.get("metric") == old.quality.get("metric") and new.quality.get("target") == \
-        old.quality.get("target")
-    costs = [p.plan.get("cost", p.cost.get("fraction_of_large", 1.0)) for p in (new, old)]
+    same = new.quality.metric == old.quality.metric and new.quality.target == old.quality.target
+    costs = [_plan_cost(p) for p in (new, old)]
     if same and costs[0] > costs[1] + 1e-9:
         return f"its plan costs {costs[0]:.3f} of Large only, the stored one's {costs[1]:.3f}"
     return None
 
 
-def _check_plan(entry: Any, num_steps: int, where: str) -> None:
-    if not isinstance(entry, dict) or not {"steps", "start", "stop", "quality", "cost"} <= set(entry):
-        raise ProfileError(f"{where} must be an object with steps, start, stop, quality and cost")
-    ints = [entry[k] for k in ("steps", "start", "stop")]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) or \
-            not (1 <= ints[0] <= num_steps and 0 <= ints[1] <= ints[2] <= ints[0]):
-        raise ProfileError(f"{where}: steps must be in [1, {num_steps}] and 0 <= start <= stop <= steps, got "
-                           f"{ints}")
-    for key in ("quality", "cost", "sigma_in", "sigma_out"):
-        value = entry.get(key, 0.0)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise ProfileError(f"{where}: {key} must be a finite number, got {value!r}")
-
-
-def _check_plans(data: dict[str, Any], source: str) -> None:
-    """The recommended plan and the measured frontier, entry by entry (before any sampling)."""
-    num_steps = data["num_steps"]
-    plan = data.get("plan", {})
-    if not isinstance(plan, dict):
-        raise ProfileError(f"{source}: field 'plan' must be an object")
-    if plan:
-        _check_plan(plan, num_steps, f"{source}: plan")
-        if not 0.0 <= plan.get("sigma_out", -1) <= plan.get("sigma_in", -1) <= 1.0:
-            raise ProfileError(f"{source}: plan needs 0 <= sigma_out <= sigma_in <= 1")
-    frontier = data.get("frontier", [])
-    if not isinstance(frontier, list):
-        raise ProfileError(f"{source}: frontier must be a list of measured plans")
-    for i, entry in enumerate(frontier):
-        _check_plan(entry, num_steps, f"{source}: frontier[{i}]")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_numbers(where: str, record: dict[str, Any], keys: tuple[str, ...], optional: bool = True,
-                   none_ok: bool = False) -> None:
-    for key in keys:
-        if key not in record and optional:
-            continue
-        value = record.get(key)
-        if not (_number(value) or (none_ok and value is None)):
-            raise ProfileError(f"{where}: {key} must be a finite number, got {value!r}")
-
-
-def _check_window(where: str, window: Any, num_steps: int) -> None:
-    """One per-prompt window: start/stop step indices on the full grid and their sigma boundaries."""
-    if not isinstance(window, dict) or not {"start", "stop", "sigma_in", "sigma_out"} <= set(window):
-        raise ProfileError(f"{where} must be an object with start, stop, sigma_in and sigma_out")
-    start, stop = window["start"], window["stop"]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, stop)) or \
-            not 0 <= start <= stop <= num_steps:
-        raise ProfileError(f"{where}: start and stop must be step indices with 0 <= start <= stop <= {num_steps}, "
-                           f"got {start!r}, {stop!r}")
-    _check_numbers(where, window, ("sigma_in", "sigma_out"), optional=False)
-    _check_numbers(where, window, ("quality", "cost"))
-    if not 0.0 <= window["sigma_out"] <= window["sigma_in"] <= 1.0:
-        raise ProfileError(f"{where}: needs 0 <= sigma_out <= sigma_in <= 1, got sigma_in={window['sigma_in']!r}, "
-                           f"sigma_out={window['sigma_out']!r}")
-
-
-def _check_controller(where: str, controller: dict[str, Any]) -> None:
-    """The online controller as :class:`~adaptive.controller.ControllerConfig` would run it: every
-    field of the right type (numbers finite), the regression's vectors one number per feature."""
-    from adaptive.controller import ControllerConfig
-
-    kinds = {f.name: str(f.type) for f in dataclasses.fields(ControllerConfig)}
-    for key, value in controller.items():
-        kind = kinds.get(key, "")
-        if kind == "float" and not (_number(value) or (key == "monitor_threshold" and value is None)):
-            raise ProfileError(f"{where}.{key} must be a finite number, got {value!r}")
-        if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise ProfileError(f"{where}.{key} must be an integer, got {value!r}")
-        if kind == "str" and not isinstance(value, str):
-            raise ProfileError(f"{where}.{key} must be a string, got {value!r}")
-        if kind.startswith("dict") and not isinstance(value, dict):
-            raise ProfileError(f"{where}.{key} must be an object, got {value!r}")
-    regression = controller.get("regression") or {}
-    if regression:
-        features = regression.get("features")
-        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-            raise ProfileError(f"{where}.regression.features must be a list of feature names")
-        for key in ("mean", "scale", "coef"):
-            vector = regression.get(key)
-            if not isinstance(vector, list) or len(vector) != len(features) or not all(map(_number, vector)):
-                raise ProfileError(f"{where}.regression.{key} must be {len(features)} finite numbers (one per "
-                                   f"feature), got {vector!r}")
-        if any(v == 0 for v in regression["scale"]):
-            raise ProfileError(f"{where}.regression.scale must not hold 0")
-        _check_numbers(f"{where}.regression", regression, ("intercept",), optional=False)
-    try:
-        ControllerConfig.from_dict(controller)
-    except (ValueError, TypeError) as err:  # CalibrationError is a ValueError
-        raise ProfileError(f"{where}: {err}") from None
-
-
-def _check_nested(data: dict[str, Any], source: str) -> None:
-    """The nested records sampling reads (per-prompt windows, the controller, quality, cost), so a
-    damaged profile fails at load naming its file, not later inside a sampler."""
-    num_steps = data["num_steps"]
-    per_prompt = data.get("per_prompt") or {}
-    if per_prompt:
-        windows = per_prompt.get("windows", {})
-        if not isinstance(windows, dict):
-            raise ProfileError(f"{source}: per_prompt.windows must be an object keyed by prompt key, got "
-                               f"{type(windows).__name__}")
-        for key, window in windows.items():
-            _check_window(f"{source}: per_prompt.windows[{key!r}]", window, num_steps)
-        candidates = per_prompt.get("candidates", [])
-        if not isinstance(candidates, list) or not all(
-                isinstance(c, list) and len(c) == 2 and all(isinstance(i, int) and not isinstance(i, bool) for i in c)
-                for c in candidates):
-            raise ProfileError(f"{source}: per_prompt.candidates must be a list of [start, stop] pairs")
-        _check_numbers(f"{source}: per_prompt", per_prompt, ("mean_cost",))
-    controller = data.get("controller") or {}
-    if controller:
-        _check_controller(f"{source}: controller", controller)
-    quality = data.get("quality") or {}
-    _check_numbers(f"{source}: quality", quality, ("target",))
-    _check_numbers(f"{source}: quality", quality, ("achieved",), none_ok=True)
-    if "metric" in quality and not isinstance(quality["metric"], str):
-        raise ProfileError(f"{source}: quality.metric must be a metric name, got {quality['metric']!r}")
-    cost = data.get("cost") or {}
-    _check_numbers(f"{source}: cost", cost, tuple(cost))
-    calibration = data.get("calibration") or {}
-    if "n_trials" in calibration and not (isinstance(calibration["n_trials"], int) and
-                                          not isinstance(calibration["n_trials"], bool)):
-        raise ProfileError(f"{source}: calibration.n_trials must be an integer, got {calibration['n_trials']!r}")
-    curve = data.get("curve") or {}
-    for key, values in curve.items():
-        if not isinstance(values, list) or not all(_number(v) or v is None for v in values):
-            raise ProfileError(f"{source}: curve.{key} must be a list of numbers")
+def _plan_cost(profile: Profile) -> float:
+    """The recommended plan's compute (the full-grid window's before step search; 1.0 if unknown)."""
+    if profile.plan is not None:
+        return profile.plan.cost
+    return 1.0 if profile.cost.fraction_of_large is None else profile.cost.fraction_of_large
 
 
 def atomic_write(path: Path, text: str) -> Path:
@@ -588,35 +546,73 @@ class ProfileStore:
         return profiles
 
     def for_grid(self, pair: ModelPair | str, num_steps: int, shift: float, solver: str = "euler") -> Profile | None:
-        """The profile to sample ``pair`` on ``sigmas(num_steps, shift)`` with: :meth:`find` for
-        that grid's signature (the one look-up every caller uses)."""
-        return self.find(pair, sampler_signature(solver, num_steps, shift))
+        """The profile to sample ``pair`` on ``sigmas(num_steps, shift)`` with: :meth:`for_sigmas` of
+        that grid (the one look-up every caller uses)."""
+        return self.for_sigmas(pair, _grid(num_steps, shift), solver, sampler_signature(solver, num_steps, shift))
+
+    def for_sigmas(self, pair: ModelPair | str, grid: Sequence[float], solver: str = "euler",
+                   name: str | None = None) -> Profile | None:
+        """The profile to sample ``pair`` with ``solver`` on this sigma grid, found by grid: the stored
+        profile whose grid (the one its key names) is ``grid`` to 1e-4; else one calibrated on a
+        finer grid whose recommended plan runs on ``grid``; else the nearest stored grid of the pair,
+        used through its sigma boundaries with a warning saying so (``name``: how it calls the grid
+        asked for); else None. A corrupt or foreign file under a matching key raises ProfileError.
+
+        Example:
+            >>> import tempfile
+            >>> from adaptive.schedule import sigmas
+            >>> store = ProfileStore(tempfile.mkdtemp())
+            >>> _ = store.save(Profile(pair_fingerprint="abc", sampler="euler-30-shift3", num_steps=30, shift=3.0,
+            ...                        sigma_in=0.8, sigma_out=0.3))
+            >>> store.for_sigmas("abc", sigmas(30, 3.0).tolist()).sampler, store.for_sigmas("abc", [1.0, 0.0], "heun")
+            ('euler-30-shift3', None)
+        """
+        fp = pair if isinstance(pair, str) else fingerprint(pair)
+        wanted = [float(s) for s in grid]
+        keyed = [(sampler, _grid_of(sampler)) for sampler in self._samplers(fp, solver)]
+        same = sorted((_gap(g, wanted), sampler) for sampler, g in keyed if g is not None and _gap(g, wanted) <= 1e-4)
+        if same:
+            return self.get(fp, same[0][1])
+        near = [p for p in self.all(fp) if p.sampler.split("-")[0] == solver]
+        for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan
+            if profile.plan is not None and _gap(_grid(profile.steps, profile.shift), wanted) <= 1e-4:
+                return profile
+        # The stored grid closest to the one asked for: step count and shift both count.
+        ranked = sorted(near, key=lambda p: (_grid_distance(wanted, _grid(p.num_steps, p.shift)), p.sampler))
+        return self._nearest(ranked, name or _grid_name(solver, wanted))
 
     def find(self, pair: ModelPair | str, sampler: str) -> Profile | None:
-        """The profile for this pair and sampler; else one of the same pair for another step count or
-        shift, used through its sigma boundaries with a warning saying so; else None."""
+        """The profile for this pair and sampler signature (``"euler-30-shift3"``): :meth:`for_sigmas`
+        of the grid it names; a signature that names no grid is looked up by name (else the pair's
+        first profile of that solver, with a warning)."""
+        grid = _grid_of(sampler)
+        family = sampler.split("-")[0]
+        if grid is not None:
+            return self.for_sigmas(pair, grid, family, sampler)
         fp = pair if isinstance(pair, str) else fingerprint(pair)
         exact = self.get(fp, sampler)
         if exact is not None:
             return exact
-        family = sampler.split("-")[0]
-        near = [p for p in self.all(fp) if p.sampler.split("-")[0] == family]
-        if not near:
+        return self._nearest([p for p in self.all(fp) if p.sampler.split("-")[0] == family], sampler)
+
+    def _samplers(self, fp: str, solver: str) -> list[str]:
+        """The sampler signatures of the pair's stored files for ``solver``, read from their names."""
+        if not self.root.is_dir():
+            return []
+        prefix = f"{safe_key(fp)}__"
+        return [path.name[len(prefix):-len(".json")]
+                for path in sorted(self.root.glob(f"{prefix}{safe_key(solver)}-*.json"))]
+
+    @staticmethod
+    def _nearest(ranked: list[Profile], asked: str) -> Profile | None:
+        if not ranked:
             return None
-        for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan
-            if profile.plan and sampler == sampler_signature(family, profile.steps, profile.shift):
-                return profile
-        wanted = _grid_of(sampler)
-        if wanted is None:
-            ranked = near
-        else:  # the stored grid closest to the one asked for: step count and shift both count
-            ranked = sorted(near, key=lambda p: (_grid_distance(wanted, _grid(p.num_steps, p.shift)), p.sampler))
         chosen = ranked[0]
         others = ", ".join(p.sampler for p in ranked[1:])
-        warnings.warn(f"no profile for {sampler}; using the one calibrated for {chosen.sampler}, the nearest stored "
+        warnings.warn(f"no profile for {asked}; using the one calibrated for {chosen.sampler}, the nearest stored "
                       f"sigma grid{f' (also stored: {others})' if others else ''}, mapped through its sigma "
-                      f"boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for {sampler} for a "
-                      "tuned result.", stacklevel=2)
+                      f"boundaries ({chosen.sigma_in:.4g}, {chosen.sigma_out:.4g}). Calibrate for {asked} for a "
+                      "tuned result.", stacklevel=3)
         return chosen
 
 
@@ -638,6 +634,20 @@ def _grid_of(signature: str) -> list[float] | None:
         return _grid(int(match.group(1)), float(match.group(2)))
     except ValueError:
         return None
+
+
+def _gap(a: list[float], b: list[float]) -> float:
+    """The largest difference between two sigma grids of one length (inf for grids of two lengths)."""
+    return max(abs(x - y) for x, y in zip(a, b)) if len(a) == len(b) else math.inf
+
+
+def _grid_name(solver: str, grid: list[float]) -> str:
+    """The signature of a grid :func:`~adaptive.schedule.sigmas` makes, else its length in words."""
+    from adaptive.schedule import shift_of
+
+    shift = shift_of(grid)
+    n = len(grid) - 1
+    return sampler_signature(solver, n, shift) if shift is not None else f"{solver} on this {n}-step sigma grid"
 
 
 def _grid_distance(a: list[float], b: list[float]) -> float:

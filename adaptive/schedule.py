@@ -54,6 +54,31 @@ def sigmas(num_steps: int, shift: float = 1.0, num_train_timesteps: int = 1000) 
     return torch.cat([grid, grid.new_zeros(1)]).to(torch.float32)
 
 
+def shift_of(grid: Sequence[float], num_train_timesteps: int = 1000) -> float | None:
+    """The ``shift`` with ``sigmas(len(grid) - 1, shift) == grid`` (to 1e-4), rounded to 4 decimals;
+    None for a grid :func:`sigmas` does not make. No search: the last sigma above 0 is ``a`` shifted
+    twice by ``shift`` (diffusers shifts its sigma_min once more), i.e. shifted once by ``shift**2``,
+    which inverts in closed form.
+
+    Example:
+        >>> shift_of(sigmas(30, 3.0).tolist()), shift_of(sigmas(8).tolist()), shift_of([1.0, 0.7, 0.2, 0.0])
+        (3.0, 1.0, None)
+    """
+    n = len(grid) - 1
+    if n < 2:  # [1, 0]: every shift makes it
+        return 1.0 if [float(v) for v in grid] == sigmas(max(n, 1)).tolist() else None
+    a, last = 1.0 / num_train_timesteps, float(grid[-2])
+    if not 0.0 < last < 1.0:
+        return None
+    shift = round(math.sqrt(last * (1.0 - a) / (a * (1.0 - last))), 4)
+    try:
+        made = sigmas(n, shift)
+    except ValueError:
+        return None
+    same = torch.allclose(made, torch.tensor([float(v) for v in grid], dtype=torch.float32), atol=1e-4)
+    return shift if same else None
+
+
 def euler_step(x: torch.Tensor, v: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
     """One Euler step of the flow ODE (diffusers' ``FlowMatchEulerDiscreteScheduler.step``): every
     sampler, probe and calibration replay of this package steps with it.

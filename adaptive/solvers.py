@@ -65,6 +65,29 @@ def heun(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tens
     return x
 
 
+def trajectory(model: Callable[..., torch.Tensor], x: torch.Tensor, sigmas: torch.Tensor | Sequence[float],
+               callback: Callback | None = None, **cond: Any) -> list[torch.Tensor]:
+    """:func:`euler`, keeping every state: ``states[i]`` is x at ``sigmas[i]`` (``states[-1]`` the
+    result). The probe and calibration's replays step with it; ``callback`` sees each step as in
+    :func:`euler`.
+
+    Example:
+        >>> import torch
+        >>> states = trajectory(lambda x, s: torch.ones_like(x), torch.ones(1), [1.0, 0.5, 0.0])
+        >>> [round(s.item(), 2) for s in states]
+        [1.0, 0.5, 0.0]
+    """
+    states: list[torch.Tensor] = []
+
+    def keep(step: dict[str, Any]) -> None:
+        states.append(step["x"])
+        if callback is not None:
+            callback(step)
+
+    states.append(euler(model, x, sigmas, keep, **cond))
+    return states
+
+
 SOLVERS: dict[str, Callable[..., torch.Tensor]] = {"euler": euler, "heun": heun}
 
-__all__ = ["SOLVERS", "euler", "heun"]
+__all__ = ["SOLVERS", "euler", "heun", "trajectory"]

@@ -116,7 +116,7 @@ def test_calibrate_identical_and_useless(tmp_path):
         # Useless everywhere, even for the last step (sigma 0.001 -> 0), which any error-bounded Small passes.
         useless = calibrate(pair_of(lambda x, s: LARGE(x, s) + 1000.0), [{}], STEPS, seeds=[0], n_trials=8,
                             store=tmp_path, progress=False, search_steps=False)
-    assert useless.is_large_only and useless.proposal == {}
+    assert useless.is_large_only and useless.proposal is None and useless.to_dict()["proposal"] == {}
     assert useless.schedule().small_steps(sigmas(STEPS)) == []
 
 

@@ -1,0 +1,201 @@
+"""``calibrate``: probe -> change-point proposal -> Optuna refinement -> :class:`~adaptive.profiles.Profile`.
+
+The pipeline that ties the pieces together: inputs checked and the store and study opened before any
+model call, the probe's Large trajectory cached for the search (:mod:`.evaluation`, :mod:`.search`),
+per-prompt windows and the online controller on request (:mod:`.per_prompt`), and the profile
+written to the store (never replacing a stronger one silently).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from adaptive.calibration.evaluation import Evaluator, StepSearch, small_cost_ratio
+from adaptive.calibration.per_prompt import with_per_prompt
+from adaptive.calibration.search import best_plan, best_window, default_storage, make_study, measured_plans, refine
+from adaptive.detect import Boundaries, ChangePointDetector, boundaries_from_steps
+from adaptive.errors import CalibrationError
+from adaptive.metrics import LatentSimilarity, Metric
+from adaptive.pair import ModelPair
+from adaptive.probing import DivergenceCurve, run_probe
+from adaptive.profiles import Profile, ProfileStore, fingerprint, safe_key, sampler_signature
+from adaptive.records import CalibrationInfo, Cost, CurveSummary, Proposal, Quality
+
+DEFAULT_QUALITY_TARGET = 0.95
+DEFAULT_TRIALS = 24
+
+
+def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
+                  quality_target: float, n_trials: int) -> None:
+    if not isinstance(num_steps, int) or num_steps < 2:
+        raise CalibrationError(f"num_steps must be an integer >= 2, got {num_steps!r}")
+    if not isinstance(quality_target, (int, float)) or not (0.0 < quality_target <= 1.0):
+        raise CalibrationError(f"quality_target is a similarity to Large-only in (0, 1], got {quality_target!r}")
+    if not isinstance(n_trials, int) or n_trials < 0:
+        raise CalibrationError(f"n_trials must be a non-negative integer, got {n_trials!r}")
+    if not isinstance(conds, Sequence) or len(conds) == 0:
+        raise CalibrationError("conds must be a non-empty list of dicts, e.g. [{'encoder_hidden_states': emb}]")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or \
+            not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+        raise CalibrationError(f"seeds must be a list of integer noise seeds, e.g. seeds=[0, 1, 2], got {seeds!r}"
+                               + (f"; for {seeds} seeds write seeds=range({seeds})" if isinstance(seeds, int) else ""))
+    if len(seeds) == 0:
+        raise CalibrationError("seeds must name at least one noise seed")
+
+
+def _calibration_key(conds: Sequence[Mapping[str, Any]], seeds: Sequence[int], target: float, metric: str,
+                     search_steps: bool = False) -> str:
+    # A step-search study and a fixed-grid one measure different candidates: never join one for the other.
+    h = hashlib.sha256(json.dumps([list(map(int, seeds)), target, metric] + (["steps"] if search_steps else []))
+                       .encode())
+    for cond in conds:
+        for key in sorted(cond):
+            value = cond[key]
+            h.update(key.encode())
+            h.update(value.detach().float().cpu().numpy().tobytes() if isinstance(value, torch.Tensor)
+                     else repr(value).encode())
+    return h.hexdigest()[:12]
+
+
+def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int = 30,
+              seeds: Sequence[int] = (0, 1, 2, 3), shift: float = 1.0, shape: Sequence[int] | None = None,
+              quality_target: float = DEFAULT_QUALITY_TARGET, n_trials: int = DEFAULT_TRIALS,
+              metric: Metric | None = None, storage: Any = None, study_name: str | None = None,
+              store: ProfileStore | str | Path | None = None, detector: ChangePointDetector | None = None,
+              probe_steps: Sequence[int] | None = None, progress: bool = True, save: bool = True,
+              per_prompt: bool = False, search_steps: bool = True, force: bool = False) -> Profile:
+    """Find the cheapest plan that keeps Large's quality for this pair and sampler grid: a
+    Large-Small-Large window where a blend pays, Large with fewer steps where they do; return (and
+    store) the Profile.
+
+    Args:
+        pair: the Large/Small pair (guidance already applied if the pipeline uses it).
+        conds: one dict of model keyword arguments per calibration prompt.
+        num_steps, shift: the Euler grid (``adaptive.sigmas(num_steps, shift)``).
+        seeds: noise seeds; every cond runs with every seed.
+        quality_target: least mean similarity to Large-only output a window must keep (default 0.95,
+            on the pair's ``metric`` — for the embedded pair the worse of the toy encoder's
+            feature cosine and per-frame SSIM, latent cosine for pairs without one).
+        n_trials: Optuna trials in all (shared by every worker of the study).
+        storage: an Optuna storage (SQLAlchemy URL, ``JournalStorage``...); default SQLite in the store.
+        store: the :class:`ProfileStore` (or its directory) the profile is written to.
+        per_prompt: also choose a window per prompt (keyed by :func:`~adaptive.profiles.prompt_key`
+            of its conditioning; unseen prompts fall back to the pair-level window) and fit the
+            online controller (``sample(..., schedule="online")``) from those windows. Per-prompt
+            windows and the controller are for the full grid of ``num_steps``.
+        force: replace a stored profile even when this one is weaker (fewer trials, a costlier plan);
+            otherwise the stored one is kept and this one is written beside it with a warning.
+        search_steps: also search the step count ``n <= num_steps``: Large alone with fewer steps
+            and blends on coarser grids ``sigmas(n, shift)`` are candidates like any window, all
+            judged against Large with ``num_steps``. The profile's ``plan`` is the cheapest that
+            meets the target (``steps``: its ``n``; ``plan_schedule()``: its stages), ``frontier``
+            keeps every measured plan, and ``sigma_in``/``sigma_out``/``schedule()`` stay the best
+            window on the full grid, for callers who fix ``num_steps``.
+
+    A quality target no plan meets gives a Large-only profile whose ``note`` says so. With
+    ``progress`` the decision is printed in words (``Profile.decision``).
+
+    Example:
+        >>> import tempfile, torch
+        >>> from adaptive import ModelPair
+        >>> pair = ModelPair(lambda x, s: -x, lambda x, s: -0.5 * x)    # Small far off: no safe window
+        >>> p = calibrate(pair, [{}], num_steps=6, seeds=[0], shape=(4,), n_trials=3, quality_target=0.999,
+        ...               store=tempfile.mkdtemp(), progress=False)  # doctest: +SKIP
+    """
+    _check_inputs(conds, num_steps, seeds, quality_target, n_trials)
+    if per_prompt and probe_steps is not None:
+        raise CalibrationError("per_prompt=True fits the online controller on every step's divergence; "
+                               "leave probe_steps=None")
+    store = store if isinstance(store, ProfileStore) else ProfileStore(store)
+    metric = metric or pair.metric or LatentSimilarity()
+    metric_name = getattr(metric, "name", type(metric).__name__)
+    signature = sampler_signature("euler", num_steps, shift)
+    fp = fingerprint(pair)
+    name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name, search_steps)}")
+    # Where results go is checked before any model call: the profile store is writable, and the
+    # study opens (folder, driver, write access). The worker that creates the study samples with a
+    # fixed seed (reproducible); each worker that joins it gets a seed of its own (make_study).
+    if save or storage is None:
+        store.check_writable()
+    study = make_study(storage or default_storage(store), name, seed=0)
+    curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
+    proposal = (detector or ChangePointDetector()).fit(curve).predict()
+    evaluator = Evaluator(pair, reference, metric, small_cost_ratio(pair, reference))
+    search = StepSearch(evaluator, shift)
+    study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
+                   study=study)
+    profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,
+                       metric_name, conds, seeds, name)
+    if per_prompt:
+        profile = with_per_prompt(profile, search, study, curve, reference, len(conds), len(seeds),
+                                   quality_target, detector or ChangePointDetector(), progress)
+    if profile.note:
+        warnings.warn(profile.note, stacklevel=2)
+    if progress:
+        print(profile.decision)
+    if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
+        store.save(profile, force=force)
+    return profile
+
+
+def _finished_here(study: optuna.Study) -> bool:
+    """True for the worker that finds a shared study done (no trial still running in another worker,
+    so its profile counts every trial), and for a re-run that found the study already finished."""
+    return not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+
+
+def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: float, curve: DivergenceCurve,
+             proposal: Boundaries | None, study: optuna.Study, search: StepSearch, target: float,
+             metric_name: str, conds: Sequence[Any], seeds: Sequence[int], study_name: str) -> Profile:
+    """The profile: the best window on the full grid (what a caller who fixes ``num_steps`` runs)
+    and, from the step search, the recommended plan and every measured candidate."""
+    start, stop, quality, cost = best_window(study, target, num_steps)
+    window = boundaries_from_steps(curve.grid, start, stop)
+    plan = best_plan(study, target, num_steps)
+    plan_window = boundaries_from_steps(search.at(plan.steps).reference.grid, plan.start, plan.stop)
+    note = ""
+    if plan.is_large_only and plan.steps == num_steps:
+        tried = [p.quality for p in measured_plans(study) if (p.steps, p.start, p.stop) != (num_steps, 0, 0)]
+        best_tried = max(tried) if tried else float("nan")
+        note = (f"no plan cheaper than Large with all {num_steps} steps met quality_target={target} (best tried: "
+                f"{best_tried:.4f}); the profile runs Large only. Lower the target or give more trials.")
+    small_cost = search.full.small_cost
+    probe_cost = curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    frontier = tuple(dataclasses.replace(p, steps=num_steps if p.steps == -1 else p.steps)
+                     for p in measured_plans(study) if math.isfinite(p.quality))
+    return Profile(
+        pair_fingerprint=fp, sampler=signature, num_steps=num_steps, shift=float(shift),
+        sigma_in=window.sigma_in, sigma_out=window.sigma_out, small_steps=tuple(range(start, stop)),
+        plan=dataclasses.replace(plan, sigma_in=plan_window.sigma_in, sigma_out=plan_window.sigma_out),
+        frontier=frontier,
+        pair_name=pair.name,
+        proposal=None if proposal is None else Proposal(
+            proposal.sigma_in, proposal.sigma_out, proposal.start, proposal.stop,
+            proposal.score if math.isfinite(proposal.score) else None),
+        curve=CurveSummary(tuple(curve.sigmas.tolist()), tuple(curve.steps.tolist()),
+                           *(tuple(curve.mean(kind).tolist()) for kind in ("rel_l2", "cosine", "weighted"))),
+        quality=Quality(metric_name, target, quality),
+        cost=Cost(fraction_of_large=cost, small_cost_ratio=small_cost, large_calls=num_steps - (stop - start),
+                  small_calls=stop - start,
+                  calibration_large_equivalents_per_sample=probe_cost + search.large_equivalents,
+                  probe_large_equivalents_per_sample=probe_cost),
+        calibration=CalibrationInfo(num_conds=len(conds), seeds=tuple(int(s) for s in seeds), n_trials=len(complete),
+                                    study_name=study_name, samples=int(curve.cost["samples"])),
+        note=note,
+    )
+
+
+__all__ = ["DEFAULT_QUALITY_TARGET", "DEFAULT_TRIALS", "calibrate"]
