@@ -113,7 +113,7 @@ def _calibrated_rows(profile: Profile | None, steps: int | None, batch: int, con
     rows = []
     for b in range(batch):
         key = prompt_key(select_rows(cond, batch, [b]))
-        if key in profile.per_prompt["windows"]:
+        if key in profile.windows:
             rows.append((b, profile.schedule_for(key), "per-prompt boundaries (a calibrated prompt: the online "
                                                        "controller decides for prompts not calibrated)"))
     return rows
