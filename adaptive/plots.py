@@ -29,10 +29,11 @@ def plot_profile(profile: Profile, path: Path | str, title: str | None = None) -
         ax.axvspan(profile.sigma_out, profile.sigma_in, ymax=0.5, color="tab:green", alpha=0.3,
                    label="refined (Optuna) Small window")
     if profile.controller:
+        unused = " (not used: failed validation)" if profile.controller.fallback else ""
         ax.axhline(profile.controller.threshold, color="tab:red", ls="--", lw=1,
-                   label="online controller: hand-over threshold")
+                   label=f"online controller: hand-over threshold{unused}")
         ax.axvline(profile.controller.sigma_in_max, color="tab:red", ls=":", lw=1,
-                   label="online controller: earliest hand-over")
+                   label=f"online controller: earliest hand-over{unused}")
     ax.invert_xaxis()
     ax.set_xlabel("sigma (1 = noise, 0 = data)")
     ax.set_ylabel("divergence of Small from Large")
