@@ -1,27 +1,32 @@
 """``flowblend bench``: the FlowBlending comparison table, measured side by side in one process.
 
-Every row samples the same prompts and seeds; rows are timed in interleaved rounds so machine
-noise hits all of them alike, and every ratio in the table comes from that one run. FLOPs are
-counted by torch's ``FlopCounterMode`` on one video per row (caching rows included, so skipped
+:func:`bench_rows` builds the table's rows for a pair: Large only, the noise band, Small only,
+FlowBlending with the chosen plan (:func:`blend_plan`), the stored profile's per-prompt and online
+rows, the oracle window, and its peers at the same compute (Small-first, Small-last, SRDiffusion's
+hand-over, Large with fewer steps, Heun, First Block Cache). :func:`run_bench` samples every row on
+the same prompts and seeds in interleaved rounds (:func:`adaptive.metering.interleaved`), so
+machine noise hits all of them alike and every ratio in the table comes from that one run. FLOPs
+are counted by torch's ``FlopCounterMode`` on one video per row (caching rows included, so skipped
 blocks are not counted).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from adaptive.metering import flops_of, flops_per_row, interleaved
 from adaptive.metrics import rel_l2
 from adaptive.pair import ModelPair
+from adaptive.profiles import Profile
 from adaptive.sampling import SAMPLERS, sigmas
 from adaptive.schedule import Schedule
 
@@ -147,6 +152,125 @@ def velocity_changes(pair: ModelPair, noise: torch.Tensor, grid: torch.Tensor, c
     return np.stack([rel_l2(b, a).cpu().numpy() for a, b in zip(seen, seen[1:])])
 
 
+@dataclass(frozen=True)
+class BlendPlan:
+    """The plan of the table's FlowBlending row (row 3): its schedule, its step count (calibration
+    may recommend fewer steps than the table's grid) and where it came from, in words."""
+
+    schedule: Schedule
+    steps: int
+    source: str
+
+
+def plan_label(schedule: Schedule, steps: int) -> str:
+    """``Large, 9 steps`` or ``Large-Small-Large, 30 steps``: a plan named by its stages.
+
+    Example:
+        >>> plan_label(Schedule.lsl(0.85, 0.3), 30)
+        'Large-Small-Large, 30 steps'
+    """
+    stages = "-".join(stage.model.capitalize() for stage in schedule.stages)
+    return f"{stages}, {steps} steps"
+
+
+def blend_plan(profile: Profile | None, num_steps: int, fallback: Schedule) -> BlendPlan:
+    """The FlowBlending row's plan on ``num_steps``: the stored profile's recommended plan (a blend,
+    or Large with fewer steps) when it was calibrated on this grid; else its window (mapped by
+    sigma); else ``fallback``, an uncalibrated window.
+
+    Example:
+        >>> blend_plan(None, 30, Schedule.lsl(0.85, 0.3)).source
+        'default window (no profile stored)'
+    """
+    if profile is not None and profile.plan and num_steps == profile.num_steps:
+        # what calibration recommends (a blend, or Large with fewer steps); peers match its compute
+        schedule = profile.plan_schedule()
+        return BlendPlan(schedule, profile.steps,
+                         f"recommended plan, profile {profile.sampler}: {plan_label(schedule, profile.steps)}")
+    if profile is not None:
+        return BlendPlan(profile.schedule(), num_steps, f"profile {profile.sampler}")
+    return BlendPlan(fallback, num_steps, "default window (no profile stored)")
+
+
+def _profile_rows(profile: Profile, plan: BlendPlan, cond: Mapping[str, Any], n: int, num_steps: int) -> list[Row]:
+    """The stored profile's own rows: its best full-grid window (when the plan takes fewer steps),
+    its per-prompt windows and its online controller."""
+    from adaptive.denoisers import select_rows
+    from adaptive.profiles import prompt_key
+
+    rows = []
+    if plan.steps != num_steps and not profile.is_large_only:
+        rows.append(Row(f"3b. best {num_steps}-step window (profile {profile.sampler})", profile.schedule(), num_steps))
+    if profile.has_per_prompt:
+        known = sum(prompt_key(select_rows(dict(cond), n, [b])) in profile.windows for b in range(n))
+        rows.append(Row(f"4a. per-prompt profile ({known}/{n} prompts calibrated, rest pair-level)", profile,
+                        num_steps))
+    if profile.controller:
+        controller = profile.controller
+        if controller.fallback:  # not validated at calibration: "online" runs the stored windows
+            rows.append(Row("4b. online controller (fallback: stored windows)", profile, num_steps))
+        else:
+            rows.append(Row("4b. online controller (probes included)", controller, num_steps))
+    return rows
+
+
+def bench_rows(pair: ModelPair, noise: torch.Tensor, cond: Mapping[str, Any], num_steps: int, shift: float,
+               plan: BlendPlan, profile: Profile | None = None, oracle: Schedule | None = None,
+               other_noise: torch.Tensor | None = None, cache_threshold: float = 0.1) -> list[Row]:
+    """The comparison table's rows for ``pair`` on ``sigmas(num_steps, shift)`` (see the module doc).
+
+    Peers (rows 6a-7) get the compute of ``plan``, with Small's cost measured in FLOPs on
+    ``noise``; SRDiffusion's threshold is matched on Large's own trajectories from ``noise``.
+    ``profile`` adds its rows (3b, 4a, 4b); ``oracle`` (the exhaustive sweep's window, e.g.
+    ``flowblend oracle``'s) adds row 5; ``other_noise`` adds row 1b, Large only on other seeds
+    (the seed-to-seed noise band). Feed the rows to :func:`run_bench`.
+
+    Example:
+        >>> from adaptive import ModelPair
+        >>> big, small = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+        >>> pair = ModelPair(lambda x, s: big(big(x)), lambda x, s: small(x), sample_shape=(4,))
+        >>> plan = BlendPlan(Schedule.lsl(0.85, 0.3), 6, "an example")
+        >>> with torch.no_grad():
+        ...     rows = bench_rows(pair, torch.randn(2, 4), {}, 6, 3.0, plan)
+        >>> [row.name.split(" ")[0] for row in rows]
+        ['1.', '2.', '3.', '6a.', '6b.', '6c.', '7.', '8a.', '8b.', '8c.', '8d.']
+    """
+    cond = dict(cond)
+    n = noise.shape[0]
+    per_row = flops_per_row(pair, noise, **cond)
+    small_cost = per_row["small"] / per_row["large"]
+    grid = sigmas(num_steps, shift)
+    fraction = plan.steps / num_steps * (1 - plan.schedule.fraction("small", sigmas(plan.steps, shift)) *
+                                         (1 - small_cost))
+    k = matched_switch(fraction, small_cost, num_steps)
+    srd = SRDiffusionRule.matched(velocity_changes(pair, noise, grid, cond), fraction, small_cost, num_steps)
+    rows = [Row("1. Large only", None, num_steps)]
+    if other_noise is not None:
+        rows.append(Row("1b. Large only, other seeds (noise band)", None, num_steps, noise=other_noise))
+    rows += [
+        Row("2. Small only", Schedule.from_stages([(1.0, 0.0, "small")]), num_steps),
+        Row(f"3. FlowBlending ({plan.source})", plan.schedule, plan.steps),
+    ]
+    if profile is not None:
+        rows += _profile_rows(profile, plan, cond, n, num_steps)
+    if oracle is not None:
+        rows.append(Row("5. oracle window (exhaustive sweep)", oracle, num_steps))
+    fewer, heun = matched_steps(fraction, num_steps), max(2, num_steps // 2)
+    return rows + [
+        Row(f"6a. Small->Large (T-Stitch), {k} Small steps",
+            Schedule.from_steps(grid, ["small"] * k + ["large"] * (num_steps - k)), num_steps),
+        Row(f"6b. Large->Small (Wan 2.2 style), {k} Small steps",
+            Schedule.from_steps(grid, ["large"] * (num_steps - k) + ["small"] * k), num_steps),
+        Row(f"6c. SRDiffusion rule (Large until its velocity change stops falling by {srd.threshold:.3g}, then "
+            "Small)", srd, num_steps),
+        Row(f"7. Large only, {fewer} steps (same compute as 3)", None, fewer),
+        Row(f"8a. Large only, Heun {heun} steps", None, heun, sampler="heun"),
+        Row(f"8b. FlowBlending + Heun {heun} steps", plan.schedule, heun, sampler="heun"),
+        Row("8c. Large only + First Block Cache", None, num_steps, cache=cache_threshold),
+        Row("8d. FlowBlending + First Block Cache", plan.schedule, num_steps, cache=cache_threshold),
+    ]
+
+
 def _set_cache(pair: ModelPair, threshold: float | None) -> None:
     large = pair.modules()["large"]
     if large is None or not hasattr(large, "enable_cache"):
@@ -177,55 +301,36 @@ def _per_sample(row: Row) -> bool:
 
 def _flops(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: dict[str, Any]) -> float:
     """FLOPs per video: one video, or the whole batch averaged when plans differ per sample."""
-    counter = FlopCounterMode(display=False)
     rows = noise.shape[0] if _per_sample(row) else 1
-    with counter:
-        _run(pair, row, noise[:rows], shift, {k: v[:rows] for k, v in cond.items()})
-    return counter.get_total_flops() / rows
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return flops_of(lambda: _run(pair, row, noise[:rows], shift, {k: v[:rows] for k, v in cond.items()})) / rows
 
 
 def run_bench(pair: ModelPair, rows: list[Row], noise: torch.Tensor, cond: dict[str, Any], shift: float,
               quality: Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]], repeats: int = 2,
               progress: bool = True) -> dict[str, Any]:
-    """Sample every row ``repeats`` times, interleaved; return per-row metrics relative to row 0."""
-    from tqdm.auto import tqdm
+    """Sample every row ``repeats`` times, interleaved; return per-row metrics relative to row 0.
 
-    device = noise.device
-    outputs: dict[str, torch.Tensor] = {}
-    seconds: dict[str, list[float]] = {row.name: [] for row in rows}
-    peak = {row.name: 0.0 for row in rows}
+    ``quality(videos, reference)`` scores a row's videos against row 0's (``reference`` is None
+    for row 0 itself). Returns ``{"rows": [...], "seconds_raw": {name: [...]}, "outputs": {name:
+    videos}}``, what :func:`write_outputs` writes.
+    """
     _run(pair, Row("warm-up", None, 2), noise[:1], shift, {k: v[:1] for k, v in cond.items()})
-    for _ in tqdm(range(repeats), desc="bench rounds", disable=not progress):
-        for row in rows:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            _sync(device)
-            start = time.perf_counter()
-            out = _run(pair, row, noise, shift, cond)
-            _sync(device)
-            seconds[row.name].append(time.perf_counter() - start)
-            if device.type == "cuda":
-                peak[row.name] = max(peak[row.name], torch.cuda.max_memory_allocated(device) / 2**30)
-            outputs.setdefault(row.name, out)
+    runs = {row.name: functools.partial(_run, pair, row, noise, shift, cond) for row in rows}
+    measured = interleaved(runs, rounds=repeats, device=noise.device, progress=progress, desc="bench rounds")
+    outputs = measured.outputs
     reference = outputs[rows[0].name]
     n = noise.shape[0]
     base_flops = _flops(pair, rows[0], noise, shift, cond)
-    base_time = float(np.median(seconds[rows[0].name]))
+    base_time = measured.median(rows[0].name)
     for row in rows:
         flops = _flops(pair, row, noise, shift, cond)
-        t = float(np.median(seconds[row.name]))
+        t = measured.median(row.name)
         row.metrics = {"gflops_per_video": flops / 1e9, "flops_saved_pct": 100 * (1 - flops / base_flops),
-                       "seconds_per_video": t / n, "speedup": base_time / t,
-                       "peak_gib": peak[row.name] if device.type == "cuda" else float("nan"),
+                       "seconds_per_video": t / n, "speedup": base_time / t, "peak_gib": measured.peak_gib[row.name],
                        **quality(outputs[row.name], None if row is rows[0] else reference)}
     return {"rows": [{"name": r.name, "steps": r.num_steps, "sampler": r.sampler, "cache": r.cache,
                       "schedule": _describe(r.schedule), **r.metrics} for r in rows],
-            "seconds_raw": seconds, "outputs": outputs}
+            "seconds_raw": measured.seconds, "outputs": outputs}
 
 
 def _describe(schedule: Any) -> Any:

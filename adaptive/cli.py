@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -66,17 +65,12 @@ def _configure(pair, args: argparse.Namespace):
     return pair.compile() if args.compile else pair
 
 
-def _timed(fn, *a, **k) -> tuple[torch.Tensor, float]:
-    start = time.perf_counter()
-    out = fn(*a, **k)
-    if out.is_cuda:
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - start
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """Large with all steps | the recommended plan | its obvious alternative, side by side: one
     picture a person can judge, the quality on the pair's metric and the speed measured in one run."""
+    import functools
+
+    from adaptive.metering import interleaved
     from adaptive.toy import generate, load_pair
     from adaptive.toy.video import save_side_by_side
 
@@ -90,13 +84,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"pair: embedded moving digits (Wan architecture); {args.num} videos, Euler, shift {args.shift}")
     print(f"chosen: {why}")
     generate(pair, prompts[:1], seeds[:1], runs[1].schedule, num_steps=2)  # warm-up, not timed
-    videos: dict[str, torch.Tensor] = {}
-    seconds = dict.fromkeys((r.label for r in runs), 0.0)
-    for _ in range(args.repeats):  # interleaved, so machine noise hits every run alike
-        for run in runs:
-            videos[run.label], t = _timed(generate, pair, prompts, seeds, run.schedule, num_steps=run.steps,
-                                          shift=args.shift)
-            seconds[run.label] += t
+    measured = interleaved({run.label: functools.partial(generate, pair, prompts, seeds, run.schedule,
+                                                         num_steps=run.steps, shift=args.shift) for run in runs},
+                           rounds=args.repeats, device=args.device)  # so machine noise hits every run alike
+    videos = measured.outputs
+    seconds = {run.label: measured.total(run.label) for run in runs}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_side_by_side(out / "demo.png", {r.label: videos[r.label][:8] for r in runs},
@@ -129,6 +121,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     or the uncalibrated default window) and its obvious alternative at the same compute, with why."""
     import math
 
+    from adaptive.bench import plan_label
     from adaptive.profiles import ProfileStore
     from adaptive.sampling import sigmas
 
@@ -141,7 +134,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
         why = ("--schedule as given" if args.schedule is not None else
                f"no stored profile for {n} steps: the uncalibrated window lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
         share = schedule.fraction("small", sigmas(n, args.shift))
-        plan = _Run("chosen: " + _label(schedule, n), n, schedule, 1 - share * (1 - small_cost))
+        plan = _Run("chosen: " + plan_label(schedule, n), n, schedule, 1 - share * (1 - small_cost))
     else:
         from adaptive.auto import warn_if_other_metric
 
@@ -151,7 +144,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
         schedule = profile.plan_schedule() if profile.num_steps == n else profile.schedule_for_steps(n)
         why = profile.decision if profile.num_steps == n else f"the stored window on {n} steps (see the warning)"
         share = schedule.fraction("small", sigmas(steps, args.shift))
-        plan = _Run("chosen: " + _label(schedule, steps), steps, schedule, steps / n * (1 - share * (1 - small_cost)))
+        plan = _Run("chosen: " + plan_label(schedule, steps), steps, schedule, steps / n * (1 - share * (1 - small_cost)))
     if plan.schedule is not None and "small" in plan.schedule.models:
         k = max(1, math.floor(plan.cost * n + 1e-9))
         return [full, plan, _Run(f"Large, {k} steps (the same compute)", k, None, k / n)], why
@@ -172,12 +165,6 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     return [full, plan, _Run(label, best["steps"], schedule, float(best["cost"]))], why
 
 
-def _label(schedule: Schedule, steps: int) -> str:
-    """``Large, 9 steps`` or ``Large-Small-Large, 30 steps``: a plan named by its stages."""
-    stages = "-".join(stage.model.capitalize() for stage in schedule.stages)
-    return f"{stages}, {steps} steps"
-
-
 def _toy_small_cost(pair) -> float:
     from adaptive.metering import flops_per_row
     from adaptive.toy import seeded_noise
@@ -186,12 +173,6 @@ def _toy_small_cost(pair) -> float:
     device = next(m for m in pair.modules().values() if m is not None).device
     flops = flops_per_row(pair, seeded_noise([0], device=device), encoder_hidden_states=encode_prompts([""]).to(device))
     return flops["small"] / flops["large"]
-
-
-def _grid(args: argparse.Namespace) -> torch.Tensor:
-    from adaptive.sampling import sigmas
-
-    return sigmas(args.steps, args.shift)
 
 
 def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
@@ -362,14 +343,11 @@ def _controller_line(controller: ControllerConfig | None) -> str:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """The comparison table on the embedded pair, measured side by side."""
-    import json as _json
     import warnings
 
     import numpy as np
 
-    from adaptive.bench import (Row, SRDiffusionRule, matched_steps, matched_switch, run_bench, velocity_changes,
-                                write_outputs)
-    from adaptive.metering import flops_per_row
+    from adaptive.bench import BlendPlan, bench_rows, blend_plan, run_bench, write_outputs
     from adaptive.plots import plot_profile
     from adaptive.profiles import ProfileStore
     from adaptive.toy import load_pair, seeded_noise
@@ -385,7 +363,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     digits, directions = rng.integers(0, 10, n), rng.integers(0, len(DIRECTION_NAMES), n)
     prompts = [prompt_for(int(d), int(m)) for d, m in zip(digits, directions)]
     noise = seeded_noise(range(1000, 1000 + n), device=args.device)
-    other = seeded_noise(range(5000, 5000 + n), device=args.device)
     cond = {"encoder_hidden_states": encode_prompts(prompts).to(args.device)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -395,73 +372,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if isinstance(args.schedule, str):
         raise SystemExit("bench compares rows itself: the per-prompt and online rows come from the stored "
                          "profile; give --schedule a fixed schedule (lsl:0.85,0.3) or leave it out")
-    blend_steps = steps
-    if args.schedule is not None:
-        blend_schedule, source = args.schedule, "--schedule"
-    elif profile is not None and profile.plan and steps == profile.num_steps:
-        # what calibration recommends (a blend, or Large with fewer steps); peers match its compute
-        blend_schedule, blend_steps = profile.plan_schedule(), profile.steps
-        source = f"recommended plan, profile {profile.sampler}: {_label(blend_schedule, blend_steps)}"
-    elif profile is not None:
-        blend_schedule, source = profile.schedule(), f"profile {profile.sampler}"
-    else:
-        blend_schedule, source = Schedule.lsl(*DEFAULT_WINDOW), "default window (no profile stored)"
-    per_row = flops_per_row(pair, noise, **cond)
-    small_cost = per_row["small"] / per_row["large"]
-    grid = _grid(argparse.Namespace(steps=steps, shift=args.shift))
-    blend_grid = _grid(argparse.Namespace(steps=blend_steps, shift=args.shift))
-    fraction = blend_steps / steps * (1 - blend_schedule.fraction("small", blend_grid) * (1 - small_cost))
-    k = matched_switch(fraction, small_cost, steps)
-    srd = SRDiffusionRule.matched(velocity_changes(pair, noise, grid, cond), fraction, small_cost, steps)
-    rows = [
-        Row("1. Large only", None, steps),
-        Row("1b. Large only, other seeds (noise band)", None, steps, noise=other),
-        Row("2. Small only", Schedule.from_stages([(1.0, 0.0, "small")]), steps),
-        Row(f"3. FlowBlending ({source})", blend_schedule, blend_steps),
-    ]
-    if profile is not None and blend_steps != steps and not profile.is_large_only and args.schedule is None:
-        rows.append(Row(f"3b. best {steps}-step window (profile {profile.sampler})", profile.schedule(), steps))
-    if profile is not None and profile.has_per_prompt and args.schedule is None:
-        from adaptive.profiles import prompt_key
-        from adaptive.denoisers import select_rows
-
-        known = sum(prompt_key(select_rows(cond, n, [b])) in profile.windows for b in range(n))
-        rows.append(Row(f"4a. per-prompt profile ({known}/{n} prompts calibrated, rest pair-level)", profile, steps))
-    if profile is not None and profile.controller and args.schedule is None:
-        controller = profile.controller
-        if controller.fallback:  # not validated at calibration: "online" runs the stored windows
-            rows.append(Row("4b. online controller (fallback: stored windows)", profile, steps))
-        else:
-            rows.append(Row("4b. online controller (probes included)", controller, steps))
-    if args.oracle:
-        oracle = _json.loads(Path(args.oracle).read_text())
-        oracle = oracle.get("oracle", oracle)  # scripts/oracle.py writes it under "oracle"
-        rows.append(Row("5. oracle window (exhaustive sweep)", Schedule.lsl(oracle["sigma_in"], oracle["sigma_out"]),
-                        steps))
-    rows += [
-        Row(f"6a. Small->Large (T-Stitch), {k} Small steps", Schedule.from_steps(grid, ["small"] * k +
-                                                                                   ["large"] * (steps - k)), steps),
-        Row(f"6b. Large->Small (Wan 2.2 style), {k} Small steps", Schedule.from_steps(grid, ["large"] * (steps - k) +
-                                                                                     ["small"] * k), steps),
-        Row(f"6c. SRDiffusion rule (Large until its velocity change stops falling by {srd.threshold:.3g}, then "
-            "Small)", srd, steps),
-        Row(f"7. Large only, {matched_steps(fraction, steps)} steps (same compute as 3)", None,
-            matched_steps(fraction, steps)),
-        Row(f"8a. Large only, Heun {max(2, steps // 2)} steps", None, max(2, steps // 2), sampler="heun"),
-        Row(f"8b. FlowBlending + Heun {max(2, steps // 2)} steps", blend_schedule, max(2, steps // 2), sampler="heun"),
-        Row("8c. Large only + First Block Cache", None, steps, cache=args.cache_threshold),
-        Row("8d. FlowBlending + First Block Cache", blend_schedule, steps, cache=args.cache_threshold),
-    ]
+    given = args.schedule is not None
+    plan = BlendPlan(args.schedule, steps, "--schedule") if given else \
+        blend_plan(profile, steps, Schedule.lsl(*DEFAULT_WINDOW))
+    rows = bench_rows(pair, noise, cond, steps, args.shift, plan, profile=None if given else profile,
+                      oracle=_oracle_window(args.oracle) if args.oracle else None,
+                      other_noise=seeded_noise(range(5000, 5000 + n), device=args.device),
+                      cache_threshold=args.cache_threshold)
     harness = Harness()
-
-    def quality(videos, reference):
-        return harness.report(videos, digits, directions, reference)
-
-    result = run_bench(pair, rows, noise, cond, args.shift, quality, repeats=repeats)
+    result = run_bench(pair, rows, noise, cond, args.shift,
+                       lambda videos, reference: harness.report(videos, digits, directions, reference), repeats=repeats)
     out = Path(args.out)
     meta = {"pair": "embedded moving digits", "videos": n, "steps": steps, "shift": args.shift, "repeats": repeats,
             "device": str(args.device), "dtype": str(args.dtype), "threads": torch.get_num_threads(),
-            "blend_schedule": blend_schedule.to_dict(), "schedule_source": source, "quick": args.quick}
+            "blend_schedule": plan.schedule.to_dict(), "schedule_source": plan.source, "quick": args.quick}
     paths = write_outputs(result, out, meta)
     outputs = result["outputs"]
     save_strip(out / "strip.png", {"Large": outputs[rows[0].name][:4], "Row 3": outputs[rows[3].name][:4],
@@ -472,6 +396,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"{n} videos, {steps} steps, shift {args.shift}, {repeats} interleaved rounds on {args.device}; "
           f"files: {', '.join(str(p) for p in paths.values())}, {out / 'strip.png'}")
     return 0
+
+
+def _oracle_window(path: str) -> Schedule:
+    """The exhaustive sweep's window from ``flowblend oracle``'s JSON (its ``oracle`` entry), or a
+    JSON of just ``sigma_in`` and ``sigma_out``."""
+    import json
+
+    found = json.loads(Path(path).read_text())
+    found = found.get("oracle", found)
+    return Schedule.lsl(found["sigma_in"], found["sigma_out"])
+
+
+def _replay(args: argparse.Namespace, options: str) -> str:
+    """The command line that remakes a measurement (kept in its JSON): the command, the grid, the
+    seeds, ``options`` and the pair (its folders, or the embedded pair's prompt count)."""
+    pair = f"--large {args.large} --small {args.small}" if args.large else f"--num-prompts {args.num_prompts}"
+    return f"flowblend {args.command} --steps {args.steps} --shift {args.shift} --seeds {args.seeds} {options} {pair}"
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
@@ -490,9 +431,7 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     windows = sum(n * (n + 1) // 2 for n in blend_steps)
     print(f"measuring Large alone with 1..{args.steps} steps and {windows} one-window blends on "
           f"{len(conds)} prompts x {args.seeds} seeds ({pair.name or 'pair'}, shift {args.shift})")
-    command = (f"flowblend frontier --steps {args.steps} --shift {args.shift} --seeds {args.seeds} "
-               f"--blend-steps {','.join(map(str, blend_steps))} "
-               + (f"--large {args.large} --small {args.small}" if args.large else f"--num-prompts {args.num_prompts}"))
+    command = _replay(args, f"--blend-steps {','.join(map(str, blend_steps))}")
     frontier = measure_frontier(pair, conds, args.steps, seeds=list(range(args.seeds)), shift=args.shift,
                                 blend_steps=blend_steps, extra=extra, command=command)
     out = Path(args.out)
@@ -506,6 +445,30 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     if profile is not None and extra:
         print(f"the stored profile's plan ({profile.decision.split(';')[0]}) is {frontier.verdict(*extra[0])}")
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_oracle(args: argparse.Namespace) -> int:
+    """The change-point proposal and the Optuna refinement against the exhaustive sweep: JSON."""
+    import json
+
+    import optuna
+
+    from adaptive.oracle import check_oracle
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pair, conds = _pair_and_conds(args)
+    windows = args.steps * (args.steps + 1) // 2
+    print(f"proposal, {args.trials} refinement trials and all {windows} windows on {len(conds)} prompts x "
+          f"{args.seeds} seeds ({pair.name or 'pair'}, {args.steps} steps, shift {args.shift}, target {args.target})")
+    command = _replay(args, f"--trials {args.trials} --target {args.target}")
+    report = check_oracle(pair, conds, args.steps, seeds=list(range(args.seeds)), shift=args.shift,
+                          target=args.target, trials=args.trials, command=command)
+    path = report.save(Path(args.out) / "oracle.json")
+    summary = report.to_dict()
+    print(json.dumps({k: summary[k] for k in ("proposal", "refined", "oracle", "compute_large_equivalents_per_sample",
+                                              "seconds")}, indent=2))
+    print(f"wrote {path} (flowblend bench --oracle {path} adds the oracle's window to the table)")
     return 0
 
 
@@ -558,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--num", type=int, default=0, help="videos (default 32, quick 4)")
     bench.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (default 2)")
     bench.add_argument("--oracle", help="JSON with sigma_in/sigma_out of the exhaustive-sweep oracle "
-                       "(docs/oracle.json from scripts/oracle.py)")
+                       "(oracle.json from flowblend oracle or scripts/oracle.py)")
     bench.add_argument("--cache-threshold", type=float, default=0.1, help="First Block Cache threshold")
     bench.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
     bench.set_defaults(func=cmd_bench)
@@ -584,6 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     front.add_argument("--no-store", dest="store_result", action="store_false",
                        help="don't keep the frontier in the profile store (calibrate reads it from there)")
     front.set_defaults(func=cmd_frontier)
+    orc = sub.add_parser("oracle", help="the change-point proposal and the Optuna refinement against the "
+                         "exhaustive sweep of every window: JSON")
+    _common(orc, schedule=False, out="outputs/oracle")
+    _pair_options(orc)
+    orc.add_argument("--trials", type=int, default=24, help="Optuna trials of the refinement (default 24)")
+    orc.add_argument("--target", type=float, default=0.95, help="least similarity to Large-only (default 0.95)")
+    orc.set_defaults(func=cmd_oracle)
     return parser
 
 
@@ -624,7 +594,7 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     """Refuse impossible arguments with one argparse-style line, before any model is loaded."""
     import math
 
-    least = {"steps": 2 if args.command == "calibrate" else 1, "num": 0 if args.command == "bench" else 1,
+    least = {"steps": 2 if args.command in ("calibrate", "oracle") else 1, "num": 0 if args.command == "bench" else 1,
              "repeats": 1, "seeds": 1, "num_prompts": 1, "trials": 0}
     for name, low in least.items():
         value = getattr(args, name, None)

@@ -21,6 +21,11 @@ pooled features; "worst" is the calibration metric of the embedded pair, min(fea
 
 A blend "beats" Large with fewer steps when it scores better than Large with as many steps as the
 blend's compute buys (``floor(cost * steps)``), on the same noise and prompts.
+
+The measurement for any pair is the library's (``adaptive.frontier.measure_frontier``, ``flowblend
+frontier``: per-sample scores on metrics, paired comparisons beyond sample noise). This script is the
+embedded pair's research record: it also keeps what the toy encoder reads (grain, digit and direction,
+the set's Frechet distance) in the layout of docs/frontier/*.json, which ``--summarise`` tabulates.
 """
 
 from __future__ import annotations

@@ -4,14 +4,16 @@
 
 For each precision (fp32, bf16) and mode (eager, compiled with inductor) it samples the same videos
 Large-only and with the shipped profile's schedule, and reports: agreement with fp32 eager (feature
-similarity and relative L2 of the videos), wall time per batch (best of ``--repeats``, after warm-up,
-synchronised), the blend's speed-up over Large-only in the same configuration, and peak GPU memory.
+similarity and relative L2 of the videos), wall time per batch (best of ``--repeats`` interleaved
+rounds, after warm-up, synchronised), the blend's speed-up over Large-only in the same configuration,
+and peak GPU memory.
 ``--device cpu`` runs the same checks on a CPU (slowly; for trying the script without a GPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import time
@@ -20,24 +22,9 @@ from pathlib import Path
 import torch
 
 from adaptive import ProfileStore
+from adaptive.metering import interleaved
 from adaptive.toy import generate, load_pair, prompt_for
 from adaptive.toy.harness import Harness
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn, repeats: int, device: str) -> tuple[torch.Tensor, float]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        out = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return out, best
 
 
 def main() -> None:
@@ -85,15 +72,14 @@ def main() -> None:
             warmup = time.perf_counter() - start
             row: dict = {"config": config, "batch": batch,
                          "warmup_s": round(warmup, 2)}
-            for name, sched in (("large", None), ("blend", schedule)):
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
-                videos, seconds = timed(lambda: generate(pair, prompts, seeds, sched, num_steps=30), args.repeats,
-                                        args.device)
-                videos = videos.float().cpu()
+            runs = {name: functools.partial(generate, pair, prompts, seeds, sched, num_steps=30)
+                    for name, sched in (("large", None), ("blend", schedule))}
+            measured = interleaved(runs, rounds=args.repeats, device=args.device)  # best of the rounds
+            for name in runs:
+                videos = measured.outputs[name].float().cpu()
                 ref = references.setdefault((batch, name), videos)  # the first config is the reference
-                row[name] = {"seconds": round(seconds, 4),
-                             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None,
+                row[name] = {"seconds": round(measured.best(name), 4),
+                             "peak_gib": round(measured.peak_gib[name], 3) if cuda else None,
                              "finite": bool(torch.isfinite(videos).all()),
                              "sim_to_reference": round(float(harness.similarity(videos, ref).mean()), 4),
                              "rel_l2_to_reference": round(float(((videos - ref).flatten(1).norm(dim=1)

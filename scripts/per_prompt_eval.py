@@ -1,9 +1,11 @@
 """Per-prompt calibration and the online controller vs the fixed pair profile (issue: per-prompt).
 
-    python scripts/per_prompt_eval.py --out docs/per_prompt --store profiles
+    python scripts/per_prompt_eval.py --out docs/per_prompt --store /tmp/pp_store
 
 1. Calibrates the embedded pair with ``per_prompt=True`` on ``--calib-prompts`` prompts x 2 seeds
-   (writes the profile, with its per-prompt windows and online controller, to ``--store``).
+   (writes the profile, with its per-prompt windows and online controller, to ``--store``: a scratch
+   store, a temporary folder by default; the shipped profiles/ is refused, it is made by
+   ``flowblend calibrate --per-prompt --num-prompts 12 --seeds 2 --trials 32``).
 2. Seen prompts, new seeds (``--seen-seeds`` per calibrated prompt): Large only, the fixed pair
    profile, per-prompt calibration and the online controller.
 3. Unseen prompts (every prompt not calibrated, one new seed each): Large only, the fixed profile and
@@ -17,7 +19,9 @@ results.md to ``--out``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,11 +29,14 @@ import numpy as np
 import torch
 
 from adaptive import Meter, Schedule, calibrate, flops_per_row, sample, sigmas
+from adaptive.metering import interleaved
 from adaptive.controller import ControllerConfig
 from adaptive.toy import load_pair, prompt_conds, prompt_for, seeded_noise
 from adaptive.toy.data import DIRECTION_NAMES, encode_prompts
 from adaptive.toy.harness import Harness
 from adaptive.toy.pair import NUM_STEPS, SHIFT
+
+SHIPPED_STORE = Path(__file__).resolve().parent.parent / "profiles"
 
 
 def all_prompts() -> list[tuple[int, int]]:
@@ -48,13 +55,13 @@ def evaluate(meter: Meter, per_row: dict[str, int], methods: dict[str, object], 
     for lo in range(0, len(texts), chunk):
         noise = seeded_noise(seeds[lo:lo + chunk])
         cond = encode_prompts(texts[lo:lo + chunk])
-        for name, schedule in methods.items():
-            meter.reset()
-            start = time.perf_counter()
-            x, decisions = sample(meter.pair, noise, grid, schedule, return_decisions=True,
-                                  encoder_hidden_states=cond)
-            seconds[name] += time.perf_counter() - start
-            flops[name] += meter.flops(per_row)
+        runs = {name: functools.partial(sample, meter.pair, noise, grid, schedule, return_decisions=True,
+                                        encoder_hidden_states=cond) for name, schedule in methods.items()}
+        measured = interleaved(runs, meter=meter, per_row=per_row)
+        for name in methods:
+            x, decisions = measured.outputs[name]
+            seconds[name] += measured.total(name)
+            flops[name] += measured.flops[name]
             outputs[name].append(x)
             plans[name] += ["".join("S" if m == "small" else "L" for m in row) for row in decisions.models]
     digits = np.array([d for d, _ in prompts])
@@ -84,7 +91,7 @@ def table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calib-prompts", type=int, default=12)
     parser.add_argument("--seen-seeds", type=int, default=6)
@@ -92,9 +99,13 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--chunk", type=int, default=24)
     parser.add_argument("--unseen-limit", type=int, default=64, help="unseen prompts evaluated (0: all)")
-    parser.add_argument("--store", default="profiles")
+    parser.add_argument("--store", help="scratch profile store (default: a temporary folder; never profiles/)")
     parser.add_argument("--out", default="docs/per_prompt")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.store and Path(args.store).resolve() == SHIPPED_STORE:
+        parser.error(f"--store {args.store} is the shipped store; it is made by `flowblend calibrate --per-prompt "
+                     "--num-prompts 12 --seeds 2 --trials 32` (README, Profiles): give a scratch folder")
+    store = args.store or tempfile.mkdtemp(prefix="per_prompt_store.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -109,7 +120,7 @@ def main() -> None:
     started = time.perf_counter()
     profile = calibrate(pair, prompt_conds([prompt_for(d, m) for d, m in seen]), num_steps=NUM_STEPS,
                         seeds=[0, 1], shift=SHIFT, quality_target=args.target, n_trials=args.trials,
-                        store=args.store, per_prompt=True)
+                        store=store, per_prompt=True)
     calibration_seconds = time.perf_counter() - started
     print(f"calibrated in {calibration_seconds:.0f}s: pair window steps {list(profile.small_steps)}")
     print(json.dumps(profile.controller, indent=1))

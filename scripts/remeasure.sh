@@ -7,12 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 stamp() { echo "== $(date +%H:%M:%S) $*"; }
-stamp "pair evaluation";     $PY scripts/evaluate_pair.py --videos 64 --out docs
-stamp "calibration + per-prompt evaluation (writes the shipped profile)"
-$PY scripts/per_prompt_eval.py --store profiles --out docs/per_prompt
-stamp "oracle";              $PY scripts/oracle.py --steps 20 --prompts 2 --seeds 2 --trials 24 --out docs
-stamp "bench";               .venv/bin/flowblend bench --num 16 --repeats 1 --oracle docs/oracle.json --out docs/bench
-cp docs/bench/divergence.png docs/divergence.png   # the README figure: the shipped profile
+stamp "pair evaluation";     $PY scripts/evaluate_pair.py --videos 64 --out docs/pair
+stamp "calibration (writes the shipped profile)"
+.venv/bin/flowblend calibrate --per-prompt --num-prompts 12 --seeds 2 --trials 32
+stamp "per-prompt evaluation (its own scratch store)"
+$PY scripts/per_prompt_eval.py --out docs/per_prompt   # a fresh temporary store
+stamp "oracle";              $PY scripts/oracle.py --steps 20 --prompts 2 --seeds 2 --trials 24 --out docs/oracle
+stamp "bench";               .venv/bin/flowblend bench --num 16 --repeats 1 --oracle docs/oracle/oracle.json --out docs/bench
+cp docs/bench/divergence.png docs/pair/divergence.png   # the shipped profile's curve, docs/pair
 stamp "demo";                .venv/bin/flowblend demo
 stamp "notebook";            $PY scripts/run_notebook.py --inplace
 stamp "done"

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from collections import Counter
@@ -51,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from adaptive import ControllerConfig, ModelPair, Schedule, TransformerDenoiser, sample, sigmas  # noqa: E402
 from adaptive.blend import blend, unblend  # noqa: E402
 from adaptive.denoisers import GuidedDenoiser  # noqa: E402
-from adaptive.metering import count_flops  # noqa: E402
+from adaptive.metering import count_flops, interleaved  # noqa: E402
 
 # Wan 2.1 T2V, as diffusers' Wan-AI/Wan2.1-T2V-{14B,1.3B}-Diffusers transformer configs (and the
 # Wan team's wan/configs: dim 5120 / 1536, ffn 13824 / 8960, 40 / 12 heads, 40 / 30 layers).
@@ -105,27 +104,14 @@ class Clock:
         return self.elapsed() + seconds <= self.budget
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def timed(fn: Callable[[], Any], device: str, repeats: int = 1) -> tuple[Any, float, dict[str, Any]]:
-    """``fn()`` run ``repeats`` times, synchronised; the last output, the median seconds and a record
+    """``fn()`` run ``repeats`` times, synchronised; an output, the median seconds and a record
     with every time and the peak GPU memory (GiB) of the runs."""
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    times, out = [], None
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        out = fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
+    measured = interleaved({"run": fn}, rounds=repeats, device=device)
+    times, median = measured.seconds["run"], measured.median("run")
     record = {"seconds": round(median, 4), "all_seconds": [round(t, 4) for t in times],
-              "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith("cuda") else None}
-    return out, median, record
+              "peak_gib": round(measured.peak_gib["run"], 2) if device.startswith("cuda") else None}
+    return measured.outputs["run"], median, record
 
 
 def flop_bound(w: float, r: float) -> float:

@@ -115,6 +115,24 @@ def test_frontier_of_a_saved_diffusers_pair_and_calibrate_reports_against_it(tmp
         assert "--blend-steps must be step counts in 1..4" in capsys.readouterr().err
 
 
+def test_oracle_of_the_embedded_pair_writes_the_window_bench_runs(tmp_path, capsys):
+    from adaptive import sigmas
+    from adaptive.cli import _oracle_window
+
+    assert main(["oracle", "--steps", "3", "--num-prompts", "1", "--seeds", "1", "--trials", "2",
+                 "--out", str(tmp_path)]) == 0
+    assert f"wrote {tmp_path / 'oracle.json'}" in capsys.readouterr().out
+    data = json.loads((tmp_path / "oracle.json").read_text())
+    assert data["command"].startswith("flowblend oracle --steps 3 ") and data["refined"]["trials"] == 2
+    found = data["oracle"]
+    assert found["start"] < found["stop"] and found["quality"] >= 0.95  # Small on the last step passes
+    assert found["quality"] >= data["refined"]["quality"] - 1e-9 or found["cost_fraction"] < data["refined"]["cost_fraction"]
+    spent = data["compute_large_equivalents_per_sample"]
+    assert spent["sweep"] > spent["refinement"] > 0 and len(data["divergence"]["rel_l2"]) == 3
+    assert _oracle_window(str(tmp_path / "oracle.json")).small_steps(sigmas(3, 3.0)) == \
+        list(range(found["start"], found["stop"]))
+
+
 def test_bad_schedule_text_is_explained():
     with pytest.raises(Exception, match="lsl:0.85,0.3"):
         parse_schedule("lsl:0.3")

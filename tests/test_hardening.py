@@ -227,6 +227,7 @@ BAD_ARGS = [
     ["calibrate", "--steps", "1"], ["calibrate", "--seeds", "0"], ["calibrate", "--target", "1.5"],
     ["calibrate", "--schedule", "lsl:0.8,0.3"],  # before: accepted and ignored
     ["calibrate", "--storage", "sqlite:////nonexistent/dir/x.db"],
+    ["oracle", "--steps", "1"], ["oracle", "--target", "0"], ["oracle", "--trials", "-1"],
 ]
 if not torch.cuda.is_available():
     BAD_ARGS.append(["sample", "--device", "cuda"])

@@ -1,6 +1,7 @@
 """Measurement scripts: frontier.py (does any one-window blend beat Large with the steps its compute
-buys?), ink_levels.py (the ink brightness behind the Frechet distance) and online_windows.py
-(per-prompt windows and the online controller on the analytic windowed pair)."""
+buys?), ink_levels.py (the ink brightness behind the Frechet distance), online_windows.py
+(per-prompt windows and the online controller on the analytic windowed pair), oracle.py and
+sampler_overhead.py (thin faces over adaptive.oracle and adaptive.metering) and per_prompt_eval.py."""
 
 from __future__ import annotations
 
@@ -296,3 +297,39 @@ def test_online_windows_writes_its_table_and_the_controllers_validation(monkeypa
     text = (tmp_path / "sliding_shift1.md").read_text()
     assert "| per-prompt windows |" in text and "hand-over rate that repays the probes" in text
     assert "hand-over rules on the calibration curves" in text and text.split("\n\n")[0] in capsys.readouterr().out
+
+
+def _keys(data: object) -> object:
+    """The nested key layout of a JSON object (lists by their first item)."""
+    if isinstance(data, dict):
+        return {k: _keys(v) for k, v in data.items()}
+    return [_keys(data[0])] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+
+
+def test_oracle_script_writes_the_documented_layout(monkeypatch, tmp_path, capsys):
+    """docs/oracle/oracle.json's layout (bench --oracle reads it) on tiny settings, from adaptive.oracle."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    importlib.import_module("oracle").main(["--steps", "3", "--prompts", "1", "--seeds", "1", "--trials", "2",
+                                            "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "oracle.json").read_text())
+    documented = json.loads((SCRIPTS.parent / "docs" / "oracle" / "oracle.json").read_text())
+    assert _keys(data) == _keys(documented)
+    assert data["command"] == ("python scripts/oracle.py --steps 3 --shift 3.0 --prompts 1 --seeds 1 --trials 2 "
+                               f"--target 0.95 --out {tmp_path}")
+    assert data["oracle"]["quality"] >= 0.95 and data["proposal"]["steps_from_oracle"] >= 0
+    assert '"oracle"' in capsys.readouterr().out
+
+
+def test_sampler_overhead_times_the_sampler_apart_from_the_models(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    found = importlib.import_module("sampler_overhead").main(["--videos", "1", "--steps", "3", "--repeats", "2"])
+    assert 0 < found["inside"] < found["wall"] and found["overhead"] == pytest.approx(
+        (found["wall"] - found["inside"]) / found["inside"])
+    assert "calls: {'large': 4, 'small': 2}" in capsys.readouterr().out  # lsl:0.85,0.3 on 3 steps, two rounds
+
+
+def test_per_prompt_eval_refuses_to_write_the_shipped_profiles(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    with pytest.raises(SystemExit):
+        importlib.import_module("per_prompt_eval").main(["--store", str(SCRIPTS.parent / "profiles")])
+    assert "flowblend calibrate --per-prompt --num-prompts 12 --seeds 2 --trials 32" in capsys.readouterr().err
