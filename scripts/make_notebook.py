@@ -69,15 +69,15 @@ profile = calibrate(pair, conds, num_steps=STEPS, seeds=[0, 1], shift=SHIFT, n_t
                     progress=False, per_prompt=True)   # also a window per prompt and the online controller
 print(f"calibrated in {time.perf_counter() - start:.0f} s")
 print(profile.decision)
-study = optuna.load_study(study_name=profile.calibration["study_name"], storage=f"sqlite:///{store}/studies.db")
+study = optuna.load_study(study_name=profile.calibration.study_name, storage=f"sqlite:///{store}/studies.db")
 frame = study.trials_dataframe(attrs=("number", "params", "user_attrs", "value"))
 frame.sort_values("value").head(8)"""),
     new_code_cell("""done = frame.dropna(subset=["user_attrs_quality"])
 plt.figure(figsize=(5, 3.2))
 plt.scatter(done["user_attrs_cost"], done["user_attrs_quality"], s=18)
-plt.axhline(profile.quality["target"], ls="--", c="gray", label="quality target")
-plt.scatter([profile.plan["cost"]], [profile.plan["quality"]], c="red", label="recommended")
-plt.xlabel("compute (fraction of Large only)"); plt.ylabel(profile.quality["metric"]); plt.legend(); plt.show()"""),
+plt.axhline(profile.quality.target, ls="--", c="gray", label="quality target")
+plt.scatter([profile.plan.cost], [profile.plan.quality], c="red", label="recommended")
+plt.xlabel("compute (fraction of Large only)"); plt.ylabel(profile.quality.metric); plt.legend(); plt.show()"""),
     new_markdown_cell("## Sampling with the recommended plan: quality and time, beside Large with all steps"),
     new_code_cell("""harness = Harness()
 held = [prompt_for(d, m) for d, m in [(1, 1), (2, 3), (4, 4), (6, 6), (8, 0), (9, 2)]]
@@ -89,7 +89,7 @@ for name, schedule, steps in [("Large only", None, STEPS), ("recommended", profi
     timings[name] = (time.perf_counter() - t, videos)
 quality = pair.metric(timings["recommended"][1], timings["Large only"][1]).mean()
 print(f"recommended: {profile.plan_schedule()} on {profile.steps} of {STEPS} steps; speed-up "
-      f"{timings['Large only'][0] / timings['recommended'][0]:.2f}x, {profile.quality['metric']} to Large {quality:.3f}")
+      f"{timings['Large only'][0] / timings['recommended'][0]:.2f}x, {profile.quality.metric} to Large {quality:.3f}")
 show([timings["Large only"][1][0], timings["recommended"][1][0]], ["Large only", f"recommended ({profile.steps} steps)"])"""),
     new_markdown_cell("""## Per prompt: stored windows and the online controller
 `per_prompt=True` also chose a window for each calibration prompt (the cheapest candidate that keeps the
@@ -97,12 +97,14 @@ target on that prompt's own samples) and fitted the online controller to those w
 threshold on the raw probe divergence and a span of Small steps, validated leave-one-prompt-out. A
 controller that fails that check (or whose held-out compute, every sample's probes counted, is not below the
 stored pair window's) carries `fallback`,
-and `"online"` runs the stored windows instead. Prompts the profile has not seen get the pair-level window."""),
+and `"online"` runs the stored windows instead. Under `"online"` a calibrated prompt runs its own stored
+window (measured on it) and the controller decides the prompts the profile has not seen; without a
+validated controller those get the pair-level window."""),
     new_code_cell("""for prompt, cond in zip(prompts, conds):
-    window = profile.per_prompt["windows"][adaptive.prompt_key(cond)]
-    print(f"{prompt:22s} Small on steps {window['start']}..{window['stop'] - 1}  quality {window['quality']:.3f}"
-          f"  compute {window['cost']:.2f}")
-controller = adaptive.ControllerConfig.from_dict(profile.controller)
+    window = profile.windows[adaptive.prompt_key(cond)]
+    print(f"{prompt:22s} Small on steps {window.start}..{window.stop - 1}  quality {window.quality:.3f}"
+          f"  compute {window.cost:.2f}")
+controller = profile.controller
 controller"""),
     new_markdown_cell("""The controller runs Large, probes Small on the same state, and hands over once the probe's divergence
 falls to its threshold. `return_decisions=True` returns why each sample ran which model."""),
@@ -123,7 +125,7 @@ plan = np.array([[m == "small" for m in row] for row in decisions.models], float
 ax2.imshow(plan, cmap="coolwarm", aspect="auto"); ax2.set_yticks(range(len(contrast)), contrast, fontsize=7)
 ax2.set_xlabel("step (red: Small)"); plt.tight_layout(); plt.show()
 print("compute per sample (fraction of Large, probes included):",
-      [round(c, 3) for c in decisions.cost(profile.cost["small_cost_ratio"])])"""),
+      [round(c, 3) for c in decisions.cost(profile.cost.small_cost_ratio)])"""),
     new_markdown_cell("""Read the last line: a sample whose probes never find a hand-over pays for them and runs Large alone,
 above 1.0 of Large's compute. That is why the validation counts every held-out sample's probes and keeps
 the controller only where they cost less than the stored pair window; otherwise `fallback` says why and
