@@ -210,7 +210,8 @@ def _profile_rows(profile: Profile, plan: BlendPlan, cond: Mapping[str, Any], n:
         if controller.fallback:  # not validated at calibration: "online" runs the stored windows
             rows.append(Row("4b. online controller (fallback: stored windows)", profile, num_steps))
         else:
-            rows.append(Row("4b. online controller (probes included)", controller, num_steps))
+            # alone on every prompt (probes included); schedule="online" runs calibrated prompts' windows (4a)
+            rows.append(Row("4b. online controller alone (probes included)", controller, num_steps))
     return rows
 
 

@@ -29,7 +29,7 @@ from adaptive.denoisers import select_rows
 from adaptive.errors import CalibrationError
 from adaptive.pair import ModelPair
 from adaptive.profiles import Profile, ProfileStore, prompt_key, sampler_signature
-from adaptive.schedule import Schedule
+from adaptive.schedule import Schedule, sigmas
 from adaptive.switch import Plan
 
 MODES = ("auto", "online")
@@ -74,7 +74,7 @@ def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Seq
         if steps is None:
             raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
         shared = pipeline or batch_decisions == "shared"
-        stored = [] if shared else _calibrated_rows(profile, steps, batch, cond or {})
+        stored = [] if shared else _calibrated_rows(profile, grid, batch, cond or {})
         if stored and len(stored) == batch:
             return Plan.fixed([s for _, s, _ in stored], [why for _, _, why in stored], profile=profile)
         return Plan.online(schedule, 1 if shared else batch, shared, profile, stored)
@@ -104,11 +104,15 @@ def _rows(schedule: Any, profile: Profile | None, grid: Any, steps: int | None, 
     return Plan.fixed([_schedule_of(schedule)] * batch, profile=profile)
 
 
-def _calibrated_rows(profile: Profile | None, steps: int | None, batch: int, cond: Mapping[str, Any]
-                     ) -> list[tuple[int, Schedule, str]]:
-    """Rows whose prompt was calibrated with its own window on this grid: they run it rather than
-    the online controller (a window measured on the prompt beats a rule fitted on others)."""
-    if profile is None or not profile.has_per_prompt or profile.num_steps != steps:
+def _calibrated_rows(profile: Profile | None, grid: Sequence[float] | torch.Tensor | None, batch: int,
+                     cond: Mapping[str, Any]) -> list[tuple[int, Schedule, str]]:
+    """Rows whose prompt was calibrated with its own window on this very grid: they run it rather
+    than the online controller (a window measured on the prompt beats a rule fitted on others). On
+    another grid (a profile of the nearest grid) every row is the controller's."""
+    if profile is None or not profile.has_per_prompt or grid is None or len(grid) != profile.num_steps + 1:
+        return []
+    calibrated = sigmas(profile.num_steps, profile.shift)
+    if float((torch.as_tensor(grid, dtype=torch.float32).cpu() - calibrated).abs().max()) > 1e-4:
         return []
     rows = []
     for b in range(batch):

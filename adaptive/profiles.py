@@ -333,6 +333,19 @@ class Profile:
         return cls.from_json(text, source=str(path))
 
 
+def _keep_bytes(path: Path, to: Path) -> Path:
+    """Copy ``path`` byte for byte to ``to``, atomically (a temp file beside it, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{to.name}.", dir=to.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(path.read_bytes())
+        os.replace(tmp, to)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return to
+
+
 def migrate(data: Any, source: str = "profile") -> dict[str, Any]:
     """A profile's JSON object upgraded to :data:`SCHEMA_VERSION`, so every older file loads: schema 1
     is schema 2 without ``plan`` and ``frontier`` (a profile calibrated before step search); a file of
@@ -358,8 +371,9 @@ def migrate(data: Any, source: str = "profile") -> dict[str, Any]:
 
 
 def _parts(values: dict[str, Any], source: str, num_steps: int) -> dict[str, Any]:
-    """The profile's parts as records, each parsed once from its JSON object (a record is kept as it
-    is); an empty object is a part not calibrated."""
+    """The profile's parts as records, each parsed once from its JSON object; a record passed as one
+    is checked the same way (through its JSON), so a profile never holds what it could not load. An
+    empty object is a part not calibrated."""
     parsers: dict[str, Any] = {
         "proposal": lambda v, w: Proposal.from_dict(v, w) if v else None,
         "curve": lambda v, w: CurveSummary.from_dict(v, w) if v else None,
@@ -375,17 +389,16 @@ def _parts(values: dict[str, Any], source: str, num_steps: int) -> dict[str, Any
     for name, value in values.items():
         where = f"{source}: {name}"
         if name == "frontier":
-            if isinstance(value, tuple) and all(isinstance(p, MeasuredPlan) for p in value):
-                parsed[name] = value
-                continue
             if not isinstance(value, (list, tuple)):
                 raise ProfileError(f"{source}: frontier must be a list of measured plans")
-            parsed[name] = tuple(p if isinstance(p, MeasuredPlan) else
-                                 MeasuredPlan.from_dict(p, f"{source}: frontier[{i}]", num_steps)
+            parsed[name] = tuple(MeasuredPlan.from_dict(p.to_dict() if isinstance(p, MeasuredPlan) else p,
+                                                        f"{source}: frontier[{i}]", num_steps)
                                  for i, p in enumerate(value))
-        elif value is None or isinstance(value, kinds[name]):
-            parsed[name] = value if value is not None or name not in ("quality", "cost", "calibration") \
-                else kinds[name]()
+        elif value is None:
+            parsed[name] = kinds[name]() if name in ("quality", "cost", "calibration") else None
+        elif isinstance(value, kinds[name]):
+            record: Any = value
+            parsed[name] = parsers[name](record.to_dict(), where)
         elif not isinstance(value, Mapping):
             raise ProfileError(f"{source}: field {name!r} must be an object")
         else:
@@ -500,8 +513,11 @@ class ProfileStore:
         path = self.path_for(profile.pair_fingerprint, profile.sampler)
         try:
             old = Profile.load(path) if path.exists() else None
-        except ProfileError:
-            old = None  # a corrupt file is not a good profile to keep
+        except ProfileError as err:
+            old = None  # not a profile this version can run; its bytes are kept as they were, never lost
+            kept = _keep_bytes(path, path.with_name(path.name + ".previous"))
+            warnings.warn(f"replacing {path}, which does not load ({err}); its bytes are kept in {kept}",
+                          stacklevel=2)
         if old is not None:
             why = None if force else weaker_than(profile, old)
             if why is not None:
@@ -510,7 +526,7 @@ class ProfileStore:
                               f"to {rejected}. Replace on purpose with force=True (`flowblend calibrate --force`).",
                               stacklevel=2)
                 return path
-            atomic_write(path.with_name(path.name + ".previous"), old.to_json())
+            _keep_bytes(path, path.with_name(path.name + ".previous"))  # as it was on disk, unknown fields too
         return profile.save(path)
 
     def get(self, pair_fingerprint: str, sampler: str) -> Profile | None:

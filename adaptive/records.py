@@ -10,9 +10,11 @@ round-trip (``to_dict`` / ``from_dict``), validated once where a profile is pars
 
 ``from_dict(data, where)`` raises :class:`~adaptive.errors.ProfileError` naming ``where`` (the file
 and the field) and what is wrong. ``to_dict()`` writes the JSON objects profiles have always held,
-so files need no migration. Records also read like those objects (``plan["cost"]``,
-``quality.get("target")``): code written against the dict profile keeps working; new code reads
-attributes.
+so files need no migration (fields a record does not know are ignored at load). Records other than
+the controller also read like those objects (``plan["cost"]``, ``quality.get("target")``, but not
+``json.dumps(record)``: use ``to_dict()``); the controller is a
+:class:`~adaptive.controller.ControllerConfig` (attributes, ``to_dict()``), and a part that was not
+recorded is None where the dict profile held ``{}``. New code reads attributes.
 
 Example:
     >>> plan = MeasuredPlan.from_dict({"steps": 9, "start": 0, "stop": 0, "quality": 0.96, "cost": 0.3},
@@ -74,11 +76,10 @@ def _integer(value: Any) -> bool:
 
 
 def _object(where: str, data: Any, names: tuple[str, ...]) -> Mapping[str, Any]:
+    """``data`` as an object. Fields other than ``names`` are ignored, as profiles always allowed (a
+    file written by another version or tool still loads; the store keeps old files byte for byte)."""
     if not isinstance(data, Mapping):
         raise ProfileError(f"{where} must be an object, got {type(data).__name__}")
-    unknown = set(data) - set(names)
-    if unknown:
-        raise ProfileError(f"{where}: unknown fields {sorted(map(str, unknown))}")
     return data
 
 
@@ -103,7 +104,7 @@ def _int(where: str, data: Mapping[str, Any], key: str) -> int | None:
 
 
 def _text(where: str, data: Mapping[str, Any], key: str) -> str | None:
-    if key not in data:
+    if data.get(key) is None:
         return None
     if not isinstance(data[key], str):
         raise ProfileError(f"{where}: {key} must be a string, got {data[key]!r}")

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                         store=store, per_prompt=True)
     calibration_seconds = time.perf_counter() - started
     print(f"calibrated in {calibration_seconds:.0f}s: pair window steps {list(profile.small_steps)}")
-    print(json.dumps(profile.controller, indent=1))
+    print(json.dumps(profile.controller.to_dict() if profile.controller else {}, indent=1))
 
     per_row = flops_per_row(pair, seeded_noise([0]), encoder_hidden_states=encode_prompts(["a 1 moving up"]))
     meter = Meter(pair)
@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     # A controller that failed its leave-one-prompt-out validation is not run: "online" runs the
     # stored windows then (the profile), and the row says so.
     online: object = profile if controller.fallback else controller
-    online_name = "online controller" + (" (fallback: stored windows)" if controller.fallback else "")
+    # A validated controller is measured alone, on every prompt: under schedule="online" a calibrated
+    # prompt would run its stored window instead (the per-prompt row).
+    online_name = "online controller" + (" (fallback: stored windows)" if controller.fallback else " alone")
     if controller.fallback:
         print(f"online controller not used: {controller.fallback}")
     methods_seen = {"Large only": Schedule.large_only(), "fixed pair profile": fixed, "per-prompt calibration": profile,

@@ -343,6 +343,12 @@ def test_online_plan_stays_inside_each_prompts_safe_window(tmp_path, monkeypatch
         assert mixed.models[1] == by_controller.models[0] and mixed.probes[1] == by_controller.probes[0]
         assert mixed.extra_small_calls[1] > 0 and "per-prompt" not in mixed.reason[1]
         torch.testing.assert_close(x[1:], alone)
+        # On another grid (the profile is only the nearest one) no stored window is taken as calibrated there.
+        other = sigmas(20, 4.0 - shift)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, elsewhere = sample(pair, noise, other, "online", return_decisions=True, window=cond)
+        assert not any("per-prompt" in r for r in elsewhere.reason), elsewhere.summary()
 
 
 def test_online_falls_back_where_the_probes_do_not_pay_and_runs_where_they_do(tmp_path, monkeypatch):
