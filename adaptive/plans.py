@@ -29,7 +29,7 @@ from adaptive.denoisers import select_rows
 from adaptive.errors import CalibrationError
 from adaptive.pair import ModelPair
 from adaptive.profiles import Profile, ProfileStore, prompt_key, sampler_signature
-from adaptive.schedule import Schedule, sigmas
+from adaptive.schedule import Schedule
 from adaptive.switch import Plan
 
 MODES = ("auto", "online")
@@ -92,7 +92,7 @@ def _rows(schedule: Any, profile: Profile | None, grid: Any, steps: int | None, 
         # Per-prompt windows are for the calibrated grid; on the recommended grid run its plan.
         schedule = schedule.schedule_for_steps(steps)
     if isinstance(schedule, Profile) and schedule.has_per_prompt:
-        keys = [prompt_key(select_rows(cond, batch, [b])) for b in range(batch)]
+        keys = _prompt_keys(cond, batch)
         schedules = [schedule.schedule_for(k) for k in keys]
         reasons = ["per-prompt boundaries" if k in schedule.windows else
                    "pair-level boundaries (prompt not calibrated)" for k in keys]
@@ -104,23 +104,21 @@ def _rows(schedule: Any, profile: Profile | None, grid: Any, steps: int | None, 
     return Plan.fixed([_schedule_of(schedule)] * batch, profile=profile)
 
 
+def _prompt_keys(cond: Mapping[str, Any], batch: int) -> list[str]:
+    """Each row's :func:`~adaptive.profiles.prompt_key` (how per-prompt windows are found)."""
+    return [prompt_key(select_rows(cond, batch, [b])) for b in range(batch)]
+
+
 def _calibrated_rows(profile: Profile | None, grid: Sequence[float] | torch.Tensor | None, batch: int,
                      cond: Mapping[str, Any]) -> list[tuple[int, Schedule, str]]:
     """Rows whose prompt was calibrated with its own window on this very grid: they run it rather
     than the online controller (a window measured on the prompt beats a rule fitted on others). On
     another grid (a profile of the nearest grid) every row is the controller's."""
-    if profile is None or not profile.has_per_prompt or grid is None or len(grid) != profile.num_steps + 1:
+    if profile is None or not profile.has_per_prompt or grid is None or not profile.calibrated_on(grid):
         return []
-    calibrated = sigmas(profile.num_steps, profile.shift)
-    if float((torch.as_tensor(grid, dtype=torch.float32).cpu() - calibrated).abs().max()) > 1e-4:
-        return []
-    rows = []
-    for b in range(batch):
-        key = prompt_key(select_rows(cond, batch, [b]))
-        if key in profile.windows:
-            rows.append((b, profile.schedule_for(key), "per-prompt boundaries (a calibrated prompt: the online "
-                                                       "controller decides for prompts not calibrated)"))
-    return rows
+    why = "per-prompt boundaries (a calibrated prompt: the online controller decides for prompts not calibrated)"
+    return [(b, profile.schedule_for(key), why) for b, key in enumerate(_prompt_keys(cond, batch))
+            if key in profile.windows]
 
 
 def _schedule_of(schedule: Any) -> Schedule:

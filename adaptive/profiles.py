@@ -258,6 +258,20 @@ class Profile:
         """The per-prompt windows by :func:`prompt_key` (empty without per-prompt calibration)."""
         return {} if self.per_prompt is None else self.per_prompt.windows
 
+    def calibrated_on(self, grid: Sequence[float] | torch.Tensor) -> bool:
+        """Whether ``grid`` is the sigma grid this profile was calibrated on (to 1e-4), the grid its
+        per-prompt windows and controller were measured on.
+
+        Example:
+            >>> from adaptive.schedule import sigmas
+            >>> p = Profile(pair_fingerprint="f", sampler="euler-8-shift3", num_steps=8, shift=3.0, sigma_in=0.8,
+            ...             sigma_out=0.4)
+            >>> p.calibrated_on(sigmas(8, 3.0)), p.calibrated_on(sigmas(8, 1.0)), p.calibrated_on(sigmas(9, 3.0))
+            (True, False, False)
+        """
+        values = grid.tolist() if isinstance(grid, torch.Tensor) else [float(g) for g in grid]
+        return _gap(values, _grid(self.num_steps, self.shift)) <= 1e-4
+
     @property
     def has_per_prompt(self) -> bool:
         return bool(self.windows)
