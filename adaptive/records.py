@@ -283,7 +283,7 @@ class CurveSummary(JsonView):
     def from_dict(cls, data: Any, where: str = "curve") -> CurveSummary:
         data = _object(where, data, CURVE_SERIES)
         series = {}
-        for name, values in data.items():
+        for name, values in ((n, data[n]) for n in CURVE_SERIES if n in data):
             if not isinstance(values, list) or not all(_finite(v) or v is None for v in values):
                 raise ProfileError(f"{where}.{name} must be a list of numbers")
             series[name] = tuple(values)

@@ -176,7 +176,9 @@ def test_fields_a_record_does_not_know_still_load_and_the_store_keeps_old_files_
     data["cost"]["flops_ratio"] = 0.2
     data["quality"]["samples"] = 24
     data["calibration"]["study_name"] = None
+    data["curve"]["probe_steps"] = [0, 1]
     profile = Profile.from_dict(data, "x.json")
+    assert profile.curve is not None and list(profile.curve.rel_l2) == data["curve"]["rel_l2"]
     assert profile.cost.fraction_of_large == data["cost"]["fraction_of_large"] and profile.calibration.study_name is None
 
     store = ProfileStore(tmp_path)
