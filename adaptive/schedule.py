@@ -4,6 +4,13 @@ A schedule is an ordered list of stages ``(sigma_hi, sigma_lo, model)`` that til
 ``sigma_i`` to ``sigma_{i+1}`` is taken by the stage whose interval ``(sigma_lo, sigma_hi]`` contains
 ``sigma_i``. Boundaries live in sigma, so one schedule maps onto any step count and shift.
 
+One convention decides a step that starts *on* a boundary, however the grid is stored: a boundary
+within :data:`SNAP` (1e-5) of a step's start sigma counts as that sigma, so the step belongs to the
+stage below the boundary. ``Schedule.lsl(0.8, 0.3)`` on ten linear steps gives Small steps 2-6 on a
+float32 tensor, a float64 tensor, a list of Python floats and a pipeline's timesteps (800 ... 400)
+alike; without the snap a float32 0.8 (0.800000012) would fall on the Large side. :meth:`model_for`
+is the only place the rule lives: ``small_steps``, the switch and the drop-in all call it.
+
 Example:
     >>> from adaptive import Schedule, sigmas
     >>> s = Schedule.lsl(0.8, 0.3)
@@ -25,6 +32,9 @@ import numpy as np
 import torch
 
 from adaptive.errors import ScheduleError, SigmaGridError
+
+
+SNAP = 1e-5  # a stage boundary this close to a step's start sigma counts as that sigma
 
 
 def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
@@ -203,12 +213,20 @@ class Schedule:
         return tuple(dict.fromkeys(s.model for s in self.stages))
 
     def model_for(self, sigma: float) -> str:
-        """The model that takes a step starting at ``sigma`` (what a scheduler or pipeline asks)."""
+        """The model that takes a step starting at ``sigma`` (what a scheduler or pipeline asks): the
+        stage ``(sigma_lo, sigma_hi]`` that contains it, a boundary within :data:`SNAP` of ``sigma``
+        counting as ``sigma`` (float32 or float64 grids, lists and timesteps decide alike).
+
+        Example:
+            >>> s = Schedule.lsl(0.8, 0.3)
+            >>> s.model_for(0.8), s.model_for(float(torch.tensor(0.8))), s.model_for(0.3)
+            ('small', 'small', 'large')
+        """
         sigma = float(sigma)
         if not (0.0 <= sigma <= 1.0):
             raise ScheduleError(f"sigma {sigma} is outside [0, 1]; pass sigma, not a training timestep")
         for stage in self.stages:
-            if sigma > stage.sigma_lo:
+            if sigma > stage.sigma_lo + SNAP:
                 return stage.model
         return self.stages[-1].model
 

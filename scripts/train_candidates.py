@@ -76,6 +76,17 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
                    num_layers=3),  # 0.131
     "coarse-thin": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=3, attention_head_dim=64, ffn_dim=576,
                         num_layers=4),  # 0.098
+    # The CPU pair (issue #25): 8x8 patches, 96 wide, 3 layers: 0.108 of the compact Large's FLOPs per call
+    "compact": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=2, attention_head_dim=48, ffn_dim=256,
+                    num_layers=3),
+}
+# Large's configs: the shipped one (256 tokens, 6.1 M parameters, 2.4 GFLOP per call) and the CPU pair's
+# (issue #25): 8x8 patches (64 tokens), 192 wide, 6 layers, 3.9 M parameters, 0.41 GFLOP per call; a
+# training step at batch 32 costs about a sixth of the shipped Large's on two CPU cores.
+LARGE_CONFIGS: dict[str, dict[str, Any]] = {
+    "large": LARGE_CONFIG,
+    "compact": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=3, attention_head_dim=64, ffn_dim=768,
+                    num_layers=6),
 }
 TINY_CONFIGS: dict[str, dict[str, Any]] = {  # the CPU rehearsal: the same code on toy widths
     "large": dict(_SHARED, num_attention_heads=2, attention_head_dim=24, ffn_dim=64, num_layers=2),
@@ -85,6 +96,10 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {  # the CPU rehearsal: the same code 
                    num_layers=1),
     "coarse-thin": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=1, attention_head_dim=24, ffn_dim=32,
                         num_layers=1),
+    "compact": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=1, attention_head_dim=12, ffn_dim=16,
+                    num_layers=1),
+    "compact-large": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=2, attention_head_dim=24, ffn_dim=64,
+                          num_layers=2),
 }
 DISTIL_RAMP = (0.25, 0.6)  # budget fractions where a young teacher's distillation weight goes 0 -> 1
 LR = {"large": 5e-4, "small": 1e-3}  # adaptive.toy.train's rates
@@ -94,16 +109,21 @@ SAVE_EVERY_S = 60.0
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a Small is made: its config name in ``SMALL_CONFIGS`` and whether it is distilled."""
+    """How a Small is made: its config name in ``SMALL_CONFIGS``, whether it is distilled, and the
+    noise range it trains on (``sigma_low`` > 0: a noise-level expert that only ever sees
+    ``sigma >= sigma_low``, the same clean videos and noise as Large's batch re-noised there)."""
 
     name: str
     config: str
     distil: bool
+    sigma_low: float = 0.0
 
 
 RECIPES = {r.name: r for r in (Recipe("scratch", "small", False), Recipe("distil", "small", True),
                                 Recipe("deep", "deep", True), Recipe("coarse", "coarse", True),
-                                Recipe("coarse-thin", "coarse-thin", True))}
+                                Recipe("coarse-thin", "coarse-thin", True),
+                                Recipe("compact", "compact", True),
+                                Recipe("compact-expert", "compact", True, sigma_low=0.5))}
 
 
 @dataclass(frozen=True)
@@ -130,6 +150,7 @@ class WorkerSettings:
     frontier_seeds: int
     frontier_steps: int
     frontier_stride: int
+    large_config: str = "large"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -207,6 +228,20 @@ def _both(model: torch.nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: to
     return out[: len(x)], out[len(x):]
 
 
+def _renoised(x: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor, sigma_low: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch as a noise-level expert above ``sigma_low`` sees it: the same clean videos and noise
+    (recovered from ``x`` and the target ``noise - x0``), each sigma mapped affinely from (0, 1] into
+    (``sigma_low``, 1]; unchanged for ``sigma_low`` 0."""
+    if sigma_low <= 0:
+        return x, sigma, target
+    s = sigma.view(-1, *[1] * (x.ndim - 1))
+    x0, noise = x - s * target, x + (1 - s) * target
+    new = sigma_low + (1 - sigma_low) * sigma
+    t = new.view_as(s)
+    return (1 - t) * x0 + t * noise, new, target
+
+
 def _stage_initial(settings: WorkerSettings, root: Path) -> None:
     """Copy what this variant starts from into ``root``: an earlier run's folder, or the shipped pair."""
     root.mkdir(parents=True, exist_ok=True)
@@ -246,13 +281,17 @@ def train_variant(settings: WorkerSettings) -> dict[str, Any]:
                    "--threads", str(max(1, settings.threads // 2))]
         encoder = subprocess.Popen(command, stdout=open(root / "encoder.log", "w"), stderr=subprocess.STDOUT,
                                    env=_env())
-    configs = TINY_CONFIGS if settings.tiny else {"large": LARGE_CONFIG, **SMALL_CONFIGS}
+    if settings.tiny:
+        configs = {**TINY_CONFIGS, "large": TINY_CONFIGS["compact-large" if settings.large_config == "compact" else "large"]}
+    else:
+        configs = {**SMALL_CONFIGS, "large": LARGE_CONFIGS[settings.large_config]}
     common = dict(batch=settings.batch, data=settings.variant, device=str(torch.device(settings.device).type),
                   command=settings.command, cfg_dropout=0.1,
                   ema_decay=0.995, sigma_sampling="adaptive.toy.train._training_sigmas (as Large)")
     model, previous = _load(root / "large", configs["large"], settings.seed + 2)
     lr = LR["large"] * (RESUME_LR_SCALE if previous else 1.0)
-    large = Trainee("large", model, lr, settings.device, previous, dict(common, size="large", lr=lr))
+    large = Trainee("large", model, lr, settings.device, previous,
+                    dict(common, size="large", lr=lr, config=configs["large"], large_config=settings.large_config))
     smalls: dict[str, Trainee] = {}
     for name in settings.recipes:
         recipe = RECIPES[name]
@@ -282,20 +321,24 @@ def train_variant(settings: WorkerSettings) -> dict[str, Any]:
         upcoming = prefetch.submit(draw)
         x, sigma, cond, target = (t.to(settings.device, non_blocking=True) for t in batch[:4])
         large.step(F.mse_loss(_velocity(large.model, x, sigma, cond), target), step, progress, 25, now - start)
-        teacher = None
-        if any(RECIPES[n].distil for n in smalls):
-            with torch.no_grad():
-                v_c, v_u = _both(large.ema, x, sigma, cond, null)
-                teacher = (v_u + g * (v_c - v_u), v_u)
+        weight = _distil_weight(progress, large.initialised)
+        teachers: dict[float, tuple[torch.Tensor, ...]] = {}  # per sigma range: (x, sigma, target, guided, uncond)
         for name, small in smalls.items():
-            if RECIPES[name].distil:
-                assert teacher is not None
-                s_c, s_u = _both(small.model, x, sigma, cond, null)
+            recipe = RECIPES[name]
+            if recipe.sigma_low not in teachers:
+                xs, ss, ts = _renoised(x, sigma, target, recipe.sigma_low)
+                teachers[recipe.sigma_low] = (xs, ss, ts)
+                if weight > 0 and any(RECIPES[n].distil and RECIPES[n].sigma_low == recipe.sigma_low for n in smalls):
+                    with torch.no_grad():  # while the weight is 0 no teacher call is made
+                        v_c, v_u = _both(large.ema, xs, ss, cond, null)
+                    teachers[recipe.sigma_low] += (v_u + g * (v_c - v_u), v_u)
+            xs, ss, ts, *teacher = teachers[recipe.sigma_low]
+            if recipe.distil and weight > 0:
+                s_c, s_u = _both(small.model, xs, ss, cond, null)
                 distil = F.mse_loss(s_u + g * (s_c - s_u), teacher[0]) / g**2 + F.mse_loss(s_u, teacher[1])
-                weight = _distil_weight(progress, large.initialised)
-                loss = weight * distil + (1 - weight) * F.mse_loss(s_c, target) if weight < 1 else distil
+                loss = weight * distil + (1 - weight) * F.mse_loss(s_c, ts) if weight < 1 else distil
             else:
-                loss = F.mse_loss(_velocity(small.model, x, sigma, cond), target)
+                loss = F.mse_loss(_velocity(small.model, xs, ss, cond), ts)
             small.step(loss, step, progress, 25, now - start)
         step += 1
         if step % 100 == 0:
@@ -434,6 +477,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="the frontier measures every window whose ends lie on multiples of this")
     parser.add_argument("--frontier-timeout-s", type=float, default=150.0,
                         help="seconds waited for the frontier checks after the budget; then what exists is packed")
+    parser.add_argument("--large-config", choices=sorted(LARGE_CONFIGS), default="large",
+                        help="Large's config: the shipped pair's, or 'compact' (64 tokens: the CPU pair of issue #25)")
     parser.add_argument("--tiny", action="store_true", help="toy widths, for rehearsing on a CPU")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -460,7 +505,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                   args.batch, args.seed, threads, str(args.init) if args.init else None,
                                   not args.no_init_shipped, args.encoder_steps, args.encoder_batch, args.guidance, args.tiny,
                                   args.frontier_prompts, args.frontier_seeds, args.frontier_steps,
-                                  args.frontier_stride)
+                                  args.frontier_stride, args.large_config)
         log = open(work / f"{variant}.log", "w")
         procs[variant] = (subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--out", str(out),
                                             "--worker", json.dumps(asdict(settings))],
