@@ -333,7 +333,7 @@ def _plan_of(pipe: Any, large: nn.Module, small: nn.Module, schedule_or_profile:
         if guidance_scale is not None and guidance_scale != 1.0:
             models = models.guided(guidance_scale)
     plan = resolve_plan(models, schedule_or_profile, None if steps is None else steps.sigmas, pipeline=True,
-                        shift=shift, num_steps=num_inference_steps, store=store)
+                        shift=shift, num_steps=num_inference_steps, store=store, guidance_scale=guidance_scale)
     if plan.profile is not None:
         _note_other_grid(plan.profile, steps, "controller's sigmas" if plan.controller else "boundaries")
     if plan.controller is not None:

@@ -28,7 +28,7 @@ from adaptive.controller import ControllerConfig
 from adaptive.denoisers import select_rows
 from adaptive.errors import CalibrationError
 from adaptive.pair import ModelPair
-from adaptive.profiles import Profile, ProfileStore, prompt_key, sampler_signature
+from adaptive.profiles import Profile, ProfileStore, check_profile_pair, prompt_key, sampler_signature
 from adaptive.schedule import Schedule
 from adaptive.switch import Plan
 
@@ -38,7 +38,8 @@ MODES = ("auto", "online")
 def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Sequence[float] | torch.Tensor | None,
                  *, batch: int = 1, cond: Mapping[str, Any] | None = None, batch_decisions: str = "split",
                  solver: str = "euler", noise: torch.Tensor | None = None, pipeline: bool = False,
-                 shift: float | None = None, num_steps: int | None = None, store: Any = None) -> Plan:
+                 shift: float | None = None, num_steps: int | None = None, store: Any = None,
+                 guidance_scale: float | None = None) -> Plan:
     """The plan for ``schedule`` on ``grid``: one of ``None`` (Large only), a :class:`Schedule`, a
     :class:`~adaptive.Profile`, a :class:`~adaptive.controller.ControllerConfig`, ``"auto"`` or ``"online"``.
 
@@ -47,8 +48,10 @@ def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Seq
     ``"auto"``/``"online"`` look up the profile for this pair, ``solver`` and grid (Euler's, said
     aloud, when ``solver`` has none) and calibrate once on ``noise``'s batch when none is stored.
     For a pipeline (``pipeline=True``; ``shift``: its scheduler's shift; ``num_steps``: the steps
-    it will run; ``grid`` its sigmas when known): one decision for the pipeline's batch, and a
-    missing profile is an error that says how to calibrate (a pipeline call cannot calibrate).
+    it will run; ``grid`` its sigmas when known; ``guidance_scale``: the scale it guides at, when
+    known): one decision for the pipeline's batch, and a missing profile is an error that says how to
+    calibrate (a pipeline call cannot calibrate). A profile given directly must be the pair's
+    (:func:`~adaptive.profiles.check_profile_pair`).
     """
     if batch_decisions not in ("split", "shared"):
         raise ValueError(f"batch_decisions must be 'split' (each sample decides) or 'shared' (one decision "
@@ -70,6 +73,7 @@ def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Seq
                 schedule = config
     elif isinstance(schedule, Profile):
         profile = schedule
+        check_profile_pair(profile, models, pipeline=pipeline, guidance_scale=guidance_scale)
     if isinstance(schedule, ControllerConfig):
         if steps is None:
             raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")

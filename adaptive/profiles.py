@@ -89,10 +89,11 @@ def _tensor_digest(h: Any, name: str, tensor: torch.Tensor) -> None:
         h.update(flat[index].float().cpu().numpy().tobytes())
 
 
-def _describe(h: Any, model: Any) -> None:
+def _describe(h: Any, model: Any, unguided: bool = False) -> None:
     if isinstance(model, GuidedDenoiser):
-        h.update(f"cfg:{model.scale}:{model.batched}".encode())
-        return _describe(h, model.model)
+        if not unguided:
+            h.update(f"cfg:{model.scale}:{model.batched}".encode())
+        return _describe(h, model.model, unguided)
     if isinstance(model, DeviceDenoiser):
         return _describe(h, model.model)  # where a model runs is not what it is
     if isinstance(model, TransformerDenoiser):
@@ -128,11 +129,94 @@ def fingerprint(pair: ModelPair) -> str:
         >>> fingerprint(a) == fingerprint(a), len(fingerprint(a))
         (True, 24)
     """
+    return _digest(pair.models)
+
+
+def models_fingerprint(models: ModelPair | Mapping[str, Any]) -> str:
+    """The fingerprint of the models alone, without their guidance adapters: the same for a pair and
+    for that pair guided at any scale (what a pipeline that applies guidance itself can check).
+
+    Example:
+        >>> import torch
+        >>> from adaptive import ModelPair
+        >>> a = ModelPair(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+        >>> models_fingerprint(a) == models_fingerprint(a.guided(4.0)) != fingerprint(a.guided(4.0))
+        True
+    """
+    return _digest(_as_models(models), unguided=True)
+
+
+def guidance_of(models: ModelPair | Mapping[str, Any]) -> float | None:
+    """The guidance scale of the pair's Large (None: not guided)."""
+    large = _as_models(models).get("large")
+    return float(large.scale) if isinstance(large, GuidedDenoiser) else None
+
+
+def _as_models(models: ModelPair | Mapping[str, Any]) -> dict[str, Any]:
+    from adaptive.denoisers import as_denoiser
+
+    return dict(models.models) if isinstance(models, ModelPair) else {k: as_denoiser(v) for k, v in models.items()}
+
+
+def _digest(models: Mapping[str, Any], unguided: bool = False) -> str:
     h = hashlib.sha256()
-    for name in sorted(pair.models):
+    for name in sorted(models):
         h.update(f"[{name}]".encode())
-        _describe(h, pair.models[name])
+        _describe(h, models[name], unguided)
     return h.hexdigest()[:24]
+
+
+def check_profile_pair(profile: Profile, models: ModelPair | Mapping[str, Any], *, pipeline: bool = False,
+                       guidance_scale: float | None = None) -> None:
+    """Refuse to run ``profile`` on models it was not calibrated on (issue #26: another pair's window
+    ran silently).
+
+    A sampler's pair must have the profile's fingerprint (the same models at another guidance scale
+    only warn). A pipeline applies guidance itself, so the drop-in compares the models without their
+    guidance (``models_fingerprint``, recorded by calibration); for a profile that predates that record
+    it tries the guided pair at ``guidance_scale`` when given, and otherwise warns that it cannot tell.
+    Running a profile's boundaries on another pair on purpose is explicit: pass ``profile.schedule()``
+    (or ``profile.schedule_for_steps(n)``), a plain :class:`~adaptive.Schedule`, instead.
+
+    Raises:
+        PairMismatchError: naming the profile's pair and this one.
+    """
+    from adaptive.errors import PairMismatchError
+
+    mapping = _as_models(models)
+    if _digest(mapping) == profile.pair_fingerprint:
+        return
+    recorded = profile.calibration.models_fingerprint
+    base = _digest(mapping, unguided=True)
+    name = f"pair {profile.pair_name!r} ({profile.pair_fingerprint})" if profile.pair_name else \
+        f"pair {profile.pair_fingerprint}"
+    this = getattr(models, "name", None)
+    this_name = f"{this!r} ({_digest(mapping)})" if this else _digest(mapping)
+    if recorded is not None and base == recorded:
+        scale, calibrated = guidance_scale if pipeline else guidance_of(mapping), profile.calibration.guidance_scale
+        if scale is not None and calibrated is not None and not math.isclose(scale, calibrated) or \
+                (not pipeline and (scale is None) != (calibrated is None)):
+            warnings.warn(f"the profile was calibrated on these models at guidance scale {calibrated}; they run at "
+                          f"{scale}: its boundaries may not be the best ones here (calibrate at this scale)",
+                          stacklevel=4)
+        return
+    if recorded is None and pipeline:
+        guided = [_digest({k: GuidedDenoiser(v, guidance_scale, {}, batched=b) for k, v in mapping.items()})
+                  for b in (True, False)] if guidance_scale not in (None, 1.0) else []
+        if profile.pair_fingerprint in guided:
+            return
+        if guidance_scale is None:
+            warnings.warn(f"cannot tell whether the profile ({name}) was calibrated on these transformers: it "
+                          "records no fingerprint of the models without guidance (made before it was recorded); "
+                          "pass blend(..., guidance_scale=<the scale it was calibrated at>) to check it, or "
+                          "recalibrate", stacklevel=4)
+            return
+    subject = "pipeline's transformers" if pipeline else "pair"
+    raise PairMismatchError(
+        f"the profile was calibrated on {name}, not on this {subject} "
+        f"({this_name}): its window would run on models it never measured. Calibrate this pair "
+        "(adaptive.calibrate or `flowblend calibrate`), or, to run those boundaries here anyway, pass "
+        "profile.schedule() (a plain Schedule) instead of the profile")
 
 
 PARTS = ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller", "plan", "frontier")
@@ -353,6 +437,7 @@ def _keep_bytes(path: Path, to: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(path.read_bytes())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: a kept copy stays as readable as the store
         os.replace(tmp, to)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -421,8 +506,9 @@ def _parts(values: dict[str, Any], source: str, num_steps: int) -> dict[str, Any
 
 
 def weaker_than(new: Profile, old: Profile) -> str | None:
-    """Why ``new`` should not silently replace ``old`` (None when it may): it ran fewer trials, or,
-    judged by the same metric and target, its recommended plan costs more.
+    """Why ``new`` should not silently replace ``old`` (None when it may): it lacks parts the stored
+    one has (per-prompt windows, an online controller: a plain re-calibration must not delete them),
+    it ran fewer trials, or, judged by the same metric and target, its recommended plan costs more.
 
     Example:
         >>> old = Profile(pair_fingerprint="f", sampler="euler-30-shift3", num_steps=30, shift=3.0, sigma_in=0.8,
@@ -432,6 +518,9 @@ def weaker_than(new: Profile, old: Profile) -> str | None:
         >>> weaker_than(old, old) is None
         True
     """
+    lost = lost_parts(new, old)
+    if lost:
+        return f"it has no {' and no '.join(lost)}, the stored one has"
     trials = (new.calibration.n_trials or 0, old.calibration.n_trials or 0)
     if trials[0] < trials[1]:
         return f"it ran {trials[0]} trials, the stored one {trials[1]}"
@@ -440,6 +529,16 @@ def weaker_than(new: Profile, old: Profile) -> str | None:
     if same and costs[0] > costs[1] + 1e-9:
         return f"its plan costs {costs[0]:.3f} of Large only, the stored one's {costs[1]:.3f}"
     return None
+
+
+def lost_parts(new: Profile, old: Profile) -> list[str]:
+    """The parts ``old`` has and ``new`` lacks: per-prompt windows, an online controller."""
+    lost = []
+    if old.per_prompt is not None and old.per_prompt.windows and (new.per_prompt is None or not new.per_prompt.windows):
+        lost.append(f"per-prompt windows ({len(old.per_prompt.windows)} prompts)")
+    if old.controller is not None and new.controller is None:
+        lost.append("online controller")
+    return lost
 
 
 def _plan_cost(profile: Profile) -> float:
@@ -520,10 +619,12 @@ class ProfileStore:
 
     def save(self, profile: Profile, force: bool = False) -> Path:
         """Write ``profile`` atomically; never lose a good one. The profile stored before is kept as
-        ``<name>.json.previous``; one that the new profile would weaken (:func:`weaker_than`: fewer
-        trials, or a costlier plan for the same metric and target) is not replaced unless ``force``:
-        the new one goes to ``<name>.json.rejected`` and a warning says why. Returns the path of the
-        stored profile."""
+        ``<name>.json.previous``; one that the new profile would weaken (:func:`weaker_than`: parts it
+        lacks, fewer trials, or a costlier plan for the same metric and target) is not replaced unless
+        ``force``: the new one goes to ``<name>.json.rejected`` and a warning says why. A profile with
+        per-prompt windows or a controller that ``force`` replaces by one without is also kept as
+        ``<name>.json.per-prompt``, so the last one that had them is never lost (``.previous`` moves on
+        with the next save). Returns the path of the stored profile."""
         path = self.path_for(profile.pair_fingerprint, profile.sampler)
         try:
             old = Profile.load(path) if path.exists() else None
@@ -541,6 +642,12 @@ class ProfileStore:
                               stacklevel=2)
                 return path
             _keep_bytes(path, path.with_name(path.name + ".previous"))  # as it was on disk, unknown fields too
+            lost = lost_parts(profile, old)
+            if lost:
+                kept = _keep_bytes(path, path.with_name(path.name + ".per-prompt"))
+                warnings.warn(f"replaced {path} (force) by a profile with no {' and no '.join(lost)}; the one that had "
+                              f"them is kept in {kept}: copy it back over {path.name} to use them again",
+                              stacklevel=2)
         return profile.save(path)
 
     def get(self, pair_fingerprint: str, sampler: str) -> Profile | None:

@@ -361,26 +361,33 @@ class Cost(JsonView):
 @dataclass(frozen=True)
 class CalibrationInfo(JsonView):
     """How the profile was calibrated: prompts, noise seeds, complete trials, the Optuna study's name
-    and the samples probed (None: not recorded)."""
+    and the samples probed; the fingerprint of the pair's models without their guidance adapter and the
+    guidance scale it ran at (a pipeline applies guidance itself: the drop-in checks the models against
+    the first). None: not recorded."""
 
     num_conds: int | None = None
     seeds: tuple[int, ...] | None = None
     n_trials: int | None = None
     study_name: str | None = None
     samples: int | None = None
+    models_fingerprint: str | None = None
+    guidance_scale: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _present({"num_conds": self.num_conds, "seeds": None if self.seeds is None else list(self.seeds),
-                         "n_trials": self.n_trials, "study_name": self.study_name, "samples": self.samples})
+                         "n_trials": self.n_trials, "study_name": self.study_name, "samples": self.samples,
+                         "models_fingerprint": self.models_fingerprint, "guidance_scale": self.guidance_scale})
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "calibration") -> CalibrationInfo:
-        data = _object(where, data, ("num_conds", "seeds", "n_trials", "study_name", "samples"))
+        data = _object(where, data, ("num_conds", "seeds", "n_trials", "study_name", "samples", "models_fingerprint",
+                                     "guidance_scale"))
         seeds = data.get("seeds")
         if seeds is not None and (not isinstance(seeds, list) or not all(map(_integer, seeds))):
             raise ProfileError(f"{where}: seeds must be a list of integer noise seeds, got {seeds!r}")
         return cls(_int(where, data, "num_conds"), None if seeds is None else tuple(seeds),
-                   _int(where, data, "n_trials"), _text(where, data, "study_name"), _int(where, data, "samples"))
+                   _int(where, data, "n_trials"), _text(where, data, "study_name"), _int(where, data, "samples"),
+                   _text(where, data, "models_fingerprint"), _number(where, data, "guidance_scale", none_ok=True))
 
 
 def controller_from_dict(data: Any, where: str = "controller") -> ControllerConfig | None:

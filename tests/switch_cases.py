@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import tiny_wan  # noqa: E402
 
-from adaptive import ModelPair, Profile, Schedule, TransformerDenoiser, sample, sample_heun, sigmas  # noqa: E402
+from adaptive import ModelPair, Profile, Schedule, TransformerDenoiser, fingerprint, sample, sample_heun, sigmas  # noqa: E402
 from adaptive.controller import ControllerConfig  # noqa: E402
 from adaptive.profiles import prompt_key  # noqa: E402
 
@@ -112,7 +112,7 @@ def sampler_cases() -> dict[str, Callable[[], Any]]:
         pair = ModelPair(*(wan_models()[k] for k in ("large", "small")))
         keys = [prompt_key({"encoder_hidden_states": cond["encoder_hidden_states"][b:b + 1]}) for b in range(2)]
         grid = sigmas(STEPS, 3.0).tolist()
-        profile = Profile(pair_fingerprint="f", sampler=f"euler-{STEPS}-shift3", num_steps=STEPS, shift=3.0,
+        profile = Profile(pair_fingerprint=fingerprint(pair), sampler=f"euler-{STEPS}-shift3", num_steps=STEPS, shift=3.0,
                           sigma_in=0.8, sigma_out=0.3,
                           per_prompt={"windows": {keys[0]: {"start": 1, "stop": 5, "sigma_in": grid[1], "sigma_out": grid[5]},
                                                   keys[1]: {"start": 3, "stop": 8, "sigma_in": grid[3], "sigma_out": grid[8]}}})

@@ -70,3 +70,79 @@ def test_the_wan_pipeline_runs_small_on_boundaries_written_as_decimals():
          guidance_scale=1.0, output_type="latent")
     ran = [i for i, (_, name) in enumerate(pipe.transformer.trace) if name == "small"]
     assert ran == [2, 3, 4, 5, 6] == schedule.small_steps(grid) == schedule.small_steps(grid.double().tolist())
+
+
+# Item 3: another pair's profile is refused, naming both pairs ---------------------------------------
+
+def _calibrated(pair, tmp_path, **kwargs):
+    from adaptive import calibrate
+
+    return calibrate(pair, [{"encoder_hidden_states": torch.randn(1, 6, 32, generator=torch.Generator().manual_seed(3))}],
+                     num_steps=4, seeds=[0], shape=(16, 2, 2, 2), n_trials=2, store=tmp_path, progress=False,
+                     **kwargs)
+
+
+def test_a_profile_of_another_pair_is_refused_by_the_sampler_and_the_drop_in(tmp_path):
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    from adaptive import ModelPair, PairMismatchError, sample
+
+    null = {"encoder_hidden_states": torch.zeros(1, 6, 32)}
+    ours_t = tiny_wan(heads=2, layers=1, seed=0), tiny_wan(heads=1, layers=1, seed=1)
+    theirs_t = tiny_wan(heads=2, layers=1, seed=5), tiny_wan(heads=1, layers=1, seed=6)
+    ours, theirs = ModelPair(*ours_t, name="ours"), ModelPair(*theirs_t, name="theirs")
+    profile = _calibrated(ours.guided(4.0, null, batched=False), tmp_path)
+    assert profile.calibration.guidance_scale == 4.0 and profile.calibration.models_fingerprint
+    noise, cond = torch.randn(1, 16, 2, 2, 2), {"encoder_hidden_states": torch.randn(1, 6, 32)}
+    guided_theirs = theirs.guided(4.0, null, batched=False)
+    with pytest.raises(PairMismatchError, match=r"calibrated on pair 'ours'.*this pair \('theirs'.*profile\.schedule"):
+        sample(guided_theirs, noise, sigmas(4, 3.0), profile, **cond)
+    sample(ours.guided(4.0, null, batched=False), noise, sigmas(4, 3.0), profile, **cond)  # its own pair runs
+    sample(guided_theirs, noise, sigmas(4, 3.0), profile.schedule(), **cond)  # the explicit override runs
+    with pytest.warns(UserWarning, match="guidance scale 4.0; they run at 6.0"):
+        sample(ours.guided(6.0, null, batched=False), noise, sigmas(4, 3.0), profile, **cond)
+
+    def pipe(large):
+        return WanPipeline(tokenizer=None, text_encoder=None, transformer=large, vae=None,
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+    with pytest.raises(PairMismatchError, match="pipeline's transformers"):
+        blend(pipe(theirs_t[0]), theirs_t[1], profile)
+    blend(pipe(ours_t[0]), ours_t[1], profile)  # the models it measured, guided by the pipeline
+
+
+# Item 2: a plain re-calibration never deletes a per-prompt profile ----------------------------------
+
+def test_a_plain_recalibration_keeps_the_per_prompt_windows_and_the_controller(tmp_path):
+    """Calibrate per prompt, then plainly twice (same settings): the stored profile keeps its windows
+    and controller, the plain runs go to .rejected with a warning naming --force; with force the one
+    that had them is kept beside the store and survives a second forced save."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_online import CUTS, cut_pair
+
+    from adaptive import ProfileStore, calibrate
+
+    conds = [{"c": torch.tensor([[cut]])} for cut in CUTS]
+    common = dict(num_steps=8, seeds=[0], quality_target=0.99, n_trials=6, store=tmp_path, progress=False,
+                  search_steps=False)
+    rich = calibrate(cut_pair(), conds, per_prompt=True, **common)
+    assert rich.per_prompt is not None and rich.per_prompt.windows
+    path = ProfileStore(tmp_path).path_for(rich.pair_fingerprint, rich.sampler)
+    for _ in range(2):
+        with pytest.warns(UserWarning, match=r"no per-prompt windows.*--force"):
+            calibrate(cut_pair(), conds, **common)
+    stored = ProfileStore(tmp_path).get(rich.pair_fingerprint, rich.sampler)
+    assert stored == rich and path.with_name(path.name + ".rejected").exists()
+    assert not path.with_name(path.name + ".previous").exists()  # the stored one was never moved on
+    for _ in range(2):  # replaced on purpose, twice: the last profile with windows is kept all the same
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            calibrate(cut_pair(), conds, force=True, **common)
+    kept = path.with_name(path.name + ".per-prompt")
+    from adaptive import Profile
+
+    assert Profile.load(kept) == rich and ProfileStore(tmp_path).get(rich.pair_fingerprint, rich.sampler).per_prompt is None
+    assert oct(kept.stat().st_mode & 0o077) != "0o0"  # kept copies are as readable as the store (not 0600)

@@ -132,7 +132,7 @@ def test_heun_gives_each_prompt_its_window():
     grid = sigmas(12)
     keys = [prompt_key({"c": CUTS[b:b + 1]}) for b in range(4)]
     g = grid.tolist()
-    profile = Profile(pair_fingerprint="f", sampler="heun-12-shift1", num_steps=12, shift=1.0, sigma_in=0.8,
+    profile = Profile(pair_fingerprint=fingerprint(ModelPair(cut_large, cut_small)), sampler="heun-12-shift1", num_steps=12, shift=1.0, sigma_in=0.8,
                       sigma_out=0.3, per_prompt={"windows": {keys[0]: {"start": 2, "stop": 6, "sigma_in": g[2],
                                                                       "sigma_out": g[6]}}})
     _, d = sample_heun(ModelPair(cut_large, cut_small), torch.randn(4, 4), grid, profile, return_decisions=True,

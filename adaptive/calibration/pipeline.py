@@ -30,7 +30,7 @@ from adaptive.errors import CalibrationError
 from adaptive.metrics import LatentSimilarity, Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, run_probe
-from adaptive.profiles import Profile, ProfileStore, fingerprint, safe_key, sampler_signature
+from adaptive.profiles import Profile, ProfileStore, fingerprint, guidance_of, models_fingerprint, safe_key, sampler_signature
 from adaptive.records import CalibrationInfo, Cost, CurveSummary, Proposal, Quality
 
 DEFAULT_QUALITY_TARGET = 0.95
@@ -193,7 +193,8 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
                   calibration_large_equivalents_per_sample=probe_cost + search.large_equivalents,
                   probe_large_equivalents_per_sample=probe_cost),
         calibration=CalibrationInfo(num_conds=len(conds), seeds=tuple(int(s) for s in seeds), n_trials=len(complete),
-                                    study_name=study_name, samples=int(curve.cost["samples"])),
+                                    study_name=study_name, samples=int(curve.cost["samples"]),
+                                    models_fingerprint=models_fingerprint(pair), guidance_scale=guidance_of(pair)),
         note=note,
     )
 
