@@ -80,7 +80,7 @@ def warn_if_other_metric(profile: Profile, pair: ModelPair) -> bool:
     """Warn when ``profile`` was judged by another metric than the pair's own (e.g. a profile from
     before the pair's metric changed): its plan met a target the pair no longer uses."""
     metric = pair.metric
-    name = getattr(metric, "name", None) if metric is not None else "latent_cosine"
+    name = getattr(metric, "name", None) if metric is not None else "latent_structure"
     judged = profile.quality.metric
     if name is None or judged is None or judged == name:
         return False

@@ -15,7 +15,7 @@ Example:
     >>> pair = ModelPair(lambda x, s: x - 0.5, lambda x, s: x - 0.5, sample_shape=(4,))  # Small exact
     >>> f = measure_frontier(pair, [{}], num_steps=4, seeds=[0, 1], progress=False)
     >>> len(f.large_fewer()), len(f.blends()), f.metric
-    (4, 10, 'latent_cosine')
+    (4, 10, 'latent_structure')
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from adaptive.calibration import Evaluator, StepSearch, small_cost_ratio
-from adaptive.metrics import LatentSimilarity, Metric, WorstOf
+from adaptive.metrics import LatentStructure, Metric, WorstOf
 from adaptive.pair import ModelPair
 from adaptive.probing import run_probe
 from adaptive.profiles import atomic_write
@@ -271,7 +271,7 @@ class _Recorder:
 
 def default_metrics(pair: ModelPair) -> tuple[str, dict[str, Metric]]:
     """The pair's calibration metric (latent cosine without one) and, for a worst-of metric, its parts."""
-    metric = pair.metric or LatentSimilarity()
+    metric = pair.metric or LatentStructure()
     name = getattr(metric, "name", type(metric).__name__)
     metrics: dict[str, Metric] = {name: metric}
     if isinstance(metric, WorstOf):

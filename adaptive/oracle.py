@@ -27,7 +27,7 @@ from typing import Any
 
 from adaptive.calibration import Evaluator, best_window, refine, small_cost_ratio, sweep
 from adaptive.detect import ChangePointDetector, boundaries_from_steps
-from adaptive.metrics import LatentSimilarity, Metric
+from adaptive.metrics import LatentStructure, Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, run_probe
 from adaptive.profiles import atomic_write
@@ -106,7 +106,7 @@ def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps:
     The sweep measures all ``n (n + 1) / 2`` windows: on a 20-step grid about 1350 Large calls per
     sample, some 60 times a calibration's probe and refinement.
     """
-    metric = metric or pair.metric or LatentSimilarity()
+    metric = metric or pair.metric or LatentStructure()
     started = time.perf_counter()
     curve, reference = run_probe(pair, conds, num_steps, seeds, shift, progress=progress)
     probe_seconds = time.perf_counter() - started

@@ -219,6 +219,7 @@ def check_profile_pair(profile: Profile, models: ModelPair | Mapping[str, Any], 
         "profile.schedule() (a plain Schedule) instead of the profile")
 
 
+LATENT_METRICS = ("latent_structure", "latent_cosine")  # metrics that never see a decoded frame
 PARTS = ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller", "plan", "frontier")
 
 
@@ -304,7 +305,15 @@ class Profile:
 
     @property
     def decision(self) -> str:
-        """The recommendation in words, e.g. "Large with 9 of 30 steps meets the target ..."."""
+        """The recommendation in words, e.g. "Large with 9 of 30 steps meets the target ...", with a
+        caveat when it was judged in latent space only (no decoder or feature encoder given)."""
+        text = self._decision()
+        if self.quality.metric in LATENT_METRICS:
+            text += (f" Judged in latent space ({self.quality.metric}: no decoder or feature encoder was given); "
+                     "look at the decoded videos, or calibrate with metric= on decoded frames.")
+        return text
+
+    def _decision(self) -> str:
         n, full = self.steps, self.num_steps
         plan = self.plan or MeasuredPlan(full, self.small_steps[0] if self.small_steps else 0,
                                          self.small_steps[-1] + 1 if self.small_steps else 0, 1.0,

@@ -407,15 +407,15 @@ def test_a_fixed_grid_calibration_never_joins_a_step_search_study(tmp_path):
 def test_a_profile_judged_by_another_metric_is_called_out():
     from adaptive.auto import warn_if_other_metric
 
-    pair = pair_of(LARGE)  # no metric of its own: latent cosine
+    pair = pair_of(LARGE)  # no metric of its own: latent_structure
     stale = Profile(pair_fingerprint=fingerprint(pair), sampler="euler-12-shift1", num_steps=12, shift=1.0,
                     sigma_in=0.8, sigma_out=0.4, quality={"metric": "toy_feature_cosine", "target": 0.95})
-    with pytest.warns(UserWarning, match="calibrated on metric 'toy_feature_cosine'.*'latent_cosine'"):
+    with pytest.warns(UserWarning, match="calibrated on metric 'toy_feature_cosine'.*'latent_structure'"):
         assert warn_if_other_metric(stale, pair)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not warn_if_other_metric(Profile(**{**stale.to_dict(), "small_steps": (),
-                                                   "quality": {"metric": "latent_cosine"}}), pair)
+                                                   "quality": {"metric": "latent_structure"}}), pair)
 
 
 def test_a_weaker_calibration_never_silently_replaces_a_stored_profile(tmp_path):

@@ -27,7 +27,7 @@ from adaptive.calibration.per_prompt import with_per_prompt
 from adaptive.calibration.search import best_plan, best_window, default_storage, make_study, measured_plans, refine
 from adaptive.detect import Boundaries, ChangePointDetector, boundaries_from_steps
 from adaptive.errors import CalibrationError
-from adaptive.metrics import LatentSimilarity, Metric
+from adaptive.metrics import LatentStructure, Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, run_probe
 from adaptive.profiles import Profile, ProfileStore, fingerprint, guidance_of, models_fingerprint, safe_key, sampler_signature
@@ -87,7 +87,8 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         seeds: noise seeds; every cond runs with every seed.
         quality_target: least mean similarity to Large-only output a window must keep (default 0.95,
             on the pair's ``metric`` — for the embedded pair the worse of the toy encoder's
-            feature cosine and per-frame SSIM, latent cosine for pairs without one).
+            feature cosine and per-frame SSIM; :class:`~adaptive.metrics.LatentStructure` for pairs
+            without one, which fails blur and lost structure that a latent cosine passes).
         n_trials: Optuna trials in all (shared by every worker of the study).
         storage: an Optuna storage (SQLAlchemy URL, ``JournalStorage``...); default SQLite in the store.
         store: the :class:`ProfileStore` (or its directory) the profile is written to.
@@ -119,7 +120,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         raise CalibrationError("per_prompt=True fits the online controller on every step's divergence; "
                                "leave probe_steps=None")
     store = store if isinstance(store, ProfileStore) else ProfileStore(store)
-    metric = metric or pair.metric or LatentSimilarity()
+    metric = metric or pair.metric or LatentStructure()
     metric_name = getattr(metric, "name", type(metric).__name__)
     signature = sampler_signature("euler", num_steps, shift)
     fp = fingerprint(pair)
