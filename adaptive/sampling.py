@@ -63,10 +63,26 @@ def switch_for(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedu
 def instrumented(switch: Switch, num_steps: int, check_every: int, callback: Callback | None) -> Callback:
     """The loop's per-step callback: NaN/Inf checks (:func:`finite_check_due`), then ``callback``
     with the models of the step (``model_name``: one name, or "mixed"; ``model_names``: per sample)."""
+    # Each step's per-sample finiteness stays on the device (no sync) until a check is due; a check
+    # then names the step and model where a non-finite value first appeared, not the later one where
+    # it was seen (NaN carries forward through x to every model after it).
+    pending: list[tuple[int, list[str], torch.Tensor]] = []
+
     def on_step(info: dict[str, Any]) -> None:
         names = switch.names
+        if check_every > 0:
+            v = info["v"]
+            pending.append((info["i"], names, torch.isfinite(v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
+                                                             ).all(dim=1)))
         if finite_check_due(info["i"], num_steps, check_every):
-            check_finite(info["v"], "/".join(dict.fromkeys(names)), info["i"])
+            flags = torch.stack([f for _, _, f in pending])
+            if not bool(flags.all()):
+                first = int((~flags).any(dim=1).nonzero()[0])
+                step, step_names, bad = pending[first]
+                rows = (~bad).nonzero().flatten().tolist()
+                culprits = [step_names[r] if r < len(step_names) else step_names[0] for r in rows]
+                raise _non_finite("/".join(dict.fromkeys(culprits)), step)
+            pending.clear()
         if callback is not None:
             callback({**info, "model_name": names[0] if len(set(names)) == 1 else "mixed", "model_names": names})
     return on_step
@@ -79,7 +95,8 @@ def check_finite(v: torch.Tensor, model_name: str, step: int) -> None:
     """Raise :class:`NonFiniteVelocityError` naming the model and step if ``v`` has NaN/Inf.
 
     One elementwise pass and one value read back from the device (a host sync), so samplers call
-    it only on the steps :func:`finite_check_due` names.
+    it only on the steps :func:`finite_check_due` names (the samplers keep each step's finiteness on
+    the device in between, so the error names the step where it first appeared).
 
     Example:
         >>> check_finite(torch.tensor([float("nan")]), "small", 3)
@@ -88,9 +105,13 @@ def check_finite(v: torch.Tensor, model_name: str, step: int) -> None:
         adaptive.errors.NonFiniteVelocityError: model 'small' returned NaN/Inf at step 3; ...
     """
     if not bool(torch.isfinite(v).all()):
-        raise NonFiniteVelocityError(f"model {model_name!r} returned NaN/Inf at step {step}; check its dtype "
-                                     "(fp16 overflows: try bf16 or fp32) and its inputs (NaN in the noise or "
-                                     "the conditioning gives NaN everywhere)")
+        raise _non_finite(model_name, step)
+
+
+def _non_finite(model_name: str, step: int) -> NonFiniteVelocityError:
+    return NonFiniteVelocityError(f"model {model_name!r} returned NaN/Inf at step {step}; check its dtype "
+                                  "(fp16 overflows: try bf16 or fp32) and its inputs (NaN in the noise or "
+                                  "the conditioning gives NaN everywhere)")
 
 
 def finite_check_due(step: int, num_steps: int, check_every: int) -> bool:

@@ -173,3 +173,20 @@ def test_the_default_metric_fails_a_one_step_blur_and_the_decision_says_latent_s
     assert profile.quality.metric == "latent_structure"
     assert 4 <= profile.steps <= 8, profile.decision
     assert "Judged in latent space" in profile.decision
+
+
+# Item 6: NaN/Inf is blamed on the model and step where it first appeared ---------------------------
+
+@pytest.mark.parametrize("sampler", ["sample", "sample_heun"])
+def test_a_non_finite_velocity_is_blamed_where_it_first_appeared(sampler):
+    """Small returns Inf at its first step (step 3 of lsl(0.8, 0.3) on ten linear steps); Large then
+    turns it into NaN. The error named 'large' at step 7 (the next check); it must name 'small', 3."""
+    import adaptive
+    from adaptive import ModelPair, NonFiniteVelocityError
+
+    def small(x, s):
+        return torch.where(s.view(-1, 1) < 0.75, torch.full_like(x, float("inf")), -x)
+
+    with pytest.raises(NonFiniteVelocityError, match=r"model 'small' returned NaN/Inf at step 3"):
+        getattr(adaptive, sampler)(ModelPair(lambda x, s: -x, small), torch.ones(2, 3), sigmas(10),
+                                   Schedule.lsl(0.75, 0.3), check_every=10)
