@@ -88,13 +88,19 @@ class Comparison:
 
     def beats(self, z: float = Z_NOISE) -> bool:
         """Whether ``point`` scores higher than ``other`` by more than ``z`` standard errors (and
-        more than float rounding, :data:`MIN_MARGIN`)."""
-        return self.difference > max(z * self.stderr, MIN_MARGIN)
+        more than float rounding, :data:`MIN_MARGIN`); never on one sample (no standard error)."""
+        return math.isfinite(self.stderr) and self.difference > max(z * self.stderr, MIN_MARGIN)
+
+    def margin(self) -> str:
+        """``+0.0123 +- 0.0045``, or the difference and "one sample: no standard error"."""
+        if not math.isfinite(self.stderr):
+            return f"{self.difference:+.4f} (one sample: no standard error)"
+        return f"{self.difference:+.4f} +- {self.stderr:.4f}"
 
     def describe(self) -> str:
         return (f"{self.point.label()} ({self.point.quality(self.metric):.4f} at {self.point.cost:.2f}) vs "
                 f"{self.other.label()} ({self.other.quality(self.metric):.4f} at {self.other.cost:.2f}): "
-                f"{self.difference:+.4f} +- {self.stderr:.4f}")
+                f"{self.margin()}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +139,7 @@ class Frontier:
         """``point`` against ``other`` on ``metric`` (default: the primary one), paired by sample."""
         metric = metric or self.metric
         diff = np.asarray(point.scores[metric], float) - np.asarray(other.scores[metric], float)
-        stderr = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        stderr = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan  # one: unknown
         return Comparison(point, other, metric, float(diff.mean()), stderr)
 
     def winners(self, metric: str | None = None, z: float = Z_NOISE) -> list[Comparison]:
@@ -167,6 +173,9 @@ class Frontier:
             return f"the plan ({steps} steps, Small {start}..{stop - 1}) was not measured on this frontier"
         against = self.dominating(point, metric)
         if not against:
+            if self.samples < 2:
+                return (f"not judged: one sample has no standard error, so no plan at its compute ({point.cost:.2f}) "
+                        f"can be said to beat {point.label()} or lose to it; measure more prompts or seeds")
             return (f"on the measured frontier: no measured plan at its compute ({point.cost:.2f}) beats "
                     f"{point.label()} beyond sample noise ({len(self.points)} plans, {self.samples} samples)")
         return f"NOT on the measured frontier: {against[0].describe()}"
@@ -183,7 +192,11 @@ class Frontier:
         lines = [f"{len(self.blends())} one-window blends and Large alone with 1..{self.num_steps} steps, "
                  f"{self.samples} samples, Small costs {self.small_cost:.3f} of a Large call; a blend beats "
                  f"Large-fewer when its paired mean exceeds Large with the steps its compute buys by > {z:g} "
-                 "standard errors.", "", "| metric | blends that beat Large-fewer | best margin |", "|---|---:|---|"]
+                 "standard errors."]
+        if self.samples < 2:
+            lines.append("One sample has no standard error: no blend can be said to beat Large-fewer beyond noise; "
+                         "measure more prompts or seeds.")
+        lines += ["", "| metric | blends that beat Large-fewer | best margin |", "|---|---:|---|"]
         for metric in self.metrics:
             won = self.winners(metric, z)
             lines.append(f"| {metric} | {len(won)} of {len(self.blends())} | "
@@ -198,7 +211,7 @@ class Frontier:
             best = max(bought, key=lambda b: b.quality(self.metric))
             c = self.compare(best, large[k])
             lines.append(f"| {k} | {large[k].quality(self.metric):.4f} | {best.label()} ({best.cost:.2f}) | "
-                         f"{best.quality(self.metric):.4f} | {c.difference:+.4f} +- {c.stderr:.4f} |")
+                         f"{best.quality(self.metric):.4f} | {c.margin()} |")
         return "\n".join(lines)
 
     def plot(self, path: Path | str, highlight: Sequence[Point] = ()) -> Path:

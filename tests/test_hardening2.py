@@ -190,3 +190,20 @@ def test_a_non_finite_velocity_is_blamed_where_it_first_appeared(sampler):
     with pytest.raises(NonFiniteVelocityError, match=r"model 'small' returned NaN/Inf at step 3"):
         getattr(adaptive, sampler)(ModelPair(lambda x, s: -x, small), torch.ones(2, 3), sigmas(10),
                                    Schedule.lsl(0.75, 0.3), check_every=10)
+
+
+# Item 11: one sample has no standard error -----------------------------------------------------------
+
+def test_one_sample_claims_no_margin_beyond_noise_and_a_tiny_calibration_warns(tmp_path):
+    from adaptive import ModelPair, calibrate
+    from adaptive.frontier import measure_frontier
+
+    pair = ModelPair(lambda x, s: x - 0.5, lambda x, s: x - 0.45, sample_shape=(4,))
+    one = measure_frontier(pair, [{}], num_steps=4, seeds=[0], progress=False)
+    assert not any(one.winners(m) for m in one.metrics)
+    table = one.table()
+    assert "One sample has no standard error" in table and "+- 0.0000" not in table
+    assert "one sample: no standard error" in one.compare(one.blends()[0], one.large_fewer()[1]).describe()
+    assert one.verdict(4, 0, 2).startswith("not judged: one sample")
+    with pytest.warns(UserWarning, match=r"calibrating on 1 sample\(s\).*no error bars"):
+        calibrate(pair, [{}], num_steps=4, seeds=[0], n_trials=1, store=tmp_path, progress=False)

@@ -37,6 +37,9 @@ DEFAULT_QUALITY_TARGET = 0.95
 DEFAULT_TRIALS = 24
 
 
+TINY_CALIBRATION = 4  # fewer samples than this get a warning: a plan with no error bars
+
+
 def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
                   quality_target: float, n_trials: int) -> None:
     if not isinstance(num_steps, int) or num_steps < 2:
@@ -116,6 +119,10 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         ...               store=tempfile.mkdtemp(), progress=False)  # doctest: +SKIP
     """
     _check_inputs(conds, num_steps, seeds, quality_target, n_trials)
+    if len(conds) * len(seeds) < TINY_CALIBRATION:
+        warnings.warn(f"calibrating on {len(conds) * len(seeds)} sample(s) ({len(conds)} prompts x {len(seeds)} seeds): "
+                      "its plan meets the target on them, with no error bars, and may not hold on other prompts; "
+                      f"use at least {TINY_CALIBRATION} (the shipped profile uses 24)", stacklevel=2)
     if per_prompt and probe_steps is not None:
         raise CalibrationError("per_prompt=True fits the online controller on every step's divergence; "
                                "leave probe_steps=None")
