@@ -639,6 +639,14 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         problem = _writable_problem(args.out)
         if problem:
             parser.error(f"--out {problem}")
+    if args.command == "frontier" and args.store_result:  # it writes the frontier beside the profiles at the end
+        from adaptive.errors import StorageError
+        from adaptive.profiles import ProfileStore
+
+        try:
+            ProfileStore(args.store).check_writable()
+        except StorageError as err:
+            parser.error(f"{err}; or pass --no-store to keep the frontier only in --out")
     if args.command == "calibrate":
         from adaptive.errors import StorageError
         from adaptive.profiles import ProfileStore

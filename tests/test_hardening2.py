@@ -207,3 +207,20 @@ def test_one_sample_claims_no_margin_beyond_noise_and_a_tiny_calibration_warns(t
     assert one.verdict(4, 0, 2).startswith("not judged: one sample")
     with pytest.warns(UserWarning, match=r"calibrating on 1 sample\(s\).*no error bars"):
         calibrate(pair, [{}], num_steps=4, seeds=[0], n_trials=1, store=tmp_path, progress=False)
+
+
+# Item 9: flowblend frontier checks a read-only store before measuring --------------------------------
+
+def test_frontier_on_a_read_only_store_stops_before_measuring(tmp_path, capsys):
+    """It measured everything, then crashed writing. A store under a plain file cannot be written
+    even by root (the issue's read-only folder behaves alike for other users)."""
+    from adaptive.cli import main
+
+    (tmp_path / "file").write_text("")
+    store = tmp_path / "file" / "store"
+    with pytest.raises(SystemExit):
+        main(["frontier", "--steps", "2", "--num-prompts", "1", "--seeds", "1", "--store", str(store), "--out",
+              str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert "not writable" in err and "--no-store" in err
+    assert not (tmp_path / "out" / "frontier.json").exists()
