@@ -222,13 +222,27 @@ class Schedule:
             >>> s.model_for(0.8), s.model_for(float(torch.tensor(0.8))), s.model_for(0.3)
             ('small', 'small', 'large')
         """
+        return self.stages[self._stage_at(sigma)].model
+
+    def _stage_at(self, sigma: float) -> int:
         sigma = float(sigma)
         if not (0.0 <= sigma <= 1.0):
             raise ScheduleError(f"sigma {sigma} is outside [0, 1]; pass sigma, not a training timestep")
-        for stage in self.stages:
+        for index, stage in enumerate(self.stages):
             if sigma > stage.sigma_lo + SNAP:
-                return stage.model
-        return self.stages[-1].model
+                return index
+        return len(self.stages) - 1
+
+    def idle_stages(self, sigmas: torch.Tensor | Sequence[float]) -> list[Stage]:
+        """The stages no step of this grid starts in: they are skipped on it (e.g. UniPC's last step
+        starts at sigma 0.302, so ``lsl(0.85, 0.3)``'s final Large stage gets no step on 8 steps).
+
+        Example:
+            >>> Schedule.lsl(0.85, 0.3).idle_stages([1.0, 0.6, 0.31, 0.0])
+            [Stage(sigma_hi=0.3, sigma_lo=0.0, model='large')]
+        """
+        used = {self._stage_at(s) for s in check_grid(sigmas)[:-1]}
+        return [stage for index, stage in enumerate(self.stages) if index not in used]
 
     def step_models(self, sigmas: torch.Tensor | Sequence[float]) -> list[str]:
         """The model name for each step of a grid of ``num_steps + 1`` sigmas."""

@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +89,11 @@ class Plan:
         return tuple(dict.fromkeys(m for s in self.schedules for m in s.models))
 
 
+def _starts(grid: Sequence[float]) -> str:
+    shown = ", ".join(f"{s:.3g}" for s in grid[:-1][-4:])
+    return ("..., " if len(grid) > 5 else "") + shown
+
+
 def plan_decisions(grid: Sequence[float], plans: list[list[str]], reasons: Sequence[str], shared: bool = False
                    ) -> Decisions:
     """:class:`~adaptive.controller.Decisions` of fixed per-row plans (lists of model names per step)."""
@@ -137,7 +144,14 @@ class Switch:
                                                 stored)
             self.decisions = self._controller.decisions
         else:
-            reasons = [reason] * self.plan.rows if reason is not None else self.plan.reasons
+            reasons = [reason] * self.plan.rows if reason is not None else list(self.plan.reasons)
+            for schedule in dict.fromkeys(self.plan.schedules):  # a stage with no step here is skipped: said
+                idle = schedule.idle_stages(self.grid)
+                if idle:
+                    skipped = ", ".join(f"the {s.model} stage (sigma {s.sigma_lo:.3g} to {s.sigma_hi:.3g})" for s in idle)
+                    note = f"{skipped} gets no step on this grid (steps start at {_starts(self.grid)}) and is skipped"
+                    warnings.warn(f"{schedule}: {note}; move the boundary or use more steps", stacklevel=4)
+                    reasons = [f"{r}; {note}" if s == schedule else r for r, s in zip(reasons, self.plan.schedules)]
             self.decisions = plan_decisions(self.grid, [s.step_models(self.grid) for s in self.plan.schedules],
                                             reasons, self.plan.shared)
 

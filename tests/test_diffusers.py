@@ -170,7 +170,7 @@ def test_blend_auto_uses_the_stored_profile(wan_pair, tmp_path):
     ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler="euler-8-shift3", num_steps=8,
                                         shift=3.0, sigma_in=0.9, sigma_out=0.4,
                                         plan={"steps": 5, "start": 0, "stop": 0, "sigma_in": 0.0, "sigma_out": 0.0,
-                                              "quality": 0.97, "cost": 0.625}))
+                                              "quality": 0.97, "cost": 0.625}), force=True)  # drops the controller
     with pytest.warns(UserWarning, match="cheaper plan meets the quality target: Large with 5 of 8 steps"):
         blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
     assert pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)  # the best 8-step window

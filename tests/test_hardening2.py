@@ -224,3 +224,20 @@ def test_frontier_on_a_read_only_store_stops_before_measuring(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not writable" in err and "--no-store" in err
     assert not (tmp_path / "out" / "frontier.json").exists()
+
+
+# Item 5: a stage that gets no step on the grid is not dropped silently ------------------------------
+
+def test_a_stage_with_no_step_on_the_unipc_grid_is_warned_and_recorded():
+    """UniPC's last of 8 steps starts at sigma 0.302: lsl(0.85, 0.3) runs no final Large step there."""
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    large, small = tiny_wan(heads=2, layers=1, seed=0), tiny_wan(heads=1, layers=1, seed=1)
+    unipc = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=large, vae=None, scheduler=unipc)
+    blend(pipe, small, Schedule.lsl(0.85, 0.3), num_inference_steps=8)
+    with pytest.warns(UserWarning, match=r"the large stage \(sigma 0 to 0.3\) gets no step on this grid"):
+        pipe(prompt_embeds=torch.randn(1, 6, 32), latents=torch.randn(1, 16, 2, 2, 2), height=16, width=16,
+             num_frames=5, num_inference_steps=8, guidance_scale=1.0, output_type="latent")
+    decisions = pipe.transformer.decisions
+    assert decisions.models[0][-1] == "small" and "gets no step" in decisions.reason[0]

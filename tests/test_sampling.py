@@ -151,13 +151,14 @@ def test_the_first_step_is_checked_by_default(sampler):
 
 
 def test_nan_between_two_checks_is_caught_by_the_last_step():
-    # NaN from sigma < 0.05 on: steps 28 and 29 of 30, after the default's check at step 20.
+    # NaN from sigma < 0.05 on: steps 28 and 29 of 30, after the default's check at step 20; the check at
+    # the last step names step 28, where it first appeared (issue #26 item 6).
     def late(x, sigma):
         return torch.where(sigma.view(-1, 1) < 0.05, x * NAN, x)
 
     grid = sigmas(30)
     assert [i for i in range(30) if grid[i] < 0.05] == [28, 29]
-    with pytest.raises(NonFiniteVelocityError, match=r"'large' returned NaN/Inf at step 29"):
+    with pytest.raises(NonFiniteVelocityError, match=r"'large' returned NaN/Inf at step 28"):
         sample(ModelPair(late, lambda x, s: x), torch.ones(1, 3), grid)
 
 
