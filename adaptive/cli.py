@@ -51,11 +51,11 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def _prompts(args: argparse.Namespace, n: int) -> list[str]:
-    from adaptive.toy.data import DIRECTION_NAMES, prompt_for
+    from adaptive.toy.data import calibration_prompts
 
     if args.prompt:
         return [args.prompt[i % len(args.prompt)] for i in range(n)]
-    return [prompt_for(i % 10, (3 * i) % len(DIRECTION_NAMES)) for i in range(n)]
+    return calibration_prompts(n)
 
 
 def _configure(pair, args: argparse.Namespace):
@@ -77,12 +77,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if isinstance(args.schedule, str):
         raise SystemExit(f"demo compares fixed plans; for --schedule {args.schedule} run "
                          f"`flowblend sample --schedule {args.schedule}` (it prints every decision)")
-    pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
+    from adaptive.toy import heldout_prompts
+
+    pair = _configure(load_pair(args.pair, device=args.device, dtype=args.dtype)[0], args)
     runs, why = _demo_runs(pair, args)
-    prompts = _prompts(args, args.num)
-    seeds = list(range(args.num))
-    print(f"pair: embedded moving digits (Wan architecture); {args.num} videos, Euler, shift {args.shift}")
-    print(f"chosen: {why}")
+    if args.prompt:
+        prompts, seeds, where = _prompts(args, args.num), list(range(args.num)), "the prompts given, seeds 0.."
+    else:
+        prompts, seeds = heldout_prompts(args.num)
+        where = "held-out prompts and seeds (no default calibration uses them)"
+    print(f"pair: {args.pair} (Wan architecture, embedded); {args.num} videos of {where}, Euler, shift {args.shift}")
+    print(f"chosen (by calibration, on its own prompts): {why}")
     generate(pair, prompts[:1], seeds[:1], runs[1].schedule, num_steps=2)  # warm-up, not timed
     measured = interleaved({run.label: functools.partial(generate, pair, prompts, seeds, run.schedule,
                                                          num_steps=run.steps, shift=args.shift) for run in runs},
@@ -103,10 +108,62 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"{run.label + ':':34s} {seconds[run.label] / args.repeats:8.2f} "
               f"{seconds[runs[0].label] / seconds[run.label]:7.2f}x {run.cost:8.2f} {quality:.3f}"
               + (f"  ({detail})" if detail else ""))
-    print(f"speed-up: {seconds[runs[0].label] / seconds[runs[1].label]:.2f}x for the chosen plan (same run, "
-          f"interleaved, {args.repeats} repeats); quality is against {runs[0].label}, same noise and prompt")
+    bound = 1 / runs[1].cost if runs[1].cost > 0 else float("inf")
+    speedup = seconds[runs[0].label] / seconds[runs[1].label]
+    caveat = "" if speedup <= bound * 1.05 else \
+        f" (above its FLOP bound {bound:.2f}x: timing noise on {args.num} videos, {args.repeats} repeats)"
+    print(f"speed-up: {speedup:.2f}x for the chosen plan (same run, interleaved, {args.repeats} repeats){caveat}; "
+          f"quality is against {runs[0].label}, same noise and prompt, measured on these {args.num} videos")
+    if len(runs) > 2:
+        print("verdict: " + _verdict(metric, videos, runs))
+    for name in _other_pairs(args.pair):
+        print(f"the other embedded pair, {name}: {_stored_decision(name, args)}")
     print(f"wrote {out / 'demo.png'}")
     return 0
+
+
+def _verdict(metric, videos, runs: list[_Run]) -> str:
+    """The chosen plan against the third run (its obvious alternative) on every metric part,
+    paired by video, in words: beats / ties / loses beyond two standard errors."""
+    import math
+
+    reference, plan, other = (videos[r.label] for r in runs[:3])
+    scores = {getattr(metric, "name", "quality"): (metric(plan, reference), metric(other, reference))}
+    if hasattr(metric, "parts"):
+        a, b = metric.parts(plan, reference), metric.parts(other, reference)
+        scores.update({k: (a[k], b[k]) for k in a})
+    parts, wins = [], []
+    for name, (x, y) in scores.items():
+        diff = (x.float() - y.float()).cpu()
+        se = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
+        mean = float(diff.mean())
+        word = "n/a (one video)" if not math.isfinite(se) else \
+            "beats" if mean > 2 * se else "loses" if mean < -2 * se else "ties"
+        wins.append(word == "beats")
+        parts.append(f"{name} {mean:+.3f} ± {se:.3f} ({word})")
+    head = (f"the chosen plan beats {runs[2].label} on every metric" if all(wins) else
+            f"the chosen plan does not beat {runs[2].label} on every metric")
+    return f"{head} (paired difference ± 1 standard error over {len(reference)} videos: {'; '.join(parts)})"
+
+
+def _other_pairs(current: str) -> list[str]:
+    from adaptive.toy.pair import PAIRS
+
+    return [name for name in PAIRS if name != current]
+
+
+def _stored_decision(name: str, args: argparse.Namespace) -> str:
+    """What calibration decided for another embedded pair (its stored profile), in one line."""
+    from adaptive.profiles import ProfileStore
+    from adaptive.toy import load_pair
+
+    pair = load_pair(name, device=args.device, dtype=args.dtype)[0]
+    profile = ProfileStore(getattr(args, "store", None)).for_grid(pair, args.steps, args.shift)
+    if profile is None:
+        return f"no stored profile for {args.steps} steps (`flowblend calibrate --pair {name}`)"
+    kind = "fewer Large steps pay here" if profile.plan is not None and profile.plan.is_large_only else \
+        "a blend pays here"
+    return f"{kind}: {profile.decision}"
 
 
 class _Run(NamedTuple):
@@ -127,7 +184,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
 
     n = args.steps
     full = _Run(f"Large, {n} steps", n, None, 1.0)
-    profile = ProfileStore().for_grid(pair, n, args.shift)
+    profile = ProfileStore(getattr(args, "store", None)).for_grid(pair, n, args.shift)
     small_cost = profile.cost.get("small_cost_ratio", 0.1) if profile is not None else _toy_small_cost(pair)
     if args.schedule is not None or profile is None:
         schedule = args.schedule or Schedule.lsl(*DEFAULT_WINDOW)
@@ -180,7 +237,7 @@ def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
     in words. Without a profile: the uncalibrated default window on ``--steps``."""
     from adaptive.profiles import ProfileStore
 
-    profile = ProfileStore().for_grid(pair, args.steps, args.shift)
+    profile = ProfileStore(getattr(args, "store", None)).for_grid(pair, args.steps, args.shift)
     if profile is None:
         print(f"plan: no stored profile for {args.steps} steps; the uncalibrated window "
               f"lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
@@ -201,7 +258,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from adaptive.toy import generate, load_pair
     from adaptive.toy.video import save_gif, save_strip
 
-    pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
+    pair = _configure(load_pair(args.pair, device=args.device, dtype=args.dtype)[0], args)
     schedule, steps = (args.schedule, args.steps) if args.schedule else _default_plan(pair, args)
     prompts = _prompts(args, args.num)
     seeds = list(range(args.seed, args.seed + args.num))
@@ -264,7 +321,7 @@ def _pair_and_conds(args: argparse.Namespace):
         return _configure(pair, args), conds
     from adaptive.toy import load_pair, prompt_conds
 
-    pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
+    pair = _configure(load_pair(args.pair, device=args.device, dtype=args.dtype)[0], args)
     return pair, prompt_conds(_prompts(args, args.num_prompts), device=args.device)
 
 
@@ -358,7 +415,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     n = args.num or (4 if args.quick else 32)
     steps = args.steps if not args.quick else min(args.steps, 10)
     repeats = 1 if args.quick else args.repeats
-    pair = _configure(load_pair(device=args.device, dtype=args.dtype)[0], args)
+    pair = _configure(load_pair(args.pair, device=args.device, dtype=args.dtype)[0], args)
     rng = np.random.default_rng(2024)
     digits, directions = rng.integers(0, 10, n), rng.integers(0, len(DIRECTION_NAMES), n)
     prompts = [prompt_for(int(d), int(m)) for d, m in zip(digits, directions)]
@@ -383,7 +440,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(pair, rows, noise, cond, args.shift,
                        lambda videos, reference: harness.report(videos, digits, directions, reference), repeats=repeats)
     out = Path(args.out)
-    meta = {"pair": "embedded moving digits", "videos": n, "steps": steps, "shift": args.shift, "repeats": repeats,
+    meta = {"pair": args.pair, "videos": n, "steps": steps, "shift": args.shift, "repeats": repeats,
             "device": str(args.device), "dtype": str(args.dtype), "threads": torch.get_num_threads(),
             "blend_schedule": plan.schedule.to_dict(), "schedule_source": plan.source, "quick": args.quick}
     paths = write_outputs(result, out, meta)
@@ -411,7 +468,8 @@ def _oracle_window(path: str) -> Schedule:
 def _replay(args: argparse.Namespace, options: str) -> str:
     """The command line that remakes a measurement (kept in its JSON): the command, the grid, the
     seeds, ``options`` and the pair (its folders, or the embedded pair's prompt count)."""
-    pair = f"--large {args.large} --small {args.small}" if args.large else f"--num-prompts {args.num_prompts}"
+    pair = f"--large {args.large} --small {args.small}" if args.large else \
+        f"--pair {args.pair} --num-prompts {args.num_prompts}"
     return f"flowblend {args.command} --steps {args.steps} --shift {args.shift} --seeds {args.seeds} {options} {pair}"
 
 
@@ -485,6 +543,11 @@ def _pair_options(p: argparse.ArgumentParser) -> None:
 
 
 def _common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "outputs") -> None:
+    from adaptive.toy.pair import DEFAULT_PAIR, PAIRS
+
+    p.add_argument("--pair", choices=list(PAIRS), default=DEFAULT_PAIR,
+                   help=f"the embedded pair (default {DEFAULT_PAIR}: a blend pays; toy-moving-digits: fewer Large "
+                        "steps pay)")
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
     p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -508,12 +571,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.add_argument("--num", type=int, default=8, help="videos per batch (default 8)")
     demo.add_argument("--repeats", type=int, default=2, help="timing repeats (default 2)")
+    demo.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
     demo.set_defaults(func=cmd_demo)
     samp = sub.add_parser("sample", help="sample videos from the embedded pair")
     _common(samp)
-    samp.add_argument("--num", type=int, default=8)
-    samp.add_argument("--seed", type=int, default=0)
-    samp.add_argument("--sampler", choices=["euler", "heun"], default="euler")
+    samp.add_argument("--num", type=int, default=8, help="videos (default 8)")
+    samp.add_argument("--seed", type=int, default=0, help="noise seed of the first video; the others follow (default 0)")
+    samp.add_argument("--sampler", choices=["euler", "heun"], default="euler", help="the ODE solver (default euler)")
+    samp.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
     samp.set_defaults(func=cmd_sample)
     bench = sub.add_parser("bench", help="the comparison table on the embedded pair, measured side by side")
     _common(bench, out="outputs/bench")

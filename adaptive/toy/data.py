@@ -81,6 +81,37 @@ def prompt_for(digit: int, direction: int) -> str:
     return f"a {digit} moving {DIRECTION_NAMES[direction]}"
 
 
+HELDOUT_SEED_START = 10_000  # noise seeds from here on are never used to calibrate or check training
+
+
+def calibration_prompts(n: int) -> list[str]:
+    """The prompts ``flowblend calibrate`` (and demo, sample, frontier) use by default:
+    ``prompt_for(i % 10, 3 * i % 8)`` for ``i < n``. Digit and direction always share their parity,
+    so these are 40 of the 80 prompts; :func:`heldout_prompts` draws from the other 40.
+
+    Example:
+        >>> calibration_prompts(3)
+        ['a 0 moving up', 'a 1 moving up-right', 'a 2 moving up-left']
+    """
+    return [prompt_for(i % 10, (3 * i) % len(DIRECTION_NAMES)) for i in range(n)]
+
+
+def heldout_prompts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """``n`` prompts no default calibration uses (digit and direction of different parity: see
+    :func:`calibration_prompts`) and ``n`` noise seeds from :data:`HELDOUT_SEED_START` on, drawn by
+    ``seed``: the videos to judge a calibrated plan on.
+
+    Example:
+        >>> prompts, seeds = heldout_prompts(2)
+        >>> seeds, set(prompts).isdisjoint(calibration_prompts(80))
+        ([10000, 10001], True)
+    """
+    pool = [(d, m) for d in range(10) for m in range(len(DIRECTION_NAMES)) if d % 2 != m % 2]
+    order = np.random.default_rng(seed).permutation(len(pool))
+    prompts = [prompt_for(*pool[order[i % len(pool)]]) for i in range(n)]
+    return prompts, list(range(HELDOUT_SEED_START + seed * n, HELDOUT_SEED_START + (seed + 1) * n))
+
+
 def parse_prompt(prompt: str) -> tuple[int, int]:
     """(digit, direction index) of a prompt made by :func:`prompt_for`; ValueError otherwise."""
     words = prompt.strip().split()

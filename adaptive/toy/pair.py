@@ -12,8 +12,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +30,45 @@ SHIFT = 3.0
 GUIDANCE_SCALE = 4.0
 
 
+@dataclass(frozen=True)
+class PairSpec:
+    """One embedded pair: its name (``--pair NAME``), weights folder, what it shows, and the command
+    that retrains it."""
+
+    name: str
+    weights: Path
+    summary: str
+    retrain: str
+
+
+PAIRS: dict[str, PairSpec] = {
+    "toy-two-digits": PairSpec(
+        "toy-two-digits", WEIGHTS_DIR / "two-digits",
+        "a prompted digit, a dimmer unprompted one, textured ink on a scrolling textured background; 64-token "
+        "Large (3.9 M parameters), a Small at 0.11 of its FLOPs distilled from it on sigma >= 0.5 (a noise-level "
+        "expert): a pair where a blend pays",
+        "bash scripts/train_cpu_pair.sh"),
+    PAIR_NAME: PairSpec(
+        PAIR_NAME, WEIGHTS_DIR,
+        "one grainy digit on black; 256-token Large (6.1 M parameters), a Small at 0.11 of its FLOPs: a pair "
+        "where fewer Large steps pay", "python -m adaptive.toy.train all --data grain"),
+}
+DEFAULT_PAIR = "toy-two-digits"  # load_pair() with no name
+
+
+def pair_spec(pair: str | Path | None = None) -> PairSpec:
+    """The :class:`PairSpec` of an embedded pair's name (None: :data:`DEFAULT_PAIR`) or of a weights
+    folder (``large/``, ``small/``, ``encoder.safetensors``), named after the folder."""
+    if pair is None:
+        return PAIRS[DEFAULT_PAIR]
+    if isinstance(pair, str) and pair in PAIRS:
+        return PAIRS[pair]
+    folder = Path(pair)
+    if not folder.is_dir():
+        raise ValueError(f"{str(pair)!r} is neither an embedded pair ({', '.join(PAIRS)}) nor a weights folder")
+    return PairSpec(folder.name, folder, f"the pair in {folder}", "")
+
+
 def _missing(path: Path) -> FileNotFoundError:
     return FileNotFoundError(f"no trained weights at {path}; train them with "
                              f"`python -m adaptive.toy.train all --out {path.parent}` or reinstall the package")
@@ -36,11 +76,12 @@ def _missing(path: Path) -> FileNotFoundError:
 
 def load_transformers(weights: Path | str | None = None, device: str | torch.device = "cpu",
                       dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The Large and Small ``WanTransformer3DModel`` from the packaged safetensors, via diffusers'
-    own ``from_pretrained`` with ``local_files_only`` (the call a user makes for Wan)."""
+    """The Large and Small ``WanTransformer3DModel`` of an embedded pair (a name in :data:`PAIRS`,
+    None: :data:`DEFAULT_PAIR`) or of a weights folder, via diffusers' own ``from_pretrained`` with
+    ``local_files_only`` (the call a user makes for Wan)."""
     from diffusers import WanTransformer3DModel
 
-    root = Path(weights) if weights is not None else WEIGHTS_DIR
+    root = pair_spec(weights).weights
     models = []
     for size in ("large", "small"):
         if not (root / size / "config.json").exists():
@@ -51,10 +92,13 @@ def load_transformers(weights: Path | str | None = None, device: str | torch.dev
     return models[0], models[1]
 
 
-def load_pair(weights: Path | str | None = None, device: str | torch.device = "cpu",
+def load_pair(pair: Path | str | None = None, device: str | torch.device = "cpu",
               dtype: torch.dtype = torch.float32, guidance_scale: float = GUIDANCE_SCALE
               ) -> tuple[ModelPair, Callable[[list[str]], torch.Tensor]]:
-    """The embedded pair with classifier-free guidance, and the shared text encoder.
+    """An embedded pair with classifier-free guidance, and the shared text encoder.
+
+    ``pair`` is a name in :data:`PAIRS` (None: :data:`DEFAULT_PAIR`, the pair where a blend pays;
+    ``"toy-moving-digits"`` is the one where fewer Large steps pay) or a folder of weights.
 
     The pair's calibration metric is the worse, per video, of the toy video encoder's feature
     similarity (same content) and per-frame SSIM (same structure): the pooled features alone scored
@@ -64,14 +108,16 @@ def load_pair(weights: Path | str | None = None, device: str | torch.device = "c
     """
     from adaptive.toy.harness import Harness, load_encoder
 
-    large, small = load_transformers(weights, device, dtype)
-    root = Path(weights) if weights is not None else WEIGHTS_DIR
+    spec = pair_spec(pair)
+    large, small = load_transformers(spec.weights, device, dtype)
+    root = spec.weights
     # The pair's own DINO-similarity analogue.
     features = Harness(load_encoder(root / "encoder.safetensors"), variant=variant_of(root)).similarity
     metric = WorstOf(features, StructuralSimilarity(data_range=2.0))
-    pair = ModelPair(large, small, sample_shape=SAMPLE_SHAPE, name=PAIR_NAME, metric=metric)
+    name = PAIR_NAME if root == WEIGHTS_DIR else spec.name
+    model_pair = ModelPair(large, small, sample_shape=SAMPLE_SHAPE, name=name, metric=metric)
     null = encode_prompts([""]).to(device)
-    return pair.guided(guidance_scale, {"encoder_hidden_states": null}), encode_prompts
+    return model_pair.guided(guidance_scale, {"encoder_hidden_states": null}), encode_prompts
 
 
 def prompt_conds(prompts: Sequence[str], device: str | torch.device = "cpu") -> list[dict[str, torch.Tensor]]:
