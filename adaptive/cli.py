@@ -619,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
     orc.add_argument("--trials", type=int, default=24, help="Optuna trials of the refinement (default 24)")
     orc.add_argument("--target", type=float, default=0.95, help="least similarity to Large-only (default 0.95)")
     orc.set_defaults(func=cmd_oracle)
+    for sub_parser in sub.choices.values():
+        sub_parser.set_defaults(subparser=sub_parser)
     return parser
 
 
@@ -652,6 +654,22 @@ def _writable_problem(folder: str) -> str | None:
         os.unlink(probe)
     except OSError as err:
         return f"cannot write to {folder!r} ({err.strerror}); choose another folder"
+    return None
+
+
+def _embeddings_problem(path: str) -> str | None:
+    """Why ``path`` is not a prompt-embeddings file (None when it is): checked before loading models."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        return f"{path!r} does not exist"
+    try:
+        with safe_open(path, framework="pt") as handle:
+            keys = list(handle.keys())
+    except Exception as err:  # safetensors raises its own error types for a file that is not one
+        return f"{path!r} is not a safetensors file ({type(err).__name__}: {err})"
+    if "prompt_embeds" not in keys:
+        return f"{path!r} has no 'prompt_embeds' tensor (found {sorted(keys)})"
     return None
 
 
@@ -704,6 +722,22 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         problem = _writable_problem(args.out)
         if problem:
             parser.error(f"--out {problem}")
+    if getattr(args, "shape", None):
+        parts = args.shape.split(",")
+        if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            parser.error(f"--shape is the latent of one sample as four positive integers C,F,H,W (e.g. 16,21,60,104 "
+                         f"for Wan at 81x480x832), got {args.shape!r}")
+    for flag in ("large", "small"):
+        folder = getattr(args, flag, None)
+        if folder and not (Path(folder) / "config.json").is_file():
+            parser.error(f"--{flag} {folder!r} is not a folder saved with save_pretrained (no config.json there); "
+                         "give the local folder of the transformer")
+    if getattr(args, "embeddings", None):
+        problem = _embeddings_problem(args.embeddings)
+        if problem:
+            parser.error(f"--embeddings {problem}")
+    if getattr(args, "oracle", None) and not Path(args.oracle).is_file():
+        parser.error(f"--oracle {args.oracle!r} does not exist; make it with `flowblend oracle` (its oracle.json)")
     if args.command == "frontier" and args.store_result:  # it writes the frontier beside the profiles at the end
         from adaptive.errors import StorageError
         from adaptive.profiles import ProfileStore
@@ -726,10 +760,23 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a library error (a corrupt profile, no stored controller, a pair mismatch...)
+    is one line naming the problem, not a traceback; Ctrl-C says what was kept."""
+    from adaptive.errors import AdaptiveError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    _validate(parser, args)
-    return int(args.func(args) or 0)
+    _validate(args.subparser, args)  # errors print the command's usage, not the top level's
+    command: argparse.ArgumentParser = args.subparser
+    try:
+        return int(args.func(args) or 0)
+    except AdaptiveError as err:
+        command.exit(2, f"flowblend {args.command}: error: {err}\n")
+    except KeyboardInterrupt:
+        kept = (" Optuna keeps every finished trial in the study: run the same command to resume."
+                if args.command == "calibrate" else "")
+        command.exit(130, f"flowblend {args.command}: interrupted.{kept}\n")
+    return 0
 
 
 if __name__ == "__main__":

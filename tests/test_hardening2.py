@@ -241,3 +241,45 @@ def test_a_stage_with_no_step_on_the_unipc_grid_is_warned_and_recorded():
              num_frames=5, num_inference_steps=8, guidance_scale=1.0, output_type="latent")
     decisions = pipe.transformer.decisions
     assert decisions.models[0][-1] == "small" and "gets no step" in decisions.reason[0]
+
+
+# Item 8: one line, not a traceback, and checked before any model loads ------------------------------
+
+@pytest.mark.parametrize("argv, expected", [
+    (["calibrate", "--large", "L", "--small", "S", "--shape", "abc"], "--shape is the latent of one sample"),
+    (["calibrate", "--large", "L", "--small", "S", "--shape", "16,2,2"], "four positive integers"),
+    (["calibrate", "--large", "/no/such/large", "--small", "/no/such/small", "--shape", "16,2,2,2"],
+     "is not a folder saved with save_pretrained"),
+    (["calibrate", "--embeddings", "GARBAGE", "--shape", "16,2,2,2"], "is not a safetensors file"),
+    (["bench", "--oracle", "/no/such/oracle.json", "--quick"], "does not exist; make it with `flowblend oracle`"),
+])
+def test_cli_input_errors_are_one_line_before_any_model_loads(argv, expected, tmp_path, capsys, monkeypatch):
+    from adaptive.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "GARBAGE").write_bytes(b"not a tensor file at all")
+    for name in ("L", "S"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    argv = [a if a not in ("L", "S") else str(tmp_path / a) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and expected in err and "Traceback" not in err
+    assert f"flowblend {argv[0]}" in err  # the command's own usage, not the top level's
+
+
+def test_a_library_error_in_a_command_is_one_line(tmp_path, capsys):
+    """A corrupt profile in the store: `sample` printed a ProfileError traceback."""
+    from adaptive.cli import main
+    from adaptive.profiles import ProfileStore, fingerprint, sampler_signature
+    from adaptive.toy import load_pair
+
+    pair, _ = load_pair("toy-moving-digits")
+    path = ProfileStore(tmp_path).path_for(fingerprint(pair), sampler_signature("euler", 4, 3.0))
+    path.write_text("{ not json")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--pair", "toy-moving-digits", "--steps", "4", "--num", "1", "--store", str(tmp_path),
+              "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("flowblend sample: error:") and str(path) in err
