@@ -355,6 +355,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                         study_name=args.study, store=store, per_prompt=args.per_prompt,
                         search_steps=args.search_steps, force=args.force)
     path = store.path_for(profile.pair_fingerprint, profile.sampler)
+    stored = store.get(profile.pair_fingerprint, profile.sampler)
+    rejected = stored is not None and stored.to_dict() != profile.to_dict()
+    if rejected:
+        assert stored is not None
+        print(f"NOT STORED: this calibration is weaker than the stored profile (see the warning above), so it was "
+              f"written to {path}.rejected and {path} was kept as it was. The stored profile says: "
+              f"{stored.decision}" + (f" It has per-prompt windows for {len(stored.windows)} prompts." if
+                                      stored.windows else "") +
+              f" To replace it by this one, run the same command with --force. This calibration found:")
     plot = plot_profile(profile, Path(args.out) / "divergence.png")
     proposal = profile.proposal
     rows = [
@@ -376,7 +385,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
            ("online controller", _controller_line(profile.controller))]
           if args.per_prompt else []),
         ("frontier", _frontier_verdict(profile, store)),
-        ("profile", str(path)),
+        ("profile", f"{path}.rejected (not stored; the stored one is {path})" if rejected else str(path)),
         ("plot", str(plot)),
     ]
     width = max(len(k) for k, _ in rows)

@@ -129,8 +129,10 @@ class ControllerConfig:
         if isinstance(data, ControllerConfig):
             return data  # already parsed (a profile's controller)
         if not isinstance(data, Mapping) or "threshold" not in data:
-            raise CalibrationError("the profile has no online controller; calibrate with "
-                                   "adaptive.calibrate(..., per_prompt=True) or `flowblend calibrate --per-prompt`")
+            raise CalibrationError("the stored profile has no online controller; calibrate with "
+                                   "adaptive.calibrate(..., per_prompt=True) or `flowblend calibrate --per-prompt` "
+                                   "(if you did and it was weaker than the stored profile, it was kept aside as "
+                                   "<profile>.json.rejected: run it again with force=True / --force to store it)")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:

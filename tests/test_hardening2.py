@@ -283,3 +283,20 @@ def test_a_library_error_in_a_command_is_one_line(tmp_path, capsys):
               "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.startswith("flowblend sample: error:") and str(path) in err
+
+
+# Item 10: a rejected weaker calibration says what was stored ----------------------------------------
+
+def test_a_rejected_calibration_says_what_is_stored_and_names_rejected_and_force(tmp_path, capsys):
+    from adaptive.cli import main
+
+    common = ["calibrate", "--pair", "toy-moving-digits", "--steps", "4", "--num-prompts", "1", "--seeds", "1",
+              "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main([*common, "--trials", "3"])
+        capsys.readouterr()
+        main([*common, "--trials", "0", "--study", "another"])  # a new study with no trials: weaker
+    out = capsys.readouterr().out
+    assert "NOT STORED" in out and ".rejected" in out and "--force" in out and "The stored profile says" in out
+    assert ".json.rejected (not stored; the stored one is" in out
