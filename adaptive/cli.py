@@ -218,7 +218,8 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     grid = sigmas(best["steps"], args.shift)
     schedule = Schedule.from_steps(grid, ["small" if best["start"] <= i < best["stop"] else "large"
                                           for i in range(best["steps"])])
-    label = f"best blend at that compute, {best['steps']} steps" + (" (misses the target)" if missed else "")
+    label = (f"best calibrated blend at <= {plan.cost:.2f}: Small {best['start']}-{best['stop'] - 1} of {best['steps']} "
+             f"({float(best['cost']):.2f})" + (", misses the target" if missed else ""))
     return [full, plan, _Run(label, best["steps"], schedule, float(best["cost"]))], why
 
 

@@ -79,6 +79,12 @@ SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     # The CPU pair (issue #25): 8x8 patches, 96 wide, 3 layers: 0.108 of the compact Large's FLOPs per call
     "compact": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=2, attention_head_dim=48, ffn_dim=256,
                     num_layers=3),
+    # Second CPU try: finer tokens than the compact Large's, so a narrow Small can still write fine texture
+    # (the compact Small maps 96 dims to 128 pixels per token): 1x8x8 patches (128 tokens, 64 wide, 0.099 of
+    # the compact Large's FLOPs) and 2x4x4 (256 tokens, 48 wide, 0.109).
+    "mid": dict(_SHARED, patch_size=(1, 8, 8), num_attention_heads=2, attention_head_dim=32, ffn_dim=192, num_layers=3),
+    "fine": dict(_SHARED, patch_size=(2, 4, 4), num_attention_heads=2, attention_head_dim=24, ffn_dim=144,
+                 num_layers=3),
 }
 # Large's configs: the shipped one (256 tokens, 6.1 M parameters, 2.4 GFLOP per call) and the CPU pair's
 # (issue #25): 8x8 patches (64 tokens), 192 wide, 6 layers, 3.9 M parameters, 0.41 GFLOP per call; a
@@ -98,6 +104,8 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {  # the CPU rehearsal: the same code 
                         num_layers=1),
     "compact": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=1, attention_head_dim=12, ffn_dim=16,
                     num_layers=1),
+    "mid": dict(_SHARED, patch_size=(1, 8, 8), num_attention_heads=1, attention_head_dim=12, ffn_dim=16, num_layers=1),
+    "fine": dict(_SHARED, patch_size=(2, 4, 4), num_attention_heads=1, attention_head_dim=12, ffn_dim=16, num_layers=1),
     "compact-large": dict(_SHARED, patch_size=(2, 8, 8), num_attention_heads=2, attention_head_dim=24, ffn_dim=64,
                           num_layers=2),
 }
@@ -123,7 +131,9 @@ RECIPES = {r.name: r for r in (Recipe("scratch", "small", False), Recipe("distil
                                 Recipe("deep", "deep", True), Recipe("coarse", "coarse", True),
                                 Recipe("coarse-thin", "coarse-thin", True),
                                 Recipe("compact", "compact", True),
-                                Recipe("compact-expert", "compact", True, sigma_low=0.5))}
+                                Recipe("compact-expert", "compact", True, sigma_low=0.5),
+                                Recipe("mid-expert", "mid", True, sigma_low=0.4),
+                                Recipe("fine-expert", "fine", True, sigma_low=0.4))}
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,7 @@ class WorkerSettings:
     frontier_steps: int
     frontier_stride: int
     large_config: str = "large"
+    freeze_large: bool = False
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -320,7 +331,8 @@ def train_variant(settings: WorkerSettings) -> dict[str, Any]:
         batch = upcoming.result()
         upcoming = prefetch.submit(draw)
         x, sigma, cond, target = (t.to(settings.device, non_blocking=True) for t in batch[:4])
-        large.step(F.mse_loss(_velocity(large.model, x, sigma, cond), target), step, progress, 25, now - start)
+        if not settings.freeze_large:  # frozen: Large only teaches (its EMA), every step goes to the Smalls
+            large.step(F.mse_loss(_velocity(large.model, x, sigma, cond), target), step, progress, 25, now - start)
         weight = _distil_weight(progress, large.initialised)
         teachers: dict[float, tuple[torch.Tensor, ...]] = {}  # per sigma range: (x, sigma, target, guided, uncond)
         for name, small in smalls.items():
@@ -345,11 +357,11 @@ def train_variant(settings: WorkerSettings) -> dict[str, Any]:
             print(f"{settings.variant} step {step} {time.time() - start:.0f}s large {large.smoothed:.4f} "
                   + " ".join(f"{n} {s.smoothed:.4f}" for n, s in smalls.items()), flush=True)
         if time.time() - last_save > SAVE_EVERY_S:
-            _save_all(root, large, smalls, step, time.time() - start)
+            _save_all(root, large, smalls, step, time.time() - start, settings.freeze_large)
             last_save = time.time()
     prefetch.shutdown(wait=True, cancel_futures=True)
     seconds = time.time() - start
-    _save_all(root, large, smalls, step, seconds)
+    _save_all(root, large, smalls, step, seconds, settings.freeze_large)
     encoder_s = 0.0
     if encoder is not None:
         encoder_s = time.time()
@@ -364,8 +376,10 @@ def train_variant(settings: WorkerSettings) -> dict[str, Any]:
             "final_loss": {"large": large.smoothed, **{n: s.smoothed for n, s in smalls.items()}}}
 
 
-def _save_all(root: Path, large: Trainee, smalls: dict[str, Trainee], step: int, seconds: float) -> None:
-    large.save(root / "large", step, seconds)
+def _save_all(root: Path, large: Trainee, smalls: dict[str, Trainee], step: int, seconds: float,
+              freeze_large: bool = False) -> None:
+    if not freeze_large:
+        large.save(root / "large", step, seconds)
     for name, small in smalls.items():
         small.save(root / f"small-{name}", step, seconds)
 
@@ -479,6 +493,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="seconds waited for the frontier checks after the budget; then what exists is packed")
     parser.add_argument("--large-config", choices=sorted(LARGE_CONFIGS), default="large",
                         help="Large's config: the shipped pair's, or 'compact' (64 tokens: the CPU pair of issue #25)")
+    parser.add_argument("--freeze-large", action="store_true",
+                        help="do not train Large (an --init one): it only teaches the distilled Smalls")
     parser.add_argument("--tiny", action="store_true", help="toy widths, for rehearsing on a CPU")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -505,7 +521,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                   args.batch, args.seed, threads, str(args.init) if args.init else None,
                                   not args.no_init_shipped, args.encoder_steps, args.encoder_batch, args.guidance, args.tiny,
                                   args.frontier_prompts, args.frontier_seeds, args.frontier_steps,
-                                  args.frontier_stride, args.large_config)
+                                  args.frontier_stride, args.large_config, args.freeze_large)
         log = open(work / f"{variant}.log", "w")
         procs[variant] = (subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--out", str(out),
                                             "--worker", json.dumps(asdict(settings))],
