@@ -556,8 +556,8 @@ def _common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "outpu
     from adaptive.toy.pair import DEFAULT_PAIR, PAIRS
 
     p.add_argument("--pair", choices=list(PAIRS), default=DEFAULT_PAIR,
-                   help=f"the embedded pair (default {DEFAULT_PAIR}: a blend pays; toy-moving-digits: fewer Large "
-                        "steps pay)")
+                   help=f"the embedded pair (default {DEFAULT_PAIR}): " + "; ".join(
+                       f"{name}: {spec.summary}" for name, spec in PAIRS.items()))
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
     p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -354,7 +354,8 @@ def train_variant(settings: WorkerSettings) -> dict[str, Any]:
             small.step(loss, step, progress, 25, now - start)
         step += 1
         if step % 100 == 0:
-            print(f"{settings.variant} step {step} {time.time() - start:.0f}s large {large.smoothed:.4f} "
+            print(f"{settings.variant} step {step} {time.time() - start:.0f}s large "
+                  + ("frozen " if settings.freeze_large else f"{large.smoothed:.4f} ")
                   + " ".join(f"{n} {s.smoothed:.4f}" for n, s in smalls.items()), flush=True)
         if time.time() - last_save > SAVE_EVERY_S:
             _save_all(root, large, smalls, step, time.time() - start, settings.freeze_large)

@@ -103,9 +103,9 @@ def test_frontier_of_a_saved_diffusers_pair_and_calibrate_reports_against_it(tmp
     assert main(["frontier", *pair_args, "--blend-steps", "4,2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     frontier = Frontier.load(out / "frontier.json")
-    assert len(frontier.blends()) == 10 + 3 and frontier.samples == 4 and frontier.metric == "latent_cosine"
+    assert len(frontier.blends()) == 10 + 3 and frontier.samples == 4 and frontier.metric == "latent_structure"
     assert "stored profile's plan" in printed and "measured frontier" in printed
-    assert (out / "frontier.png").stat().st_size > 0 and "| latent_cosine |" in (out / "frontier.md").read_text()
+    assert (out / "frontier.png").stat().st_size > 0 and "| latent_structure |" in (out / "frontier.md").read_text()
     assert len(list((tmp_path / "store" / "frontiers").glob("*.json"))) == 1
     assert main(["calibrate", *pair_args, "--trials", "4", "--out", str(tmp_path)]) == 0  # the study is reused
     assert "measured frontier" in capsys.readouterr().out

@@ -216,7 +216,7 @@ def test_train_candidates_trains_checks_packs_and_resumes(monkeypatch, tmp_path)
     run = tmp_path / "run"
     _unpack(out, run)
     distil = json.loads((run / "texture" / "small-distil" / "training.json").read_text())
-    assert distil["recipe"] == {"name": "distil", "config": "small", "distil": True} and distil["curve"]
+    assert distil["recipe"] == {"name": "distil", "config": "small", "distil": True, "sigma_low": 0.0} and distil["curve"]
     assert (run / "texture" / "encoder.safetensors").exists() and (run / "texture" / "large" / "config.json").exists()
     first = distil["steps"]
     again = candidates.main([*tiny, "--recipes", "distil", "--budget-s", "5", "--init", str(run), "--out",
@@ -226,6 +226,44 @@ def test_train_candidates_trains_checks_packs_and_resumes(monkeypatch, tmp_path)
     resumed = json.loads((tmp_path / "run2" / "texture" / "small-distil" / "training.json").read_text())
     assert resumed["previous_steps"] == first and resumed["steps"] > first
     assert [h["steps"] for h in resumed["history"]] == [first]
+
+
+def test_the_cpu_pair_recipe_trains_experts_and_resumes_with_a_frozen_large(monkeypatch, tmp_path):
+    """Issue #25's CPU recipe at toy widths: the compact Large with a general Small and a noise-level
+    expert in lockstep, then a resumed run that trains only the Smalls (--freeze-large): Large's
+    weights and step count stay, the Smalls count on."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    candidates = importlib.import_module("train_candidates")
+    tiny = ["--tiny", "--device", "cpu", "--batch", "2", "--encoder-steps", "1", "--encoder-batch", "2",
+            "--frontier-prompts", "1", "--frontier-seeds", "1", "--frontier-steps", "2", "--frontier-stride", "2",
+            "--variants", "multi", "--large-config", "compact", "--budget-s", "3", "--frontier-timeout-s", "30"]
+    summary = candidates.main([*tiny, "--recipes", "compact,mid-expert", "--out", str(tmp_path / "out"),
+                               "--work", str(tmp_path / "work")])
+    assert summary["variants"]["multi"]["returncode"] == 0
+    _unpack(tmp_path / "out", tmp_path / "run")
+    root = tmp_path / "run" / "multi"
+    large = json.loads((root / "large" / "training.json").read_text())
+    expert = json.loads((root / "small-mid-expert" / "training.json").read_text())
+    assert large["large_config"] == "compact" and large["config"]["patch_size"] == [2, 8, 8]
+    assert expert["recipe"]["sigma_low"] == 0.4 and expert["config"]["patch_size"] == [1, 8, 8]
+    before = (root / "large" / "diffusion_pytorch_model.safetensors").read_bytes()
+    again = candidates.main([*tiny, "--recipes", "compact,mid-expert", "--init", str(tmp_path / "run"),
+                             "--freeze-large", "--out", str(tmp_path / "out2"), "--work", str(tmp_path / "work2")])
+    assert again["variants"]["multi"]["returncode"] == 0
+    resumed = tmp_path / "work2" / "multi"
+    assert (resumed / "large" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert json.loads((resumed / "large" / "training.json").read_text())["steps"] == large["steps"]
+    assert json.loads((resumed / "small-mid-expert" / "training.json").read_text())["steps"] > expert["steps"]
+
+
+def test_an_expert_sees_its_noise_range_on_the_same_videos(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    candidates = importlib.import_module("train_candidates")
+    x0, noise, sigma = torch.randn(4, 3), torch.randn(4, 3), torch.tensor([0.0, 0.3, 0.7, 1.0])
+    s = sigma.view(-1, 1)
+    x, sig, target = candidates._renoised((1 - s) * x0 + s * noise, sigma, noise - x0, 0.4)
+    assert torch.allclose(sig, 0.4 + 0.6 * sigma) and torch.allclose(target, noise - x0)
+    assert torch.allclose(x, (1 - sig.view(-1, 1)) * x0 + sig.view(-1, 1) * noise, atol=1e-6)
 
 
 def test_a_young_teacher_is_distilled_from_only_once_it_has_trained(monkeypatch):

@@ -1,8 +1,7 @@
 """The embedded pairs: moving-digit videos, Wan-architecture Large/Small models trained on a CPU and
 shipped as safetensors, and a quality harness. Runs on a CPU with no downloads.
 
-``PAIRS`` names them: ``load_pair()`` gives :data:`DEFAULT_PAIR` (``"toy-two-digits"``, where a blend
-pays), ``load_pair("toy-moving-digits")`` the first pair (where fewer Large steps pay).
+``PAIRS`` names them and ``load_pair(name)`` loads one (``load_pair()``: :data:`DEFAULT_PAIR`).
 ``heldout_prompts(n)`` draws prompts and seeds that no default calibration uses."""
 
 from adaptive.toy.data import (

@@ -42,18 +42,12 @@ class PairSpec:
 
 
 PAIRS: dict[str, PairSpec] = {
-    "toy-two-digits": PairSpec(
-        "toy-two-digits", WEIGHTS_DIR / "two-digits",
-        "a prompted digit, a dimmer unprompted one, textured ink on a scrolling textured background; 64-token "
-        "Large (3.9 M parameters), a Small at 0.11 of its FLOPs distilled from it on sigma >= 0.5 (a noise-level "
-        "expert): a pair where a blend pays",
-        "bash scripts/train_cpu_pair.sh"),
     PAIR_NAME: PairSpec(
         PAIR_NAME, WEIGHTS_DIR,
         "one grainy digit on black; 256-token Large (6.1 M parameters), a Small at 0.11 of its FLOPs: a pair "
         "where fewer Large steps pay", "python -m adaptive.toy.train all --data grain"),
 }
-DEFAULT_PAIR = "toy-two-digits"  # load_pair() with no name
+DEFAULT_PAIR = PAIR_NAME  # load_pair() with no name
 
 
 def pair_spec(pair: str | Path | None = None) -> PairSpec:
