@@ -242,8 +242,12 @@ def test_impossible_arguments_give_one_line_before_any_work(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as exit:  # before: a traceback, after loading (and running) the models
         main(argv + small + ["--out", str(tmp_path / "out")])
     assert exit.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and err[1].startswith("flowblend: error: ")  # usage line + one line
+    text = capsys.readouterr().err
+    err = text.strip().splitlines()
+    # the command's usage, then one line (issue #26: errors printed the top-level usage)
+    # (an unknown option is refused by argparse's top level: "flowblend: error: unrecognized arguments")
+    assert err[0].startswith("usage: flowblend") and re.match(rf"flowblend( {argv[0]})?: error: ", err[-1])
+    assert "Traceback" not in text
 
 
 def test_an_unwritable_out_folder_fails_before_sampling(tmp_path, monkeypatch, capsys):

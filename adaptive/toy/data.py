@@ -91,7 +91,7 @@ def calibration_prompts(n: int) -> list[str]:
 
     Example:
         >>> calibration_prompts(3)
-        ['a 0 moving up', 'a 1 moving up-right', 'a 2 moving up-left']
+        ['a 0 moving up', 'a 1 moving right', 'a 2 moving down-left']
     """
     return [prompt_for(i % 10, (3 * i) % len(DIRECTION_NAMES)) for i in range(n)]
 
