@@ -39,11 +39,15 @@ def test_demo_and_sample(tmp_path, capsys):
     assert main(["demo", "--num", "2", "--steps", "4", "--repeats", "1", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "speed-up:" in printed and (tmp_path / "demo.png").exists()
+    # Issue #26 item 7: each figure says where it was measured (calibration's choice on its own prompts,
+    # the table on held-out prompts and seeds), and the plan is judged against its alternative.
+    assert "held-out prompts and seeds" in printed and "chosen (by calibration, on its own prompts)" in printed
     # The blended run is named by its stages, whatever the schedule's shape.
     assert main(["demo", "--num", "1", "--steps", "4", "--repeats", "1", "--schedule", "lsl:0.9,0.4",
                  "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "chosen: Large-Small-Large, 4 steps:" in printed and "Large, 2 steps (the same compute):" in printed
+    assert "verdict:" in printed and "n/a (one video)" in printed  # one video has no standard error
     assert main(["sample", "--num", "2", "--steps", "3", "--prompt", "a 4 moving down", "--schedule", "lsl:0.9,0.4",
                  "--out", str(tmp_path)]) == 0
     assert (tmp_path / "sample_001.gif").exists()
