@@ -560,7 +560,8 @@ def _common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "outpu
                        f"{name}: {spec.summary}" for name, spec in PAIRS.items()))
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
     p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="where the models run: cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
     p.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32, bf16 or fp16")
     p.add_argument("--small-device", help="run Small on another device, e.g. cuda:1 (default: with Large)")
     p.add_argument("--offload-small", action="store_true",
@@ -568,8 +569,9 @@ def _common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "outpu
     p.add_argument("--compile", action="store_true", help="torch.compile both models (first calls are slow)")
     if schedule:  # calibrate finds the schedule: it takes none
         p.add_argument("--schedule", type=parse_schedule, default=None,
-                       help="large | lsl:SIGMA_IN,SIGMA_OUT | sl:SWITCH | ls:BOUNDARY | schedule.json "
-                            "(default: the stored profile, else lsl:0.85,0.3)")
+                       help="large | lsl:SIGMA_IN,SIGMA_OUT | sl:SWITCH | ls:BOUNDARY | schedule.json | auto (the "
+                            "stored profile's per-prompt windows) | online (its online controller) (default: the "
+                            "stored profile's recommended plan, else lsl:0.85,0.3)")
     p.add_argument("--prompt", action="append", help="a prompt like 'a 7 moving up-left' (repeatable)")
     p.add_argument("--out", default=out, help=f"output folder (default {out}/)")
 
