@@ -354,7 +354,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     profile = calibrate(pair, conds, num_steps=args.steps, seeds=list(range(args.seeds)), shift=args.shift,
                         quality_target=args.target, n_trials=args.trials, storage=args.storage,
                         study_name=args.study, store=store, per_prompt=args.per_prompt,
-                        search_steps=args.search_steps, force=args.force)
+                        search_steps=args.search_steps, force=args.force, budget=args.budget)
     path = store.path_for(profile.pair_fingerprint, profile.sampler)
     stored = store.get(profile.pair_fingerprint, profile.sampler)
     rejected = stored is not None and stored.to_dict() != profile.to_dict()
@@ -379,7 +379,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         (f"best {profile.num_steps}-step window", f"quality {profile.quality['achieved']:.4f} "
                                                   f"{profile.quality['metric']} (target {args.target}), compute "
                                                   f"{profile.cost['fraction_of_large']:.3f} of Large only"),
-        ("calibration cost", f"{profile.cost['calibration_large_equivalents_per_sample']:.0f} Large calls per sample"),
+        ("calibration cost", _cost_line(profile.cost)),
+        *([("not explored", profile.cost.unexplored)] if profile.cost.unexplored else []),
         ("trials", str(profile.calibration["n_trials"])),
         *([("per-prompt windows", ", ".join(f"{w['start']}..{w['stop'] - 1}" if w["start"] < w["stop"] else "Large"
                                             for w in profile.windows.values())),
@@ -395,6 +396,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if profile.note:
         print(f"note: {profile.note}")
     return 0
+
+
+def _cost_line(cost) -> str:
+    """What calibration spent per sample, in Large passes, by phase, against its budget."""
+    passes = cost.calibration_passes
+    if passes is None:
+        return "not recorded"
+    phases = ", ".join(f"{name} {value:.2f}" for name, value in cost.passes_by_phase or ())
+    budget = f" of a budget of {cost.budget_passes:g}" if cost.budget_passes is not None else " (no budget)"
+    return (f"{passes:.2f} Large passes per sample{budget} ({phases}); one pass is Large with every step "
+            f"on one sample")
 
 
 def _controller_line(controller: ControllerConfig | None) -> str:
@@ -529,9 +541,10 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     windows = args.steps * (args.steps + 1) // 2
     print(f"proposal, {args.trials} refinement trials and all {windows} windows on {len(conds)} prompts x "
           f"{args.seeds} seeds ({pair.name or 'pair'}, {args.steps} steps, shift {args.shift}, target {args.target})")
-    command = _replay(args, f"--trials {args.trials} --target {args.target}")
+    command = _replay(args, f"--trials {args.trials} --target {args.target} --budget "
+                      f"{'none' if args.budget is None else format(args.budget, 'g')}")
     report = check_oracle(pair, conds, args.steps, seeds=list(range(args.seeds)), shift=args.shift,
-                          target=args.target, trials=args.trials, command=command)
+                          target=args.target, trials=args.trials, command=command, budget=args.budget)
     path = report.save(Path(args.out) / "oracle.json")
     summary = report.to_dict()
     print(json.dumps({k: summary[k] for k in ("proposal", "refined", "oracle", "compute_large_equivalents_per_sample",
@@ -606,6 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cal, schedule=False)
     _pair_options(cal)
     cal.add_argument("--trials", type=int, default=24, help="Optuna trials (default 24)")
+    cal.add_argument("--budget", type=_budget, default=3.0,
+                     help="what calibration may spend, in Large passes per calibration sample (one pass: Large "
+                          "with every step), probe included (default 3; 'none': no limit); the output says what "
+                          "the budget left unexplored")
     cal.add_argument("--target", type=float, default=0.95, help="least similarity to Large-only (default 0.95)")
     cal.add_argument("--storage", help="Optuna storage URL shared by workers (default: SQLite in the store)")
     cal.add_argument("--study", help="study name, to join other workers (default: derived from the inputs)")
@@ -629,11 +646,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(orc, schedule=False, out="outputs/oracle")
     _pair_options(orc)
     orc.add_argument("--trials", type=int, default=24, help="Optuna trials of the refinement (default 24)")
+    orc.add_argument("--budget", type=_budget, default=3.0,
+                     help="the refinement's budget in Large passes per sample, probe included, as calibrate's "
+                          "(default 3; 'none': no limit)")
     orc.add_argument("--target", type=float, default=0.95, help="least similarity to Large-only (default 0.95)")
     orc.set_defaults(func=cmd_oracle)
     for sub_parser in sub.choices.values():
         sub_parser.set_defaults(subparser=sub_parser)
     return parser
+
+
+def _budget(text: str) -> float | None:
+    """``--budget``: a number of Large passes per sample above 1, or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of Large passes per sample (e.g. 3) or 'none', "
+                                         f"got {text!r}") from None
+    if not value > 1.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must exceed 1 (the probe alone runs Large once), got {text!r}")
+    return value
 
 
 def _device_problem(name: str) -> str | None:

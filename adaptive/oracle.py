@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adaptive.calibration import Evaluator, best_window, refine, small_cost_ratio, sweep
+from adaptive.calibration import Evaluator, Ledger, best_window, refine, small_cost_ratio, sweep
 from adaptive.detect import ChangePointDetector, boundaries_from_steps
 from adaptive.metrics import LatentStructure, Metric
 from adaptive.pair import ModelPair
@@ -94,7 +94,8 @@ class OracleReport:
 
 def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int = 20,
                  seeds: Sequence[int] = (0, 1), shift: float = 1.0, metric: Metric | None = None,
-                 target: float = 0.95, trials: int = 24, progress: bool = True, command: str = "") -> OracleReport:
+                 target: float = 0.95, trials: int = 24, progress: bool = True, command: str = "",
+                 budget: float | None = 3.0) -> OracleReport:
     """Proposal, refinement and oracle for ``pair`` on ``sigmas(num_steps, shift)`` (see the module doc).
 
     Args:
@@ -102,6 +103,8 @@ def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps:
         metric: quality against Large with all steps (default: the pair's metric, else latent cosine).
         target: the least mean quality a window must keep.
         trials: Optuna trials of the refinement (a throw-away SQLite study, TPE seed 0).
+        budget: the refinement's budget in Large passes per sample, probe included, as
+            :func:`~adaptive.calibrate`'s (None: no limit); the sweep has none.
 
     The sweep measures all ``n (n + 1) / 2`` windows: on a 20-step grid about 1350 Large calls per
     sample, some 60 times a calibration's probe and refinement.
@@ -114,11 +117,16 @@ def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps:
     small_cost = small_cost_ratio(pair, reference)
 
     started = time.perf_counter()
-    refined_eval = Evaluator(pair, reference, metric, small_cost)
+    ledger = Ledger(len(reference.final), num_steps, budget)
+    probe_cost = num_steps + num_steps * small_cost
+    with ledger.phase("probe"):
+        ledger.charge(probe_cost, len(reference.final))
+    refined_eval = Evaluator(pair, reference, metric, small_cost, ledger=ledger)
     with tempfile.TemporaryDirectory() as tmp:
         study = refine(refined_eval, proposal, target, trials, f"sqlite:///{tmp}/s.db", "oracle-check",
                        progress=progress)
         refined = Window(*best_window(study, target))
+    refinement_cost = ledger.total - probe_cost  # before the proposal is judged in full for the report
     refine_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -132,8 +140,8 @@ def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps:
                       refined_eval.cost(start, stop))
     return OracleReport(curve=curve, small_cost=small_cost, proposal=proposed, refined=refined, oracle=oracle,
                         trials=trials, command=command,
-                        large_equivalents={"probe": num_steps + num_steps * small_cost,
-                                           "refinement": refined_eval.large_equivalents,
+                        large_equivalents={"probe": probe_cost,
+                                           "refinement": refinement_cost,
                                            "sweep": oracle_eval.large_equivalents},
                         seconds={"probe": probe_seconds, "refinement": refine_seconds, "sweep": sweep_seconds})
 

@@ -322,7 +322,7 @@ class Profile:
         target = self.quality.target
         metric = "quality" if self.quality.metric is None else self.quality.metric
         meets = f"meets the target ({metric} >= {target}) at {plan.cost:.2f} of the compute"
-        feasible = [p for p in self.frontier if target is not None and p.quality >= target]
+        feasible = [p for p in self.frontier if target is not None and p.quality >= target and p.samples is None]
         blends = [p.cost for p in feasible if not p.is_large_only]
         fewer = [p.steps for p in feasible if p.is_large_only and p.steps < full]
         searched = any(p.is_large_only and p.steps < full for p in self.frontier)

@@ -127,7 +127,9 @@ class MeasuredPlan(JsonView):
     """One plan calibration measured: Small on steps ``start .. stop - 1`` of ``sigmas(steps, shift)``
     (Large alone when ``start >= stop``), its mean ``quality`` against Large with all steps and its
     compute as a fraction of that (``cost``). ``sigma_in``/``sigma_out``: the window in sigma, where
-    recorded (the recommended plan records it; frontier entries do not).
+    recorded (the recommended plan records it; frontier entries do not). ``samples``: how many
+    calibration samples judged it when calibration screened it out before seeing them all (its quality
+    is their mean); None: judged on every sample.
     """
 
     steps: int
@@ -137,6 +139,7 @@ class MeasuredPlan(JsonView):
     cost: float
     sigma_in: float | None = None
     sigma_out: float | None = None
+    samples: int | None = None
 
     @property
     def is_large_only(self) -> bool:
@@ -158,13 +161,14 @@ class MeasuredPlan(JsonView):
 
     def to_dict(self) -> dict[str, Any]:
         return _present({"steps": self.steps, "start": self.start, "stop": self.stop, "quality": self.quality,
-                         "cost": self.cost, "sigma_in": self.sigma_in, "sigma_out": self.sigma_out})
+                         "cost": self.cost, "sigma_in": self.sigma_in, "sigma_out": self.sigma_out,
+                         "samples": self.samples})
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "plan", num_steps: int | None = None,
                   boundaries: bool = False) -> MeasuredPlan:
         """Parse one plan; ``num_steps`` bounds its step count, ``boundaries`` requires its sigmas."""
-        names = ("steps", "start", "stop", "quality", "cost", "sigma_in", "sigma_out")
+        names = ("steps", "start", "stop", "quality", "cost", "sigma_in", "sigma_out", "samples")
         if not isinstance(data, Mapping) or not {"steps", "start", "stop", "quality", "cost"} <= set(data):
             raise ProfileError(f"{where} must be an object with steps, start, stop, quality and cost")
         data = _object(where, data, names)
@@ -177,8 +181,12 @@ class MeasuredPlan(JsonView):
         sigma_in, sigma_out = (_number(where, data, k) for k in ("sigma_in", "sigma_out"))
         if boundaries:
             _boundaries(where, sigma_in, sigma_out)
+        samples = _int(where, data, "samples")
+        if samples is not None and samples < 1:
+            raise ProfileError(f"{where}: samples counts the calibration samples that judged the plan (>= 1), "
+                               f"got {samples}")
         assert quality is not None and cost is not None
-        return cls(int(ints[0]), int(ints[1]), int(ints[2]), quality, cost, sigma_in, sigma_out)
+        return cls(int(ints[0]), int(ints[1]), int(ints[2]), quality, cost, sigma_in, sigma_out, samples)
 
 
 @dataclass(frozen=True)
@@ -347,15 +355,52 @@ class Cost(JsonView):
     small_calls: float | None = None
     calibration_large_equivalents_per_sample: float | None = None
     probe_large_equivalents_per_sample: float | None = None
+    budget_passes: float | None = None
+    passes_by_phase: tuple[tuple[str, float], ...] | None = None
+    unexplored: str | None = None
+
+    PHASES = ("probe", "fewer steps", "window trials", "per-prompt", "controller")  # the order they run in
+
+    def __post_init__(self) -> None:
+        if self.passes_by_phase is not None:  # one order, however the phases were given (a JSON object's keys)
+            order = {name: i for i, name in enumerate(self.PHASES)}
+            object.__setattr__(self, "passes_by_phase", tuple(sorted(
+                ((str(k), v) for k, v in self.passes_by_phase), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))))
+
+    @property
+    def calibration_passes(self) -> float | None:
+        """What calibration spent per sample in Large passes (one pass: Large with all steps), probe
+        included; None where not recorded.
+
+        Example:
+            >>> Cost(calibration_large_equivalents_per_sample=75.0, large_calls=30).calibration_passes
+            2.5
+        """
+        spent, phases = self.calibration_large_equivalents_per_sample, self.passes_by_phase
+        if phases is not None:
+            return sum(value for _, value in phases)
+        if spent is None or not self.large_calls:
+            return None
+        return spent / (self.large_calls + (self.small_calls or 0))
 
     def to_dict(self) -> dict[str, Any]:
-        return _present({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.passes_by_phase is not None:
+            data["passes_by_phase"] = dict(self.passes_by_phase)
+        return _present(data)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "cost") -> Cost:
-        names = tuple(f.name for f in dataclasses.fields(cls))
-        data = _object(where, data, names)
-        return cls(**{name: _number(where, data, name) for name in names})
+        texts = ("passes_by_phase", "unexplored")
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in texts)
+        data = _object(where, data, names + texts)
+        phases = data.get("passes_by_phase")
+        if phases is not None:
+            if not isinstance(phases, Mapping) or not all(isinstance(k, str) and _finite(v) for k, v in phases.items()):
+                raise ProfileError(f"{where}: passes_by_phase must map phase names to numbers, got {phases!r}")
+            phases = tuple((str(k), v) for k, v in phases.items())
+        return cls(**{name: _number(where, data, name) for name in names}, passes_by_phase=phases,
+                   unexplored=_text(where, data, "unexplored"))
 
 
 @dataclass(frozen=True)

@@ -496,6 +496,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="Large's config: the shipped pair's, or 'compact' (64 tokens: the CPU pair of issue #25)")
     parser.add_argument("--freeze-large", action="store_true",
                         help="do not train Large (an --init one): it only teaches the distilled Smalls")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per variant (default: the cores shared among the variants); 1 leaves "
+                             "a core of a two-core machine free for other work")
     parser.add_argument("--tiny", action="store_true", help="toy widths, for rehearsing on a CPU")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -514,7 +517,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = args.work or Path(tempfile.mkdtemp(prefix="candidates-"))
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 2) // len(variants))
+    threads = args.threads or max(1, (os.cpu_count() or 2) // len(variants))
     command = "python scripts/train_candidates.py " + " ".join(sys.argv[1:] if argv is None else argv)
     procs = {}
     for variant in variants:

@@ -340,8 +340,11 @@ def test_a_small_exact_in_the_middle_of_a_curved_flow_gets_that_window(tmp_path)
     grid = sigmas(profile.steps, 3.0).tolist()
     small = profile.plan_schedule().small_steps(grid)
     assert small and all(0.3 < grid[i] <= 0.7 for i in small)
-    large_alone = min(p["cost"] for p in profile.frontier if p["start"] == p["stop"] and p["quality"] >= 0.98)
-    assert profile.plan["cost"] < large_alone
+    # Large alone was measured where it could have been cheaper than the window, and missed the target
+    # there (screened out on some samples: "samples" says how many judged it).
+    fewer = [p for p in profile.frontier if p["start"] == p["stop"] and p["cost"] <= profile.plan["cost"]]
+    assert fewer and all(p["quality"] < 0.98 for p in fewer)
+    assert profile.cost.calibration_passes <= 3.0 + 1e-9 and profile.cost.budget_passes == 3.0
     assert profile.plan["quality"] >= 0.98 and "Small on steps" in profile.decision
 
 
@@ -424,9 +427,11 @@ def test_a_weaker_calibration_never_silently_replaces_a_stored_profile(tmp_path)
     args = dict(quality_target=0.999, store=tmp_path, progress=False, search_steps=False)
     good = calibrate(pair, [{}], STEPS, seeds=[0], n_trials=10, **args)
     path = ProfileStore(tmp_path).path_for(good.pair_fingerprint, good.sampler)
-    with pytest.warns(UserWarning, match="kept the stored profile .*it ran 0 trials, the stored one 10"):
+    ran = good.calibration["n_trials"]  # the budget may stop the search before 10
+    assert ran > 0
+    with pytest.warns(UserWarning, match=f"kept the stored profile .*it ran 0 trials, the stored one {ran}"):
         calibrate(pair, [{}], STEPS, seeds=[1], n_trials=0, **args)
     assert Profile.load(path) == good and Profile.load(f"{path}.rejected").calibration["n_trials"] == 0
-    assert [p.calibration["n_trials"] for p in ProfileStore(tmp_path).all()] == [10]  # backups are not profiles
+    assert [p.calibration["n_trials"] for p in ProfileStore(tmp_path).all()] == [ran]  # backups are not profiles
     forced = calibrate(pair, [{}], STEPS, seeds=[1], n_trials=0, force=True, **args)
     assert Profile.load(path) == forced and Profile.load(f"{path}.previous") == good

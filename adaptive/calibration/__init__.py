@@ -21,13 +21,13 @@ Example:
     (1.0, 0.0)
 """
 
-from adaptive.calibration.evaluation import Evaluator, PlanQuality, StepSearch, small_cost_ratio
-from adaptive.calibration.per_prompt import PER_PROMPT_OFFSETS, STUDY_WINDOWS_PER_PROMPT, with_per_prompt
-from adaptive.calibration.pipeline import DEFAULT_QUALITY_TARGET, DEFAULT_TRIALS, calibrate
-from adaptive.calibration.search import (BUDGET_POLL_SECONDS, LADDER, Plan, best_plan, best_window, default_storage,
-                                         make_study, measured_plans, refine, sweep, windows_table)
+from adaptive.calibration.evaluation import Evaluator, Ledger, PlanQuality, StepSearch, small_cost_ratio
+from adaptive.calibration.per_prompt import with_per_prompt
+from adaptive.calibration.pipeline import DEFAULT_BUDGET, DEFAULT_QUALITY_TARGET, DEFAULT_TRIALS, calibrate
+from adaptive.calibration.search import (BUDGET_POLL_SECONDS, Plan, best_plan, best_window, default_storage,
+                                         make_study, measured_plans, refine, spending, sweep, windows_table)
 
-__all__ = ["BUDGET_POLL_SECONDS", "DEFAULT_QUALITY_TARGET", "DEFAULT_TRIALS", "Evaluator", "LADDER", "PER_PROMPT_OFFSETS",
-           "Plan", "PlanQuality", "STUDY_WINDOWS_PER_PROMPT", "StepSearch", "best_plan", "best_window", "calibrate",
-           "default_storage", "make_study", "measured_plans", "refine", "small_cost_ratio", "sweep", "windows_table",
+__all__ = ["BUDGET_POLL_SECONDS", "DEFAULT_BUDGET", "DEFAULT_QUALITY_TARGET", "DEFAULT_TRIALS", "Evaluator", "Ledger",
+           "Plan", "PlanQuality", "StepSearch", "best_plan", "best_window", "calibrate",
+           "default_storage", "make_study", "measured_plans", "refine", "small_cost_ratio", "spending", "sweep", "windows_table",
            "with_per_prompt"]

@@ -1,9 +1,13 @@
 """Judging candidate plans on the final sample: :class:`Evaluator` (Large-Small-Large windows on one
-grid, restarting from Large's cached states), :class:`PlanQuality` (any per-step plan, for the
-online controller's fit) and :class:`StepSearch` (every grid a step-count search visits).
+grid, restarting from Large's cached states, on any subset of the calibration samples),
+:class:`PlanQuality` (any per-step plan, for the online controller's fit), :class:`StepSearch` (every
+grid a step-count search visits) and :class:`Ledger` (what all of it cost, by phase, against a budget).
 
-Every replay steps with the solver loop (:func:`adaptive.solvers.euler`), from the states of the
-probe's Large trajectory, so the shared Large prefix is never recomputed.
+Every replay steps with the solver loop (:func:`adaptive.solvers.euler`), from Large's states, which
+are computed once per grid and row and only as far as a candidate needs them: the probe's trajectory
+on the full grid, a coarser grid's as its windows reach into it. A candidate can be judged on a few
+samples first (:meth:`Evaluator.screen`): it stops as soon as even an optimistic reading of the
+samples seen cannot meet the target, so a hopeless plan costs a fraction of one.
 
 Example:
     >>> import torch
@@ -19,11 +23,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from adaptive.denoisers import select_rows
 from adaptive.detect import boundaries_from_steps
 from adaptive.metering import flops_per_row
 from adaptive.metrics import Metric
@@ -34,69 +41,257 @@ from adaptive.solvers import euler
 from adaptive.solvers import trajectory as euler_states
 
 _FALLBACK_SMALL_COST = 0.5
+CHUNKS = 4  # a screened candidate sees the calibration samples in this many interleaved groups
+Z_SCREEN = 2.0  # a candidate is dropped when mean + Z_SCREEN standard errors of its samples misses the target
+
+
+class Ledger:
+    """What a calibration spent, in Large calls per calibration sample, by phase, against an optional
+    ``budget`` in Large passes per sample (one pass: ``steps`` Large calls on every sample).
+
+    Example:
+        >>> ledger = Ledger(samples=4, steps=10, budget=2.0)
+        >>> with ledger.phase("probe"):
+        ...     ledger.charge(10, rows=4)        # one Large pass over every sample
+        >>> ledger.charge(10, rows=2)            # half the samples, in the default phase
+        >>> ledger.passes, ledger.breakdown(), ledger.affords(30, rows=2)
+        (1.5, {'probe': 1.0, 'search': 0.5}, False)
+    """
+
+    def __init__(self, samples: int, steps: int, budget: float | None = None) -> None:
+        self.samples, self.steps, self.budget = int(samples), int(steps), budget
+        self.spent: dict[str, float] = {}
+        self.current = "search"
+        self.skipped: dict[str, int] = {}  # what the budget left out, by phase
+        self.reserve = 0.0  # passes per sample the search leaves for the phases in RESERVED (per-prompt)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[Ledger]:
+        previous, self.current = self.current, name
+        try:
+            yield self
+        finally:
+            self.current = previous
+
+    def charge(self, calls: float, rows: int) -> None:
+        """``calls`` Large-call equivalents on each of ``rows`` samples."""
+        self.spent[self.current] = self.spent.get(self.current, 0.0) + float(calls) * rows / self.samples
+
+    @property
+    def total(self) -> float:
+        """Large calls per sample in all."""
+        return sum(self.spent.values())
+
+    @property
+    def passes(self) -> float:
+        return self.total / self.steps
+
+    def breakdown(self) -> dict[str, float]:
+        """Large passes per sample, by phase."""
+        return {name: value / self.steps for name, value in self.spent.items()}
+
+    RESERVED = ("per-prompt", "controller")
+
+    def affords(self, calls: float, rows: int) -> bool:
+        """Whether ``calls`` more on each of ``rows`` samples stay within the budget (less the
+        ``reserve`` outside the phases it is kept for)."""
+        if self.budget is None:
+            return True
+        limit = self.budget - (0.0 if self.current in self.RESERVED else self.reserve)
+        return self.total + float(calls) * rows / self.samples <= limit * self.steps + 1e-9
+
+    def skip(self) -> None:
+        """Count a candidate of the current phase that the budget did not pay for."""
+        self.skipped[self.current] = self.skipped.get(self.current, 0) + 1
+
+
+def chunks(samples: int, count: int = CHUNKS) -> list[list[int]]:
+    """Interleaved groups of the calibration samples (cond-major rows: the first group holds samples
+    of many prompts).
+
+    Example:
+        >>> chunks(6), chunks(1)
+        ([[0, 4], [1, 5], [2], [3]], [[0]])
+    """
+    k = max(1, min(count, samples))
+    return [list(range(i, samples, k)) for i in range(k)]
+
+
+def optimistic(values: np.ndarray, z: float = Z_SCREEN) -> float:
+    """The mean of the samples seen plus ``z`` standard errors (the mean alone for one sample); NaN
+    when a value is not finite.
+
+    Example:
+        >>> optimistic(np.array([0.9])), round(optimistic(np.array([0.9, 0.94])), 4)
+        (0.9, 0.96)
+    """
+    if not np.all(np.isfinite(values)):
+        return float("nan")
+    if len(values) < 2:
+        return float(np.mean(values))
+    return float(np.mean(values) + z * np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
+class LargePath:
+    """Large's states on one grid for every calibration sample, computed per sample only as far as
+    asked (a probe's full trajectory is given; a coarser grid's starts from the noise)."""
+
+    def __init__(self, pair: ModelPair, grid: Sequence[float], cond: dict, start: torch.Tensor, ledger: Ledger,
+                 states: Sequence[torch.Tensor] | None = None) -> None:
+        self.pair, self.grid, self.cond, self.ledger = pair, list(grid), cond, ledger
+        self.samples = len(start)
+        if states is not None:
+            self.states: list[torch.Tensor | None] = list(states)
+            self.depth = np.full(self.samples, len(self.grid))
+        else:
+            self.states = [start] + [None] * (len(self.grid) - 1)
+            self.depth = np.ones(self.samples, dtype=int)  # states 0 .. depth - 1 are known, per sample
+
+    def at(self, i: int, rows: Sequence[int]) -> torch.Tensor:
+        """Large's state at ``grid[i]`` for ``rows``, stepping the samples that have not got there."""
+        rows = list(rows)
+        behind = [r for r in rows if self.depth[r] <= i]
+        for depth in sorted({int(self.depth[r]) for r in behind}):
+            group = [r for r in behind if self.depth[r] == depth]
+            index = torch.as_tensor(group, dtype=torch.long)
+            known = self.states[depth - 1]
+            assert known is not None
+            x = known[index.to(known.device)]
+            run = euler_states(self.pair.large, x, self.grid[depth - 1:i + 1],
+                               **select_rows(self.cond, self.samples, group))
+            for j, state in enumerate(run[1:], start=depth):
+                slot = self.states[j]
+                if slot is None:
+                    slot = self.states[j] = torch.full_like(known, float("nan"))
+                slot[index.to(state.device)] = state
+            self.depth[group] = i + 1
+            self.ledger.charge(i + 1 - depth, len(group))
+        state = self.states[i]
+        assert state is not None
+        return state[torch.as_tensor(rows, dtype=torch.long).to(state.device)]
+
+    def calls_to(self, i: int, rows: Sequence[int]) -> int:
+        """Large calls per sample, summed over ``rows``, still needed to reach ``grid[i]``."""
+        return int(sum(max(0, i + 1 - int(self.depth[r])) for r in rows))
 
 
 class Evaluator:
-    """Final-sample quality and cost of Large-Small-Large windows, restarting from cached states.
+    """Final-sample quality and cost of Large-Small-Large windows, restarting from Large's states.
 
-    Qualities are kept per sample (so per-prompt calibration reads them for free); the Small run of
-    the last window start is cached step by step, so windows that share a start share their Small
-    prefix.
+    Qualities are kept per sample (so per-prompt calibration reads them for free) and computed only
+    for the samples asked; the Small run of the last window start is cached step by step, so windows
+    that share a start share their Small prefix.
     """
 
     def __init__(self, pair: ModelPair, reference: Reference, metric: Metric, small_cost: float,
-                 target: torch.Tensor | None = None, full_steps: int | None = None) -> None:
+                 target: torch.Tensor | None = None, full_steps: int | None = None, ledger: Ledger | None = None,
+                 path: LargePath | None = None) -> None:
         self.pair, self.reference, self.metric, self.small_cost = pair, reference, metric, small_cost
-        self.n = len(reference.grid) - 1
+        self.grid = list(reference.grid)
+        self.n = len(self.grid) - 1
         # What every result is judged against (Large with all steps) and the steps compute is counted
         # in: for a coarser grid's evaluator these are the full grid's, not its own.
         self.target = reference.final if target is None else target
+        self.samples = len(self.target)
         self.full_steps = self.n if full_steps is None else int(full_steps)
-        self.cache: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
-        self.large_equivalents = 0.0  # calls actually spent, in Large-call units per sample
-        self._prefix: tuple[int, list[torch.Tensor]] = (-1, [])
+        self.ledger = ledger or Ledger(self.samples, self.full_steps)
+        self.path = path or LargePath(pair, self.grid, reference.cond, reference.states[0], self.ledger,
+                                      states=reference.states)
+        self.values: dict[tuple[int, int], np.ndarray] = {}
+        self.known: dict[tuple[int, int], np.ndarray] = {}
+        self.chunks = chunks(self.samples)
+        self._prefix: tuple[int, tuple[int, ...], list[torch.Tensor]] = (-1, (), [])
+
+    @property
+    def large_equivalents(self) -> float:
+        """Calls spent so far by everything charged to this evaluator's ledger, per sample."""
+        return self.ledger.total
+
+    @property
+    def cache(self) -> dict[tuple[int, int], tuple[np.ndarray, float]]:
+        """Windows judged on every sample: their per-sample qualities and cost."""
+        return {key: (self.values[key], self.cost(*key)) for key, known in self.known.items() if known.all()}
 
     def cost(self, start: int, stop: int) -> float:
         """Compute of the window on this grid as a fraction of Large-only with all steps (1.0)."""
         return (self.n - max(stop - start, 0) * (1.0 - self.small_cost)) / self.full_steps
 
-    def _small_until(self, start: int, stop: int) -> torch.Tensor:
-        """Small's state at step ``stop`` from Large's cached state at ``start``, extending the
-        cached Small run of this start (one Euler run over the steps not yet taken)."""
-        if self._prefix[0] != start:
-            self._prefix = (start, [self.reference.states[start]])
-        states = self._prefix[1]
+    def price(self, start: int, stop: int, rows: Sequence[int]) -> float:
+        """Large-call equivalents, summed over ``rows``, that judging the window on them would spend
+        now (states already computed are free)."""
+        rows = [r for r in rows if not self._known(start, stop)[r]]
+        if start >= stop:
+            return float(self.path.calls_to(self.n, rows)) if self.full_steps != self.n else 0.0
+        return self.path.calls_to(start, rows) + len(rows) * ((stop - start) * self.small_cost + self.n - stop)
+
+    def _known(self, start: int, stop: int) -> np.ndarray:
+        if start >= stop:
+            start = stop = 0
+        return self.known.get((start, stop), np.zeros(self.samples, dtype=bool))
+
+    def _small_until(self, start: int, stop: int, rows: list[int]) -> torch.Tensor:
+        """Small's state at step ``stop`` from Large's state at ``start`` for ``rows``, extending the
+        cached Small run of this start and rows (one Euler run over the steps not yet taken)."""
+        if self._prefix[:2] != (start, tuple(rows)):
+            self._prefix = (start, tuple(rows), [self.path.at(start, rows)])
+        states = self._prefix[2]
         done = start + len(states) - 1  # the step Small's cached run has reached
         if done < stop:
-            states += euler_states(self.pair.small, states[-1], self.reference.grid[done:stop + 1],
-                                   **self.reference.cond)[1:]
-            for _ in range(stop - done):  # summed call by call, as counted before
-                self.large_equivalents += self.small_cost
+            states += euler_states(self.pair.small, states[-1], self.grid[done:stop + 1],
+                                   **select_rows(self.reference.cond, self.samples, rows))[1:]
+            self.ledger.charge((stop - done) * self.small_cost, len(rows))
         return states[stop - start]
 
     @torch.no_grad()
-    def qualities(self, start: int, stop: int) -> np.ndarray:
+    def qualities(self, start: int, stop: int, rows: Sequence[int] | None = None) -> np.ndarray:
         """Per-sample metric of the blended result (Large alone on this grid when ``start >= stop``)
-        against Large-only with all steps (cached per window)."""
+        against Large-only with all steps, for ``rows`` (default: every sample; cached per sample)."""
+        rows = list(range(self.samples)) if rows is None else [int(r) for r in rows]
         if start >= stop:
             if self.full_steps == self.n:
-                return np.ones(len(self.reference.final))
+                return np.ones(len(rows))
             start = stop = 0
         key = (start, stop)
-        if key not in self.cache:
-            x = self.reference.final  # Large alone on this grid: its own trajectory's end
+        values = self.values.setdefault(key, np.full(self.samples, np.nan))
+        known = self.known.setdefault(key, np.zeros(self.samples, dtype=bool))
+        missing = [r for r in rows if not known[r]]
+        if missing:
             if start < stop:
-                x = self._small_until(start, stop)
+                x = self._small_until(start, stop, missing)
                 if stop < self.n:
-                    x = euler(self.pair.large, x, self.reference.grid[stop:], **self.reference.cond)
-                self.large_equivalents += self.n - stop
-            values = self.metric(x, self.target).detach().float().cpu().numpy().astype(float)
-            self.cache[key] = (values, self.cost(start, stop))
-        return self.cache[key][0]
+                    x = euler(self.pair.large, x, self.grid[stop:],
+                              **select_rows(self.reference.cond, self.samples, missing))
+                    self.ledger.charge(self.n - stop, len(missing))
+            else:
+                x = self.path.at(self.n, missing)  # Large alone on this grid: its own trajectory's end
+            index = torch.as_tensor(missing, dtype=torch.long).to(self.target.device)
+            values[missing] = self.metric(x, self.target[index]).detach().float().cpu().numpy().astype(float)
+            known[missing] = True
+        return values[rows]
 
     def quality(self, start: int, stop: int) -> float:
-        """Mean metric of the blended result against Large-only."""
+        """Mean metric of the blended result against Large-only, over every sample."""
         return float(self.qualities(start, stop).mean())
+
+    def screen(self, start: int, stop: int, target: float, keep_going: Callable[[float, int], bool] | None = None,
+               budgeted: bool = False) -> tuple[float, int, bool]:
+        """Judge the window group by group of samples (:data:`CHUNKS` interleaved groups) and stop as
+        soon as the optimistic reading (:func:`optimistic`) of the samples seen misses ``target``, or
+        ``keep_going(bound, group)`` says no (an Optuna trial's pruner), or (``budgeted``) the next
+        group would overrun the ledger's budget. Returns the mean quality over the samples judged (NaN
+        for none), how many they were (all of them: the plan was judged in full) and whether the
+        budget cut it short."""
+        seen: list[int] = []
+        for i, group in enumerate(self.chunks):
+            if budgeted and not self.ledger.affords(self.price(start, stop, group), 1):
+                return (float(np.mean(self.qualities(start, stop, seen))) if seen else float("nan")), len(seen), True
+            self.qualities(start, stop, group)
+            seen += group
+            bound = optimistic(self.qualities(start, stop, seen))
+            go = bound >= target if keep_going is None else keep_going(bound, i)
+            if not go and len(seen) < self.samples:
+                break
+        return float(np.mean(self.qualities(start, stop, seen))), len(seen), False
 
 
 class PlanQuality:
@@ -111,18 +306,16 @@ class PlanQuality:
 
     @torch.no_grad()
     def __call__(self, row: int, models: Sequence[str]) -> float:
-        from adaptive.denoisers import select_rows
-
         plan = tuple(models)
         if (row, plan) not in self.cache:
             ev = self.evaluator
             first = next((i for i, m in enumerate(plan) if m != "large"), len(plan))
-            x = ev.reference.states[first][row:row + 1]
-            cond = select_rows(ev.reference.cond, len(ev.reference.final), [row])
-            grid = ev.reference.grid
+            x = ev.path.at(first, [row])
+            cond = select_rows(ev.reference.cond, ev.samples, [row])
+            grid = ev.grid
             for a, b in _runs(plan, first):  # one Euler run per stretch of one model
                 x = euler(ev.pair.models[plan[a]], x, grid[a:b + 1], **cond)
-            ev.large_equivalents += (len(plan) - first) / len(ev.reference.final)
+                ev.ledger.charge((b - a) * (1.0 if plan[a] == "large" else ev.small_cost), 1)
             self.cache[(row, plan)] = float(ev.metric(x, ev.target[row:row + 1]).float().mean())
         return self.cache[(row, plan)]
 
@@ -145,8 +338,9 @@ def _runs(models: Sequence[str], first: int) -> list[tuple[int, int]]:
 
 class StepSearch:
     """The candidates of a calibration on every grid it visits: ``at(n)`` is the :class:`Evaluator`
-    of ``sigmas(n, shift)`` (Large's trajectory on it runs once: ``n`` Large calls per sample), and
-    every candidate is judged against Large with all ``full.n`` steps, its compute counted in them.
+    of ``sigmas(n, shift)`` (Large's states on it are computed per sample as far as a candidate needs:
+    at most ``n`` Large calls per sample), and every candidate is judged against Large with all
+    ``full.n`` steps, its compute counted in them. Every grid charges the full grid's :class:`Ledger`.
 
     A window is named on the full grid (``start``, ``stop``) and placed on a coarser grid by sigma,
     as a stored profile is: Small takes the steps whose sigma lies in the window.
@@ -155,17 +349,22 @@ class StepSearch:
     def __init__(self, full: Evaluator, shift: float) -> None:
         self.full, self.shift = full, float(shift)
         self.evaluators: dict[int, Evaluator] = {full.n: full}
+        self.least_steps = 1  # step counts below it were measured to fail with Large alone (refine sets it)
+        self.trials_not_run = 0  # search trials the budget left out (refine sets it)
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.full.ledger
 
     def at(self, steps: int) -> Evaluator:
         if steps not in self.evaluators:
             full = self.full
-            grid = sigmas(steps, self.shift)
-            states = euler_states(full.pair.large, full.reference.states[0], grid.tolist(), **full.reference.cond)
-            reference = Reference(grid.tolist(), states, full.reference.cond)
-            evaluator = Evaluator(full.pair, reference, full.metric, full.small_cost, target=full.reference.final,
-                                  full_steps=full.n)
-            evaluator.large_equivalents = float(steps)
-            self.evaluators[steps] = evaluator
+            grid = sigmas(steps, self.shift).tolist()
+            reference = Reference(grid, [full.reference.states[0]], full.reference.cond)
+            path = LargePath(full.pair, grid, full.reference.cond, full.reference.states[0], full.ledger)
+            self.evaluators[steps] = Evaluator(full.pair, reference, full.metric, full.small_cost,
+                                               target=full.reference.final, full_steps=full.n, ledger=full.ledger,
+                                               path=path)
         return self.evaluators[steps]
 
     def window_on(self, steps: int, start: int, stop: int) -> tuple[int, int]:
@@ -175,14 +374,15 @@ class StepSearch:
         if steps == self.full.n:
             return start, stop
         window = boundaries_from_steps(self.full.reference.grid, start, stop)
-        grid = self.at(steps).reference.grid
+        grid = sigmas(steps, self.shift).tolist()
         small = [i for i in range(steps) if window.sigma_out < grid[i] <= window.sigma_in]
         return (small[0], small[-1] + 1) if small else (0, 0)
 
     @property
     def large_equivalents(self) -> float:
-        """Calls spent by every grid's evaluator, in Large calls per sample."""
-        return sum(e.large_equivalents for e in self.evaluators.values())
+        """Calls spent by every grid's evaluator (and whatever else the ledger was charged), in Large
+        calls per sample."""
+        return self.ledger.total
 
 
 def small_cost_ratio(pair: ModelPair, reference: Reference) -> float:
@@ -190,4 +390,5 @@ def small_cost_ratio(pair: ModelPair, reference: Reference) -> float:
     return flops["small"] / flops["large"] if flops.get("large") else _FALLBACK_SMALL_COST
 
 
-__all__ = ["Evaluator", "PlanQuality", "StepSearch", "small_cost_ratio"]
+__all__ = ["CHUNKS", "Evaluator", "LargePath", "Ledger", "PlanQuality", "StepSearch", "Z_SCREEN", "chunks",
+           "optimistic", "small_cost_ratio"]

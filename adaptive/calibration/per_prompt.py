@@ -10,43 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import optuna
 
 from adaptive.calibration.evaluation import Evaluator, PlanQuality, StepSearch
-from adaptive.calibration.search import best_window
+from adaptive.calibration.search import best_window, spending
 from adaptive.detect import Boundaries, ChangePointDetector, boundaries_from_steps
 from adaptive.probing import DivergenceCurve, Reference
 from adaptive.profiles import Profile
 from adaptive.records import PerPrompt, Window
-
-
-PER_PROMPT_OFFSETS = (-6, -4, -2, 2, 4, 6)
-
-
-STUDY_WINDOWS_PER_PROMPT = 40
-
-
-def _candidate_windows(evaluator: Evaluator, study: optuna.Study, start: int, stop: int,
-                       proposals: Sequence[Boundaries | None]) -> list[tuple[int, int]]:
-    """Windows judged per prompt: the pair window with either end moved, each prompt's change-point
-    proposal, the study's windows (also those another worker or an earlier run evaluated: infeasible
-    on average can be feasible for one prompt) and every window this process already evaluated
-    (free: cached per sample)."""
-    n = evaluator.n
-    windows = set(evaluator.cache)
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))[:STUDY_WINDOWS_PER_PROMPT]:
-        a, b = int(t.params["start"]), int(t.user_attrs.get("stop", t.params["start"]))
-        if a < b:
-            windows.add((a, b))
-    if start < stop:
-        windows.add((start, stop))
-        windows |= {(start, min(n, max(start + 1, stop + d))) for d in PER_PROMPT_OFFSETS}
-        windows |= {(min(stop - 1, max(0, start + d)), stop) for d in PER_PROMPT_OFFSETS}
-    windows |= {(p.start, p.stop) for p in proposals if p is not None and not p.is_large_only}
-    return sorted(windows)
 
 
 def with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, curve: DivergenceCurve,
@@ -68,18 +42,22 @@ def with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, c
         values = curve.rel_l2[:, rows].mean(axis=1)
         proposals.append(detector.fit(values, curve.grid).predict())
     start, stop, _, _ = best_window(study, target, evaluator.n)  # the pair-level window on the full grid
-    candidates = _candidate_windows(evaluator, study, start, stop, proposals)
-    for a, b in tqdm(candidates, desc="per-prompt windows", disable=not progress, leave=False):
-        evaluator.qualities(a, b)
+    known = [w for w in evaluator.values if w[0] < w[1]]  # judged by the study on some samples
     windows: dict[str, Window] = {}
     starts: list[int | None] = []
     stops: list[int | None] = []
+    ledger = evaluator.ledger
+    found = [[(0, 0, 1.0, 1.0)] for _ in rows_of]
+    searches = [_prompt_search(evaluator, rows, target, (start, stop), proposals[k], known, found[k])
+                for k, rows in enumerate(rows_of)]
+    bar = tqdm(desc="per-prompt windows", disable=not progress, leave=False)
+    with ledger.phase("per-prompt"):
+        while searches:  # the prompts take turns, one candidate each
+            searches = [s for s in searches if next(s, StopIteration) is not StopIteration]
+            bar.update()
+    bar.close()
     for k, rows in enumerate(rows_of):
-        best = (0, 0, 1.0, 1.0)
-        for a, b in candidates:
-            quality, cost = float(evaluator.qualities(a, b)[rows].mean()), evaluator.cost(a, b)
-            if quality >= target and (cost, -quality) < (best[3], -best[2]):
-                best = (a, b, quality, cost)
+        best = found[k][0]
         chosen = boundaries_from_steps(curve.grid, best[0], best[1])
         key = prompt_key(select_rows(reference.cond, batch, [rows[0]]))
         windows[key] = Window(best[0], best[1], chosen.sigma_in, chosen.sigma_out, best[2], best[3])
@@ -87,18 +65,62 @@ def with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, c
         stops += [best[1] if best[0] < best[1] else None] * num_seeds
     prompts = [k for k in range(num_conds) for _ in range(num_seeds)]
     # On an unseen prompt "online" without the controller runs the pair window: the controller must cost less.
-    controller = fit_controller(curve.grid.tolist(), curve.rel_l2.T, starts, stops, prompts, evaluator.small_cost,
-                                quality=PlanQuality(evaluator), target=target, fallback_cost=evaluator.cost(start, stop))
+    with ledger.phase("controller"):
+        controller = fit_controller(curve.grid.tolist(), curve.rel_l2.T, starts, stops, prompts, evaluator.small_cost,
+                                    quality=PlanQuality(evaluator), target=target,
+                                    fallback_cost=evaluator.cost(start, stop))
     if controller.fallback:
         warnings.warn(f"the online controller is not used: {controller.fallback}. schedule='online' runs the "
                       "stored per-prompt windows (the pair window for prompts not calibrated) instead; calibrate "
                       "on more prompts to fit one", stacklevel=3)
     mean_cost = float(np.mean([w.cost for w in windows.values()]))
-    per_prompt = PerPrompt(windows, tuple(candidates), mean_cost, "pair-level window for prompts not calibrated")
-    probe = profile.cost.probe_large_equivalents_per_sample
-    spent = dataclasses.replace(profile.cost, calibration_large_equivalents_per_sample=(
-        (0.0 if probe is None else probe) + search.large_equivalents))
+    candidates = tuple(sorted(w for w in evaluator.values if w[0] < w[1]))  # every window judged, on some samples
+    per_prompt = PerPrompt(windows, candidates, mean_cost, "pair-level window for prompts not calibrated")
+    spent = dataclasses.replace(profile.cost, **spending(search))
     return dataclasses.replace(profile, per_prompt=per_prompt, controller=controller, cost=spent)
 
 
-__all__ = ["PER_PROMPT_OFFSETS", "STUDY_WINDOWS_PER_PROMPT", "with_per_prompt"]
+PAIR_OFFSETS = (-6, -4, -2, 2, 4, 6)  # the pair window's ends moved by these many steps are candidates too
+
+
+def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: tuple[int, int],
+                   proposal: Boundaries | None, known: Sequence[tuple[int, int]],
+                   best: list[tuple[int, int, float, float]]) -> Iterator[None]:
+    """Search one prompt's window, judged on its samples only, one candidate per step of the
+    generator (so prompts take turns and a budget is shared fairly); ``best[0]`` holds the cheapest
+    window found to meet ``target`` (Large alone, ``(0, 0, 1.0, 1.0)``, when none does).
+
+    Candidates: every window already judged on these samples (free), the prompt's own change-point
+    proposal, the pair window, then the pair window with either end moved by :data:`PAIR_OFFSETS`
+    steps, cheapest first, each only while it is cheaper than the best found. A candidate the budget
+    cannot pay for is skipped (counted by the ledger)."""
+    n = evaluator.n
+
+    def judge(a: int, b: int) -> None:
+        a, b = max(0, a), min(n, b)
+        cost = evaluator.cost(a, b)
+        if a >= b or cost >= best[0][3]:
+            return
+        if not evaluator._known(a, b)[rows].all() and not evaluator.ledger.affords(evaluator.price(a, b, rows), 1):
+            evaluator.ledger.skip()
+            return
+        quality = float(evaluator.qualities(a, b, rows).mean())
+        if quality >= target:
+            best[0] = (a, b, quality, cost)
+
+    for a, b in known:  # free: judged on these samples already
+        if evaluator._known(a, b)[rows].all():
+            judge(a, b)
+    for a, b in ([(proposal.start, proposal.stop)] if proposal is not None else []) + [pair]:
+        judge(a, b)
+        yield
+    start, stop = pair
+    if start < stop:
+        moved = {(start, min(n, max(start + 1, stop + d))) for d in PAIR_OFFSETS}
+        moved |= {(min(stop - 1, max(0, start + d)), stop) for d in PAIR_OFFSETS}
+        for a, b in sorted(moved, key=lambda w: (evaluator.cost(*w), w)):
+            judge(a, b)
+            yield
+
+
+__all__ = ["PAIR_OFFSETS", "with_per_prompt"]

@@ -22,9 +22,9 @@ import numpy as np
 import optuna
 import torch
 
-from adaptive.calibration.evaluation import Evaluator, StepSearch, small_cost_ratio
+from adaptive.calibration.evaluation import Evaluator, Ledger, StepSearch, small_cost_ratio
 from adaptive.calibration.per_prompt import with_per_prompt
-from adaptive.calibration.search import best_plan, best_window, default_storage, make_study, measured_plans, refine
+from adaptive.calibration.search import _trials_done, best_plan, spending, best_window, default_storage, make_study, measured_plans, refine
 from adaptive.detect import Boundaries, ChangePointDetector, boundaries_from_steps
 from adaptive.errors import CalibrationError
 from adaptive.metrics import LatentStructure, Metric
@@ -35,13 +35,20 @@ from adaptive.records import CalibrationInfo, Cost, CurveSummary, Proposal, Qual
 
 DEFAULT_QUALITY_TARGET = 0.95
 DEFAULT_TRIALS = 24
+DEFAULT_BUDGET = 3.0  # Large passes per calibration sample, probe included (one pass: Large with all steps)
+PER_PROMPT_SHARE = 0.5  # of the budget left after the probe, kept for per-prompt windows when asked for
 
 
 TINY_CALIBRATION = 4  # fewer samples than this get a warning: a plan with no error bars
 
 
 def _check_inputs(conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
-                  quality_target: float, n_trials: int) -> None:
+                  quality_target: float, n_trials: int, budget: float | None = None) -> None:
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget <= 1.0):
+        raise CalibrationError(f"budget is in Large passes per calibration sample and must exceed 1 (the probe "
+                               f"alone runs Large once and Small at every step), got {budget!r}; the default is "
+                               f"{DEFAULT_BUDGET}, budget=None searches without a limit")
     if not isinstance(num_steps, int) or num_steps < 2:
         raise CalibrationError(f"num_steps must be an integer >= 2, got {num_steps!r}")
     if not isinstance(quality_target, (int, float)) or not (0.0 < quality_target <= 1.0):
@@ -78,7 +85,8 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
               metric: Metric | None = None, storage: Any = None, study_name: str | None = None,
               store: ProfileStore | str | Path | None = None, detector: ChangePointDetector | None = None,
               probe_steps: Sequence[int] | None = None, progress: bool = True, save: bool = True,
-              per_prompt: bool = False, search_steps: bool = True, force: bool = False) -> Profile:
+              per_prompt: bool = False, search_steps: bool = True, force: bool = False,
+              budget: float | None = DEFAULT_BUDGET) -> Profile:
     """Find the cheapest plan that keeps Large's quality for this pair and sampler grid: a
     Large-Small-Large window where a blend pays, Large with fewer steps where they do; return (and
     store) the Profile.
@@ -107,6 +115,12 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
             meets the target (``steps``: its ``n``; ``plan_schedule()``: its stages), ``frontier``
             keeps every measured plan, and ``sigma_in``/``sigma_out``/``schedule()`` stay the best
             window on the full grid, for callers who fix ``num_steps``.
+        budget: what calibration may spend, in Large passes per calibration sample (one pass: Large
+            with all ``num_steps`` steps on one sample), probe included; default 3. Candidates are
+            judged on a group of samples first and dropped when they cannot meet the target or cost
+            as much as a plan already known to meet it; when the budget is spent the search stops,
+            and the profile's ``cost`` says what it spent by phase and what it left unexplored
+            (``cost.unexplored``). ``None``: no limit (``n_trials`` alone bounds the search).
 
     A quality target no plan meets gives a Large-only profile whose ``note`` says so. With
     ``progress`` the decision is printed in words (``Profile.decision``).
@@ -118,7 +132,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         >>> p = calibrate(pair, [{}], num_steps=6, seeds=[0], shape=(4,), n_trials=3, quality_target=0.999,
         ...               store=tempfile.mkdtemp(), progress=False)  # doctest: +SKIP
     """
-    _check_inputs(conds, num_steps, seeds, quality_target, n_trials)
+    _check_inputs(conds, num_steps, seeds, quality_target, n_trials, budget)
     if len(conds) * len(seeds) < TINY_CALIBRATION:
         warnings.warn(f"calibrating on {len(conds) * len(seeds)} sample(s) ({len(conds)} prompts x {len(seeds)} seeds): "
                       "its plan meets the target on them, with no error bars, and may not hold on other prompts; "
@@ -140,7 +154,13 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     study = make_study(storage or default_storage(store), name, seed=0)
     curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
     proposal = (detector or ChangePointDetector()).fit(curve).predict()
-    evaluator = Evaluator(pair, reference, metric, small_cost_ratio(pair, reference))
+    ledger = Ledger(len(reference.final), num_steps, budget)
+    small_cost = small_cost_ratio(pair, reference)
+    with ledger.phase("probe"):
+        ledger.charge(curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost, len(reference.final))
+    if per_prompt and budget is not None:
+        ledger.reserve = PER_PROMPT_SHARE * max(0.0, budget - ledger.passes)
+    evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger)
     search = StepSearch(evaluator, shift)
     study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
                    study=study)
@@ -181,7 +201,6 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
                 f"{best_tried:.4f}); the profile runs Large only. Lower the target or give more trials.")
     small_cost = search.full.small_cost
     probe_cost = curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     frontier = tuple(dataclasses.replace(p, steps=num_steps if p.steps == -1 else p.steps)
                      for p in measured_plans(study) if math.isfinite(p.quality))
     return Profile(
@@ -198,13 +217,12 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
         quality=Quality(metric_name, target, quality),
         cost=Cost(fraction_of_large=cost, small_cost_ratio=small_cost, large_calls=num_steps - (stop - start),
                   small_calls=stop - start,
-                  calibration_large_equivalents_per_sample=probe_cost + search.large_equivalents,
-                  probe_large_equivalents_per_sample=probe_cost),
-        calibration=CalibrationInfo(num_conds=len(conds), seeds=tuple(int(s) for s in seeds), n_trials=len(complete),
+                  probe_large_equivalents_per_sample=probe_cost, **spending(search)),
+        calibration=CalibrationInfo(num_conds=len(conds), seeds=tuple(int(s) for s in seeds), n_trials=_trials_done(study),
                                     study_name=study_name, samples=int(curve.cost["samples"]),
                                     models_fingerprint=models_fingerprint(pair), guidance_scale=guidance_of(pair)),
         note=note,
     )
 
 
-__all__ = ["DEFAULT_QUALITY_TARGET", "DEFAULT_TRIALS", "calibrate"]
+__all__ = ["DEFAULT_BUDGET", "DEFAULT_QUALITY_TARGET", "DEFAULT_TRIALS", "calibrate"]

@@ -17,9 +17,11 @@ import secrets
 import time
 from typing import Any
 
+import numpy as np
 import optuna
+import torch
 
-from adaptive.calibration.evaluation import Evaluator, StepSearch
+from adaptive.calibration.evaluation import Evaluator, StepSearch, optimistic
 from adaptive.detect import Boundaries
 from adaptive.errors import CalibrationError
 from adaptive.profiles import ProfileStore
@@ -58,28 +60,63 @@ def make_study(storage: Any, study_name: str, seed: int | None = 0) -> optuna.St
 
 def _objective(search: StepSearch, target: float, search_steps: bool, n_trials: int | None = None):
     n = search.full.n
+    ledger = search.ledger
 
     def objective(trial: optuna.Trial) -> float:
         if n_trials is not None and _over_budget(trial, n_trials):
             trial.study.stop()  # other workers' trials filled the budget: do no model work
             raise optuna.TrialPruned(f"{n_trials} trials are complete")
         trial.set_user_attr("worker_pid", os.getpid())
-        steps = trial.suggest_int("steps", 1, n) if search_steps else n
+        # Grids with fewer steps than Large alone was measured to need are not searched: a Small
+        # there only loses more.
+        steps = trial.suggest_int("steps", min(search.least_steps, n), n) if search_steps else n
         start = trial.suggest_int("start", 0, n - 1)
         length = trial.suggest_int("length", 0, n)
         stop = min(n, start + length)
         first, last = search.window_on(steps, start, stop)
         evaluator = search.at(steps)
-        quality = evaluator.quality(first, last)
         cost = evaluator.cost(first, last)
         trial.set_user_attr("stop", stop)
         trial.set_user_attr("steps", steps)
         trial.set_user_attr("window", [first, last])  # Small's steps on the grid of `steps`
-        trial.set_user_attr("quality", quality)
         trial.set_user_attr("cost", cost)
+        if cost >= _best_cost(trial.study, target, n, full_grid=steps == n) - 1e-12:
+            trial.set_user_attr("skipped", "cannot beat the best plan measured")
+            raise optuna.TrialPruned("costs as much as a plan already known to meet the target")
+        before = ledger.total
+        quality, seen, cut = evaluator.screen(first, last, target, keep_going=lambda bound, step: (
+            trial.report(bound, step), not trial.should_prune())[1], budgeted=True)
+        trial.set_user_attr("spent", ledger.total - before)  # Large calls per calibration sample
+        if seen:
+            trial.set_user_attr("quality", quality)
+            trial.set_user_attr("samples", seen)
+            trial.set_user_attr("of", evaluator.samples)
+        if cut:
+            ledger.skip()
+            trial.set_user_attr("skipped", "budget")
+            trial.study.stop()
+            raise optuna.TrialPruned("the calibration budget is spent")
+        if seen < evaluator.samples:
+            raise optuna.TrialPruned("misses the target on the samples seen")
         return _value(quality, cost, target)
 
     return objective
+
+
+def _best_cost(study: optuna.Study, target: float, num_steps: int, full_grid: bool) -> float:
+    """The least cost of a plan judged on every sample that meets ``target``: among windows on the
+    full grid (``full_grid``: what a caller who fixes the step count runs) or among all plans."""
+    if full_grid:
+        return best_window(study, target, num_steps)[3]
+    return best_plan(study, target, num_steps).cost
+
+
+def _trials_done(study: optuna.Study, running: bool = False) -> int:
+    """Search trials that are over (complete or pruned; ``running``: also those under way), not
+    counting the step-count records :func:`_fewer_steps` adds."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) + (
+        (optuna.trial.TrialState.RUNNING,) if running else ())
+    return sum("record" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=states))
 
 
 BUDGET_POLL_SECONDS = 1.0
@@ -95,11 +132,13 @@ def _over_budget(trial: optuna.Trial, n_trials: int) -> bool:
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     study = trial.study
-    heartbeat = is_heartbeat_enabled(study._storage)  # no heartbeat (journal files): complete trials only
+    heartbeat = is_heartbeat_enabled(study._storage)  # no heartbeat (journal files): finished trials only
     while True:
-        trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
-                                                          optuna.trial.TrialState.RUNNING))
-        complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        trials = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                                     optuna.trial.TrialState.PRUNED,
+                                                                     optuna.trial.TrialState.RUNNING))
+                  if "record" not in t.user_attrs]
+        complete = sum(t.state != optuna.trial.TrialState.RUNNING for t in trials)
         if complete >= n_trials:
             return True
         earlier = sum(t.state == optuna.trial.TrialState.RUNNING and t.number < trial.number for t in trials)
@@ -120,9 +159,11 @@ Plan = MeasuredPlan  # one measured candidate (steps -1: a study from before ste
 
 
 def measured_plans(study: optuna.Study) -> list[Plan]:
-    """Every distinct plan the study measured (the latest value of each), cheapest first."""
+    """Every distinct plan the study measured, cheapest first: judged on every sample, or screened out
+    on some (``samples`` says how many); of several measurements of one plan, the one on most samples."""
     plans: dict[tuple[int, int, int], Plan] = {}
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,
+                                                      optuna.trial.TrialState.PRUNED)):
         quality, cost = t.user_attrs.get("quality"), t.user_attrs.get("cost")
         if quality is None or cost is None:
             continue
@@ -134,47 +175,55 @@ def measured_plans(study: optuna.Study) -> list[Plan]:
             steps = steps or -1
         if first >= last:
             first = last = 0
-        plans[(steps, first, last)] = Plan(steps, first, last, float(quality), float(cost))
+        seen, of = t.user_attrs.get("samples"), t.user_attrs.get("of")
+        partial = seen is not None and of is not None and int(seen) < int(of)
+        if t.state == optuna.trial.TrialState.PRUNED and not partial:
+            continue  # stopped before any sample, or by another worker's budget
+        plan = Plan(steps, first, last, float(quality), float(cost), samples=int(seen) if partial else None)
+        earlier = plans.get((steps, first, last))
+        if earlier is None or (earlier.samples or math.inf) <= (plan.samples or math.inf):
+            plans[(steps, first, last)] = plan
     return sorted(plans.values(), key=lambda p: (p.cost, -p.quality))
 
 
 def best_plan(study: optuna.Study, target: float, num_steps: int) -> Plan:
-    """The cheapest measured plan that meets ``target`` (ties: the better one); Large with all
-    ``num_steps`` steps when none does."""
+    """The cheapest plan judged on every sample that meets ``target`` (ties: the better one); Large
+    with all ``num_steps`` steps when none does."""
     best = Plan(num_steps, 0, 0, 1.0, 1.0)
     for plan in measured_plans(study):
         steps = num_steps if plan.steps == -1 else plan.steps
-        if plan.quality >= target and (plan.cost, -plan.quality) < (best.cost, -best.quality):
+        if plan.samples is None and plan.quality >= target and (plan.cost, -plan.quality) < (best.cost, -best.quality):
             best = dataclasses.replace(plan, steps=steps)
     return best
 
 
 def best_window(study: optuna.Study, target: float, num_steps: int | None = None) -> tuple[int, int, float, float]:
-    """The cheapest window on the full grid of ``num_steps`` that meets ``target`` (per-prompt
-    windows start from it); plans on coarser grids and Large alone are skipped."""
+    """The cheapest window on the full grid of ``num_steps`` judged on every sample that meets
+    ``target`` (per-prompt windows start from it); plans on coarser grids and Large alone are skipped."""
     best = (0, 0, 1.0, 1.0)  # Large only: always feasible
     for plan in measured_plans(study):
         if num_steps is not None and plan.steps not in (num_steps, -1):
             continue
-        if not plan.is_large_only and plan.quality >= target and (plan.cost, -plan.quality) < (best[3], -best[2]):
+        if (not plan.is_large_only and plan.samples is None and plan.quality >= target
+                and (plan.cost, -plan.quality) < (best[3], -best[2])):
             best = (plan.start, plan.stop, plan.quality, plan.cost)
     return best
-
-
-LADDER = (0.25, 0.5, 0.75)  # Large-only step counts tried first, as fractions of num_steps
 
 
 def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quality_target: float, n_trials: int,
            storage: Any, study_name: str, progress: bool = True, seed: int | None = 0,
            search_steps: bool = False, study: optuna.Study | None = None) -> optuna.Study:
-    """Run (or join) the Optuna study seeded with the detector's proposal.
+    """Run (or join) the Optuna study seeded with the detector's proposal, within the budget of the
+    evaluator's :class:`~adaptive.calibration.evaluation.Ledger`.
 
-    With ``search_steps`` (give a :class:`StepSearch`) the step count is a parameter too: a new
-    study is first given Large alone with a quarter, half and three quarters of the steps, and
-    after the ``n_trials`` trials the least Large-only step count meeting the target is pinned down
-    by bisection (each probe recorded in the study as one more trial; quality is taken to rise with
-    steps), so "Large with fewer steps" is always measured. ``n_trials=0`` runs nothing. ``study``:
-    one already made by :func:`make_study` (calibrate opens it before any model call).
+    The proposal is judged first; with ``search_steps`` (give a :class:`StepSearch`) the least step
+    count with which Large alone meets the target is then pinned down (:func:`_fewer_steps`, recorded
+    in the study), and the step count is a parameter of the trials that follow, from that count up.
+    Every trial is judged on a group of samples first and pruned (Optuna's ``ThresholdPruner`` on an
+    optimistic bound of its quality) as soon as it cannot meet the target; a trial that costs as
+    much as a plan already known to meet it is pruned before any model call. ``n_trials`` counts
+    every trial (``0`` runs nothing); the search also stops when the ledger's budget is spent.
+    ``study``: one already made by :func:`make_study` (calibrate opens it before any model call).
     """
     search = evaluator if isinstance(evaluator, StepSearch) else StepSearch(evaluator, shift=1.0)
     if search_steps and not isinstance(evaluator, StepSearch):
@@ -182,54 +231,159 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
     n = search.full.n
     full = {"steps": n} if search_steps else {}
     study = study if study is not None else make_study(storage, study_name, seed)
-    if n_trials > 0 and not study.trials and proposal is not None:
-        window = (proposal.start, proposal.stop - proposal.start) if not proposal.is_large_only else (0, n)
-        study.enqueue_trial({**full, "start": window[0], "length": window[1]})
-    if n_trials > 0 and search_steps and len(study.trials) <= 1:
-        for steps in sorted({max(1, round(n * f)) for f in LADDER} - {n}):
-            study.enqueue_trial({"steps": steps, "start": 0, "length": 0})
+    study.pruner = optuna.pruners.ThresholdPruner(lower=quality_target)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    done = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    if n_trials > done:
-        stop_at = optuna.study.MaxTrialsCallback(n_trials, states=(optuna.trial.TrialState.COMPLETE,))
-        study.optimize(_objective(search, quality_target, search_steps, n_trials), n_trials=n_trials - done,
-                       callbacks=[stop_at], show_progress_bar=progress)
+    search.least_steps = 1 if search_steps else n
+    objective = _objective(search, quality_target, search_steps, n_trials)
+    ledger = search.ledger
+
+    def run(count: int) -> None:
+        count = min(count, n_trials - _trials_done(study))
+        if count > 0:
+            study.optimize(objective, n_trials=count, callbacks=[_StopAt(n_trials)], show_progress_bar=progress)
+
+    if n_trials > 0 and not study.trials and proposal is not None and not proposal.is_large_only:
+        study.enqueue_trial({**full, "start": proposal.start, "length": proposal.stop - proposal.start})
+        with ledger.phase("window trials"):
+            run(1)  # a window that meets the target bounds what the step counts must beat
     if n_trials > 0 and search_steps:
-        _bisect_large_only(study, search, quality_target)
+        with ledger.phase("fewer steps"):
+            search.least_steps = _fewer_steps(study, search, quality_target)
+    with ledger.phase("window trials"):
+        run(n_trials)
+    search.trials_not_run = max(0, n_trials - _trials_done(study))
     return study
 
 
-def _record_large_only(study: optuna.Study, search: StepSearch, steps: int, target: float) -> float:
-    """Measure Large alone with ``steps`` steps and add it to the study as a complete trial."""
-    n = search.full.n
-    evaluator = search.at(steps)
-    quality, cost = evaluator.quality(0, 0), evaluator.cost(0, 0)
+class _StopAt:
+    """Stop the study once ``n_trials`` search trials are over (Optuna's MaxTrialsCallback counts
+    one state; here complete and pruned trials count, the step-count records do not)."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if _trials_done(study) >= self.n_trials:
+            study.stop()
+
+
+def _record(study: optuna.Study, search: StepSearch, steps: int, quality: float, samples: int, target: float) -> None:
+    """Add Large alone with ``steps`` steps, judged on ``samples`` samples, to the study: a complete
+    trial when judged on all of them, a pruned one (screened out) otherwise."""
+    n, of = search.full.n, search.full.samples
+    cost = search.at(steps).cost(0, 0)
+    complete = samples >= of
     study.add_trial(optuna.trial.create_trial(
         params={"steps": steps, "start": 0, "length": 0},
         distributions={"steps": optuna.distributions.IntDistribution(1, n),
                        "start": optuna.distributions.IntDistribution(0, n - 1),
                        "length": optuna.distributions.IntDistribution(0, n)},
-        value=_value(quality, cost, target),
+        value=_value(quality, cost, target) if complete else None,
+        state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
         user_attrs={"worker_pid": os.getpid(), "stop": 0, "steps": steps, "window": [0, 0], "quality": quality,
-                    "cost": cost}))
-    return quality
+                    "cost": cost, "samples": samples, "of": of, "record": "fewer steps"}))
 
 
-def _bisect_large_only(study: optuna.Study, search: StepSearch, target: float) -> None:
-    """Pin down the least step count with which Large alone meets ``target``: between the most
-    steps measured to fail and the fewest measured to pass (all ``n`` always pass), halve until
-    they are adjacent. A non-finite quality fails; at most ``2 log2(n) + 2`` probes."""
+def _fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> int:
+    """Pin down the least step count with which Large alone meets ``target`` among those cheaper than
+    the best plan known; return the least step count not measured to fail.
+
+    Step counts are screened on the first group of samples: between the most steps that fail and
+    the fewest that pass, the next count tried is where the error of the last one measured, scaled as
+    Euler's error is (by ``k_last / k``), predicts the target is met (halving when that prediction
+    does not narrow the bracket), until the two are adjacent. The least passing count is then judged
+    on every sample (and the next one, if it fails there). Quality is taken to rise with steps; a
+    non-finite quality fails; every measurement is recorded in the study."""
     n = search.full.n
-    measured = {p.steps: p.quality for p in measured_plans(study) if p.is_large_only and 0 < p.steps <= n}
-    measured[n] = 1.0
-    for _ in range(2 * max(n, 2).bit_length() + 2):
-        high = min(steps for steps, quality in measured.items() if quality >= target)
-        low = max((steps for steps, quality in measured.items() if not quality >= target and steps < high),
-                  default=0)
+    ledger = search.ledger
+    group = search.full.chunks[0]
+    best = best_plan(study, target, n).cost
+    cap = min(n - 1, math.ceil(best * n - 1e-9) - 1)  # more steps cost as much as a known plan
+    passed: set[int] = set()
+    failed: set[int] = set()
+    for plan in measured_plans(study):  # this study's earlier measurements (another worker's, a re-run's)
+        if plan.is_large_only and 0 < plan.steps < n:
+            (passed if plan.quality >= target and plan.samples is None else failed).add(plan.steps)
+    measured: list[int] = []
+    while True:
+        low = max(failed | {0})
+        high = min([k for k in passed if k > low] + [cap + 1])
         if high - low <= 1:
-            return
-        middle = (low + high) // 2
-        measured[middle] = _record_large_only(study, search, middle, target)
+            break
+        steps = _guess(search, target, low, high, measured, group)
+        evaluator = search.at(steps)
+        if not ledger.affords(evaluator.price(0, 0, group), 1):
+            ledger.skip()
+            break
+        bound = optimistic(evaluator.qualities(0, 0, group))
+        _record(study, search, steps, float(np.mean(evaluator.qualities(0, 0, group))), len(group), target)
+        (passed if bound >= target else failed).add(steps)
+        measured.append(steps)
+    steps = min([k for k in passed if k > max(failed | {0})] + [cap + 1])
+    while steps <= cap:  # confirm on every sample
+        evaluator = search.at(steps)
+        quality, seen, cut = evaluator.screen(0, 0, target, budgeted=True)
+        _record(study, search, steps, quality, seen, target)
+        if cut:
+            ledger.skip()
+            break
+        if seen == evaluator.samples and quality >= target:
+            break
+        failed.add(steps)
+        steps += 1
+    return max(failed | {0}) + 1
+
+
+def _guess(search: StepSearch, target: float, low: int, high: int, measured: list[int], group: list[int]) -> int:
+    """The next step count to screen in ``(low, high)``.
+
+    The first is the most steps that could still beat the best plan known (when a plan is known, one
+    measurement may settle it), else the middle. After that: Euler's error shrinks as a power of the
+    step count, so the last measured error, scaled by ``(k_last / k) ** p``, predicts each count's
+    quality (``p`` fitted to the last two measurements' error sizes, 1 after one); the least count
+    predicted to meet the target is tried (one below the bracket's top when none is: if it fails, the
+    count is pinned)."""
+    if not measured:
+        return high - 1 if high <= search.full.n - 1 else (low + high) // 2
+    last = measured[-1]
+    evaluator = search.at(last)
+    index = torch.as_tensor(group, dtype=torch.long).to(evaluator.target.device)
+    reference = evaluator.target[index]
+    error = evaluator.path.at(last, group) - reference
+    power = 1.0
+    if len(measured) > 1 and measured[-2] != last:
+        before = search.at(measured[-2]).path.at(measured[-2], group) - reference
+        ratio = float(before.norm() / error.norm().clamp_min(1e-30))
+        if math.isfinite(ratio) and ratio > 0:
+            power = min(4.0, max(0.5, math.log(ratio) / math.log(last / measured[-2])))
+
+    def predicted(k: int) -> float:
+        x = reference + error * (last / k) ** power
+        return float(np.mean(evaluator.metric(x, reference).detach().float().cpu().numpy()))
+
+    lo, hi = low, high  # least k in (lo, hi] predicted to pass, by halving (prediction rises with k)
+    while hi - lo > 1:
+        k = (lo + hi) // 2
+        if predicted(k) >= target:
+            hi = k
+        else:
+            lo = k
+    if hi >= high:  # none predicted to pass: the count just below the fewest known to pass pins it
+        return high - 1
+    return hi if hi > low + 1 else low + 1
+
+
+def spending(search: StepSearch) -> dict[str, Any]:
+    """The ledger's account for the profile's :class:`~adaptive.records.Cost`: Large calls per sample
+    in all, Large passes per sample by phase, the budget, and what the budget left unexplored."""
+    ledger = search.ledger
+    left = [f"{count} {phase} candidate(s)" for phase, count in ledger.skipped.items()]
+    if search.trials_not_run:
+        left.append(f"{search.trials_not_run} search trial(s) not run")
+    unexplored = ("the budget of {:g} Large passes per sample left unexplored: {}; a larger --budget explores "
+                  "them".format(ledger.budget, ", ".join(left))) if left and ledger.budget is not None else None
+    return {"calibration_large_equivalents_per_sample": ledger.total, "budget_passes": ledger.budget,
+            "passes_by_phase": tuple(ledger.breakdown().items()), "unexplored": unexplored}
 
 
 def windows_table(study: optuna.Study) -> list[dict[str, Any]]:
@@ -257,5 +411,5 @@ def sweep(evaluator: Evaluator, quality_target: float, progress: bool = True) ->
     return best
 
 
-__all__ = ["BUDGET_POLL_SECONDS", "LADDER", "Plan", "best_plan", "best_window", "default_storage", "make_study",
-           "measured_plans", "refine", "sweep", "windows_table"]
+__all__ = ["BUDGET_POLL_SECONDS", "Plan", "best_plan", "best_window", "default_storage", "make_study",
+           "measured_plans", "refine", "spending", "sweep", "windows_table"]
