@@ -1,7 +1,7 @@
 """Detector proposal and Optuna refinement vs the exhaustive-sweep oracle on the embedded pair, on
 the calibration set and metric of docs/oracle/oracle.json (the measurement is ``adaptive.oracle``).
 
-    python scripts/oracle.py --steps 20 --prompts 4 --seeds 2 --trials 24 --out docs/oracle
+    python scripts/oracle.py --steps 20 --prompts 4 --seeds 2 --trials 24 --budget 3 --out docs/oracle
 
 All three use the same calibration set, metric (the toy encoder's feature similarity to Large-only)
 and quality target; compute is counted in Large-call equivalents per sample (Small calls weighted by
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--budget", default="3", help="the refinement's budget in Large passes per sample, probe "
+                                                       "included ('none': no limit)")
     parser.add_argument("--out", default="docs/oracle")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = [prompt_for((3 * i + 1) % 10, (5 * i) % 8) for i in range(args.prompts)]
     report = check_oracle(pair, prompt_conds(prompts), args.steps, seeds=list(range(100, 100 + args.seeds)),
                           shift=args.shift, metric=Harness().similarity, target=args.target, trials=args.trials,
+                          budget=None if args.budget.lower() == "none" else float(args.budget),
                           command="python scripts/oracle.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()))
     report.save(Path(args.out) / "oracle.json")
     summary = report.to_dict()

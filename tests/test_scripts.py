@@ -353,7 +353,7 @@ def test_oracle_script_writes_the_documented_layout(monkeypatch, tmp_path, capsy
     documented = json.loads((SCRIPTS.parent / "docs" / "oracle" / "oracle.json").read_text())
     assert _keys(data) == _keys(documented)
     assert data["command"] == ("python scripts/oracle.py --steps 3 --shift 3.0 --prompts 1 --seeds 1 --trials 2 "
-                               f"--target 0.95 --out {tmp_path}")
+                               f"--target 0.95 --budget 3 --out {tmp_path}")
     assert data["oracle"]["quality"] >= 0.95 and data["proposal"]["steps_from_oracle"] >= 0
     assert '"oracle"' in capsys.readouterr().out
 

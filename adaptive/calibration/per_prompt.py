@@ -9,6 +9,7 @@ Candidates cost nothing new where the study or this process already measured the
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -48,7 +49,9 @@ def with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, c
     stops: list[int | None] = []
     ledger = evaluator.ledger
     found = [[(0, 0, 1.0, 1.0)] for _ in rows_of]
-    searches = [_prompt_search(evaluator, rows, target, (start, stop), proposals[k], known, found[k])
+    searches = [_prompt_search(evaluator, rows, target, (start, stop), proposals[k], known, found[k],
+                               quiet_windows(curve.rel_l2[:, rows].mean(axis=1)) if len(curve.steps) == evaluator.n
+                               else ())
                 for k, rows in enumerate(rows_of)]
     bar = tqdm(desc="per-prompt windows", disable=not progress, leave=False)
     with ledger.phase("per-prompt"):
@@ -83,16 +86,37 @@ def with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, c
 PAIR_OFFSETS = (-6, -4, -2, 2, 4, 6)  # the pair window's ends moved by these many steps are candidates too
 
 
+QUIET_LENGTHS = (8, 4)  # a prompt's own candidates: its quietest stretches of these many steps
+
+
+def quiet_windows(divergence: np.ndarray, lengths: Sequence[int] = QUIET_LENGTHS) -> list[tuple[int, int]]:
+    """The stretch of each length where a prompt's probed divergence is least (its own candidates
+    when the change-point detector proposes no window).
+
+    Example:
+        >>> quiet_windows(np.array([0.5, 0.4, 0.1, 0.1, 0.3, 0.6]), lengths=(2, 3))
+        [(2, 4), (2, 5)]
+    """
+    out = []
+    for length in lengths:
+        if 0 < length <= len(divergence):
+            sums = np.convolve(divergence, np.ones(length), mode="valid")
+            start = int(np.argmin(sums))
+            out.append((start, start + length))
+    return out
+
+
 def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: tuple[int, int],
                    proposal: Boundaries | None, known: Sequence[tuple[int, int]],
-                   best: list[tuple[int, int, float, float]]) -> Iterator[None]:
+                   best: list[tuple[int, int, float, float]], quiet: Sequence[tuple[int, int]] = ()) -> Iterator[None]:
     """Search one prompt's window, judged on its samples only, one candidate per step of the
     generator (so prompts take turns and a budget is shared fairly); ``best[0]`` holds the cheapest
     window found to meet ``target`` (Large alone, ``(0, 0, 1.0, 1.0)``, when none does).
 
     Candidates: every window already judged on these samples (free), the prompt's own change-point
-    proposal, the pair window, then the pair window with either end moved by :data:`PAIR_OFFSETS`
-    steps, cheapest first, each only while it is cheaper than the best found. A candidate the budget
+    proposal, the pair window, the prompt's ``quiet`` windows (:func:`quiet_windows`), the pair window with either end moved by :data:`PAIR_OFFSETS` steps
+    (cheapest first), then the study's other windows on the full grid, best judged first; each only
+    while it is cheaper than the best found. A candidate the budget
     cannot pay for is skipped (counted by the ledger)."""
     n = evaluator.n
 
@@ -111,7 +135,7 @@ def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: t
     for a, b in known:  # free: judged on these samples already
         if evaluator._known(a, b)[rows].all():
             judge(a, b)
-    for a, b in ([(proposal.start, proposal.stop)] if proposal is not None else []) + [pair]:
+    for a, b in ([(proposal.start, proposal.stop)] if proposal is not None else []) + [pair] + list(quiet):
         judge(a, b)
         yield
     start, stop = pair
@@ -121,6 +145,15 @@ def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: t
         for a, b in sorted(moved, key=lambda w: (evaluator.cost(*w), w)):
             judge(a, b)
             yield
+    # The study's other windows, most promising first: the best mean over the samples that judged
+    # them (a window that missed the target on average can meet it on one prompt).
+    def evidence(w: tuple[int, int]) -> float:
+        seen = evaluator.known[w]
+        return float(evaluator.values[w][seen].mean()) if seen.any() else -math.inf
+
+    for a, b in sorted(known, key=lambda w: (-evidence(w), evaluator.cost(*w))):
+        judge(a, b)
+        yield
 
 
-__all__ = ["PAIR_OFFSETS", "with_per_prompt"]
+__all__ = ["PAIR_OFFSETS", "QUIET_LENGTHS", "quiet_windows", "with_per_prompt"]
