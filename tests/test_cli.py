@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 
 import pytest
@@ -59,6 +60,9 @@ def test_calibrate_embedded_pair_per_prompt_then_sample_online_and_bench(tmp_pat
                  "--store", str(store), "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "recommended plan" in printed and "online controller" in printed and (tmp_path / "divergence.png").exists()
+    spent = json.loads(next(store.glob("*.json")).read_text())["cost"]
+    assert re.search(r"calibration cost +\d\.\d\d Large passes per sample of a budget of 3 \(probe ", printed)
+    assert sum(spent["passes_by_phase"].values()) <= 3.0 + 1e-9
     profiles = list(store.glob("*.json"))
     assert len(profiles) == 1 and len(json.loads(profiles[0].read_text())["per_prompt"]["windows"]) == 2
     monkeypatch.setenv("ADAPTIVE_PROFILES", str(store))

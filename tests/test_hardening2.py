@@ -252,6 +252,8 @@ def test_a_stage_with_no_step_on_the_unipc_grid_is_warned_and_recorded():
      "is not a folder saved with save_pretrained"),
     (["calibrate", "--embeddings", "GARBAGE", "--shape", "16,2,2,2"], "is not a safetensors file"),
     (["bench", "--oracle", "/no/such/oracle.json", "--quick"], "does not exist; make it with `flowblend oracle`"),
+    (["calibrate", "--budget", "0.5"], "must exceed 1 (the probe alone runs Large once)"),
+    (["oracle", "--budget", "lots"], "expected a number of Large passes per sample"),
 ])
 def test_cli_input_errors_are_one_line_before_any_model_loads(argv, expected, tmp_path, capsys, monkeypatch):
     from adaptive.cli import main

@@ -63,7 +63,9 @@ def test_hand_over_follows_the_conditioning_within_one_step():
 def test_per_prompt_calibration_finds_each_prompts_window_and_fits_the_controller(tmp_path):
     grid = sigmas(20)
     conds = [{"c": torch.tensor([[cut]])} for cut in CUTS]
-    profile = calibrate(cut_pair(), conds, num_steps=20, seeds=[0, 1], quality_target=0.99, n_trials=12,
+    # At 0.999 one step of Small's error above the cut fails the target (it keeps 0.994): the known
+    # answer is the first step at or below each prompt's cut.
+    profile = calibrate(cut_pair(), conds, num_steps=20, seeds=[0, 1], quality_target=0.999, n_trials=12,
                         store=tmp_path, progress=False, per_prompt=True, search_steps=False)
     windows = profile.per_prompt["windows"]
     starts = [windows[prompt_key(cond)]["start"] for cond in conds]

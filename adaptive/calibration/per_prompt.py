@@ -49,9 +49,7 @@ def with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, c
     stops: list[int | None] = []
     ledger = evaluator.ledger
     found = [[(0, 0, 1.0, 1.0)] for _ in rows_of]
-    searches = [_prompt_search(evaluator, rows, target, (start, stop), proposals[k], known, found[k],
-                               quiet_windows(curve.rel_l2[:, rows].mean(axis=1)) if len(curve.steps) == evaluator.n
-                               else ())
+    searches = [_prompt_search(evaluator, rows, target, (start, stop), proposals[k], known, found[k])
                 for k, rows in enumerate(rows_of)]
     bar = tqdm(desc="per-prompt windows", disable=not progress, leave=False)
     with ledger.phase("per-prompt"):
@@ -86,35 +84,15 @@ def with_per_prompt(profile: Profile, search: StepSearch, study: optuna.Study, c
 PAIR_OFFSETS = (-6, -4, -2, 2, 4, 6)  # the pair window's ends moved by these many steps are candidates too
 
 
-QUIET_LENGTHS = (8, 4)  # a prompt's own candidates: its quietest stretches of these many steps
-
-
-def quiet_windows(divergence: np.ndarray, lengths: Sequence[int] = QUIET_LENGTHS) -> list[tuple[int, int]]:
-    """The stretch of each length where a prompt's probed divergence is least (its own candidates
-    when the change-point detector proposes no window).
-
-    Example:
-        >>> quiet_windows(np.array([0.5, 0.4, 0.1, 0.1, 0.3, 0.6]), lengths=(2, 3))
-        [(2, 4), (2, 5)]
-    """
-    out = []
-    for length in lengths:
-        if 0 < length <= len(divergence):
-            sums = np.convolve(divergence, np.ones(length), mode="valid")
-            start = int(np.argmin(sums))
-            out.append((start, start + length))
-    return out
-
-
 def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: tuple[int, int],
                    proposal: Boundaries | None, known: Sequence[tuple[int, int]],
-                   best: list[tuple[int, int, float, float]], quiet: Sequence[tuple[int, int]] = ()) -> Iterator[None]:
+                   best: list[tuple[int, int, float, float]]) -> Iterator[None]:
     """Search one prompt's window, judged on its samples only, one candidate per step of the
     generator (so prompts take turns and a budget is shared fairly); ``best[0]`` holds the cheapest
     window found to meet ``target`` (Large alone, ``(0, 0, 1.0, 1.0)``, when none does).
 
     Candidates: every window already judged on these samples (free), the prompt's own change-point
-    proposal, the pair window, the prompt's ``quiet`` windows (:func:`quiet_windows`), the pair window with either end moved by :data:`PAIR_OFFSETS` steps
+    proposal, the pair window, the pair window with either end moved by :data:`PAIR_OFFSETS` steps
     (cheapest first), then the study's other windows on the full grid, best judged first; each only
     while it is cheaper than the best found. A candidate the budget
     cannot pay for is skipped (counted by the ledger)."""
@@ -135,7 +113,7 @@ def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: t
     for a, b in known:  # free: judged on these samples already
         if evaluator._known(a, b)[rows].all():
             judge(a, b)
-    for a, b in ([(proposal.start, proposal.stop)] if proposal is not None else []) + [pair] + list(quiet):
+    for a, b in ([(proposal.start, proposal.stop)] if proposal is not None else []) + [pair]:
         judge(a, b)
         yield
     start, stop = pair
@@ -156,4 +134,4 @@ def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: t
         yield
 
 
-__all__ = ["PAIR_OFFSETS", "QUIET_LENGTHS", "quiet_windows", "with_per_prompt"]
+__all__ = ["PAIR_OFFSETS", "with_per_prompt"]
