@@ -201,7 +201,7 @@ def _calibrate_worker(root: str, seed_offset: int) -> None:
     pair = pair_of(small_wrong_outside(0.3, 0.7))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        calibrate(pair, [{}], STEPS, seeds=[0, 1], n_trials=10, store=root, progress=False)
+        calibrate(pair, [{}], STEPS, seeds=[0, 1], n_trials=10, store=root, progress=False, budget=None)
 
 
 def test_two_processes_calibrating_into_one_store(tmp_path):

@@ -110,10 +110,10 @@ def chunks(samples: int, count: int = CHUNKS) -> list[list[int]]:
     of many prompts).
 
     Example:
-        >>> chunks(6), chunks(1)
-        ([[0, 4], [1, 5], [2], [3]], [[0]])
+        >>> chunks(8), chunks(6), chunks(1)
+        ([[0, 4], [1, 5], [2, 6], [3, 7]], [[0, 3], [1, 4], [2, 5]], [[0]])
     """
-    k = max(1, min(count, samples))
+    k = max(1, min(count, samples // 2))  # at least two samples a group: one sample decides nothing
     return [list(range(i, samples, k)) for i in range(k)]
 
 
@@ -298,7 +298,9 @@ class PlanQuality:
     """Final-sample quality of one calibration sample run with any per-step plan (a list of model
     names, as :class:`~adaptive.controller.Decisions` records), restarting from Large's cached state
     at the plan's first non-Large step; cached per (sample, plan). The online controller's fit scores
-    its held-out decisions with it."""
+    its held-out decisions with it. Its calls are charged to the ledger but not capped by its budget:
+    the controller's validation is bounded by its fit (a dozen candidate rules on the held-out samples)
+    and cutting it short would reject a controller for want of evidence."""
 
     def __init__(self, evaluator: Evaluator) -> None:
         self.evaluator = evaluator

@@ -84,8 +84,10 @@ def _objective(search: StepSearch, target: float, search_steps: bool, n_trials: 
             trial.set_user_attr("skipped", "cannot beat the best plan measured")
             raise optuna.TrialPruned("costs as much as a plan already known to meet the target")
         before = ledger.total
+        # Reported as the shortfall of the optimistic bound (lower is better, as the study minimizes):
+        # the ThresholdPruner prunes a positive one, and TPE ranks pruned trials by it the right way.
         quality, seen, cut = evaluator.screen(first, last, target, keep_going=lambda bound, step: (
-            trial.report(bound, step), not trial.should_prune())[1], budgeted=True)
+            trial.report(target - bound, step), not trial.should_prune())[1], budgeted=True)
         trial.set_user_attr("spent", ledger.total - before)  # Large calls per calibration sample
         if seen:
             trial.set_user_attr("quality", quality)
@@ -177,11 +179,14 @@ def measured_plans(study: optuna.Study) -> list[Plan]:
             first = last = 0
         seen, of = t.user_attrs.get("samples"), t.user_attrs.get("of")
         partial = seen is not None and of is not None and int(seen) < int(of)
-        if t.state == optuna.trial.TrialState.PRUNED and not partial:
+        if (t.state == optuna.trial.TrialState.PRUNED and not partial) or (seen is not None and int(seen) < 1):
             continue  # stopped before any sample, or by another worker's budget
         plan = Plan(steps, first, last, float(quality), float(cost), samples=int(seen) if partial else None)
         earlier = plans.get((steps, first, last))
-        if earlier is None or (earlier.samples or math.inf) <= (plan.samples or math.inf):
+        def judged(p: Plan) -> float:
+            return math.inf if p.samples is None else p.samples
+
+        if earlier is None or judged(earlier) <= judged(plan):
             plans[(steps, first, last)] = plan
     return sorted(plans.values(), key=lambda p: (p.cost, -p.quality))
 
@@ -231,7 +236,7 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
     n = search.full.n
     full = {"steps": n} if search_steps else {}
     study = study if study is not None else make_study(storage, study_name, seed)
-    study.pruner = optuna.pruners.ThresholdPruner(lower=quality_target)
+    study.pruner = optuna.pruners.ThresholdPruner(upper=0.0)  # on target - optimistic quality
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search.least_steps = 1 if search_steps else n
     objective = _objective(search, quality_target, search_steps, n_trials)
@@ -267,9 +272,13 @@ class _StopAt:
             study.stop()
 
 
-def _record(study: optuna.Study, search: StepSearch, steps: int, quality: float, samples: int, target: float) -> None:
+def _record(study: optuna.Study, search: StepSearch, steps: int, quality: float, samples: int, target: float,
+            outcome: str) -> None:
     """Add Large alone with ``steps`` steps, judged on ``samples`` samples, to the study: a complete
-    trial when judged on all of them, a pruned one (screened out) otherwise."""
+    trial when judged on all of them, a pruned one otherwise. ``outcome``: ``pass``/``fail`` (of the
+    optimistic reading of the samples judged, what the search decided on) or ``budget`` (cut short)."""
+    if samples < 1:
+        return
     n, of = search.full.n, search.full.samples
     cost = search.at(steps).cost(0, 0)
     complete = samples >= of
@@ -281,7 +290,7 @@ def _record(study: optuna.Study, search: StepSearch, steps: int, quality: float,
         value=_value(quality, cost, target) if complete else None,
         state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
         user_attrs={"worker_pid": os.getpid(), "stop": 0, "steps": steps, "window": [0, 0], "quality": quality,
-                    "cost": cost, "samples": samples, "of": of, "record": "fewer steps"}))
+                    "cost": cost, "samples": samples, "of": of, "record": "fewer steps", "outcome": outcome}))
 
 
 def _fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> int:
@@ -301,9 +310,16 @@ def _fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> int:
     cap = min(n - 1, math.ceil(best * n - 1e-9) - 1)  # more steps cost as much as a known plan
     passed: set[int] = set()
     failed: set[int] = set()
-    for plan in measured_plans(study):  # this study's earlier measurements (another worker's, a re-run's)
-        if plan.is_large_only and 0 < plan.steps < n:
-            (passed if plan.quality >= target and plan.samples is None else failed).add(plan.steps)
+    for t in study.get_trials(deepcopy=False):  # this study's earlier step counts (another worker's, a re-run's)
+        steps, outcome = t.user_attrs.get("steps"), t.user_attrs.get("outcome")
+        if t.user_attrs.get("record") == "fewer steps" and steps is not None and 0 < steps < n:
+            if outcome == "pass":
+                passed.add(int(steps))
+            elif outcome == "fail":
+                failed.add(int(steps))
+    for plan in measured_plans(study):  # Large alone judged in full by any trial
+        if plan.is_large_only and 0 < plan.steps < n and plan.samples is None:
+            (passed if plan.quality >= target else failed).add(plan.steps)
     measured: list[int] = []
     while True:
         low = max(failed | {0})
@@ -316,18 +332,20 @@ def _fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> int:
             ledger.skip()
             break
         bound = optimistic(evaluator.qualities(0, 0, group))
-        _record(study, search, steps, float(np.mean(evaluator.qualities(0, 0, group))), len(group), target)
-        (passed if bound >= target else failed).add(steps)
+        outcome = "pass" if bound >= target else "fail"
+        _record(study, search, steps, float(np.mean(evaluator.qualities(0, 0, group))), len(group), target, outcome)
+        (passed if outcome == "pass" else failed).add(steps)
         measured.append(steps)
     steps = min([k for k in passed if k > max(failed | {0})] + [cap + 1])
     while steps <= cap:  # confirm on every sample
         evaluator = search.at(steps)
         quality, seen, cut = evaluator.screen(0, 0, target, budgeted=True)
-        _record(study, search, steps, quality, seen, target)
+        met = seen == evaluator.samples and quality >= target
+        _record(study, search, steps, quality, seen, target, "budget" if cut else "pass" if met else "fail")
         if cut:
             ledger.skip()
             break
-        if seen == evaluator.samples and quality >= target:
+        if met:
             break
         failed.add(steps)
         steps += 1
@@ -368,8 +386,9 @@ def _guess(search: StepSearch, target: float, low: int, high: int, measured: lis
             hi = k
         else:
             lo = k
-    if hi >= high:  # none predicted to pass: the count just below the fewest known to pass pins it
-        return high - 1
+    if hi >= high:  # none predicted to pass: the count just below the fewest known to pass pins it,
+        # unless that was just tried (and passed): then halve, not walk down one count at a time
+        return high - 1 if measured[-1] != high else (low + high) // 2
     return hi if hi > low + 1 else low + 1
 
 
