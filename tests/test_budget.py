@@ -117,3 +117,11 @@ def test_a_budget_that_cannot_pay_for_the_probe_is_refused_before_any_model_call
     with pytest.raises(CalibrationError, match="budget is in Large passes per calibration sample"):
         calibrate(pair, [{}], 30, seeds=[0], store=tmp_path, progress=False, budget=budget)
     assert large.rows == 0
+
+
+def test_a_budget_the_probe_spends_whole_says_so(tmp_path):
+    pair, _, _ = _middle_pair()
+    with pytest.warns(UserWarning, match=r"the probe alone spent 1\.\d\d Large passes per sample of the budget of 1.05"):
+        profile = calibrate(pair, [{}], 30, seeds=[0, 1, 2, 3], shift=3.0, quality_target=0.98, n_trials=5,
+                            store=tmp_path, progress=False, budget=1.05)
+    assert profile.plan["start"] == profile.plan["stop"] and profile.steps == 30  # nothing was searched

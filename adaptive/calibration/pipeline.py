@@ -158,6 +158,10 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     small_cost = small_cost_ratio(pair, reference)
     with ledger.phase("probe"):
         ledger.charge(curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost, len(reference.final))
+    if budget is not None and ledger.passes >= budget:
+        warnings.warn(f"the probe alone spent {ledger.passes:.2f} Large passes per sample of the budget of {budget:g}: "
+                      "nothing is left to search with, so the profile runs Large alone; give a budget of at least "
+                      f"{ledger.passes + 1:.1f}", stacklevel=2)
     if per_prompt and budget is not None:
         ledger.reserve = PER_PROMPT_SHARE * max(0.0, budget - ledger.passes)
     evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger)
