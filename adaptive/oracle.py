@@ -121,7 +121,7 @@ def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps:
     probe_cost = num_steps + num_steps * small_cost
     with ledger.phase("probe"):
         ledger.charge(probe_cost, len(reference.final))
-    refined_eval = Evaluator(pair, reference, metric, small_cost, ledger=ledger)
+    refined_eval = Evaluator(pair, reference, metric, small_cost, ledger=ledger, seeds=len(seeds))
     with tempfile.TemporaryDirectory() as tmp:
         study = refine(refined_eval, proposal, target, trials, f"sqlite:///{tmp}/s.db", "oracle-check",
                        progress=progress)

@@ -105,16 +105,23 @@ class Ledger:
         self.skipped[self.current] = self.skipped.get(self.current, 0) + 1
 
 
-def chunks(samples: int, count: int = CHUNKS) -> list[list[int]]:
-    """Interleaved groups of the calibration samples (cond-major rows: the first group holds samples
-    of many prompts).
+def chunks(samples: int, count: int = CHUNKS, seeds: int = 1) -> list[list[int]]:
+    """Interleaved groups of the calibration samples, at least two a group (one sample decides
+    nothing). Rows are cond-major (``prompt * seeds + seed``); the sample of prompt ``c`` and seed
+    ``s`` goes to group ``(c + s) % k``, so a group mixes prompts and seeds: samples that share a
+    noise seed tend to err alike, and a group of one seed would judge a plan on one draw of noise.
 
     Example:
-        >>> chunks(8), chunks(6), chunks(1)
-        ([[0, 4], [1, 5], [2, 6], [3, 7]], [[0, 3], [1, 4], [2, 5]], [[0]])
+        >>> chunks(8), chunks(1)
+        ([[0, 4], [1, 5], [2, 6], [3, 7]], [[0]])
+        >>> chunks(4, seeds=2)   # 2 prompts x 2 seeds: each group has both prompts and both seeds
+        [[0, 3], [1, 2]]
     """
-    k = max(1, min(count, samples // 2))  # at least two samples a group: one sample decides nothing
-    return [list(range(i, samples, k)) for i in range(k)]
+    k = max(1, min(count, samples // 2))
+    groups: list[list[int]] = [[] for _ in range(k)]
+    for r in range(samples):
+        groups[(r // seeds + r % seeds) % k].append(r)
+    return groups
 
 
 def optimistic(values: np.ndarray, z: float = Z_SCREEN) -> float:
@@ -185,7 +192,7 @@ class Evaluator:
 
     def __init__(self, pair: ModelPair, reference: Reference, metric: Metric, small_cost: float,
                  target: torch.Tensor | None = None, full_steps: int | None = None, ledger: Ledger | None = None,
-                 path: LargePath | None = None) -> None:
+                 path: LargePath | None = None, seeds: int = 1) -> None:
         self.pair, self.reference, self.metric, self.small_cost = pair, reference, metric, small_cost
         self.grid = list(reference.grid)
         self.n = len(self.grid) - 1
@@ -199,7 +206,7 @@ class Evaluator:
                                       states=reference.states)
         self.values: dict[tuple[int, int], np.ndarray] = {}
         self.known: dict[tuple[int, int], np.ndarray] = {}
-        self.chunks = chunks(self.samples)
+        self.chunks = chunks(self.samples, seeds=seeds)  # ``seeds``: noise seeds per prompt (cond-major rows)
         self._prefix: tuple[int, tuple[int, ...], list[torch.Tensor]] = (-1, (), [])
 
     @property
@@ -367,6 +374,7 @@ class StepSearch:
             self.evaluators[steps] = Evaluator(full.pair, reference, full.metric, full.small_cost,
                                                target=full.reference.final, full_steps=full.n, ledger=full.ledger,
                                                path=path)
+            self.evaluators[steps].chunks = full.chunks
         return self.evaluators[steps]
 
     def window_on(self, steps: int, start: int, stop: int) -> tuple[int, int]:

@@ -164,7 +164,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
                       f"{ledger.passes + 1:.1f}", stacklevel=2)
     if per_prompt and budget is not None:
         ledger.reserve = PER_PROMPT_SHARE * max(0.0, budget - ledger.passes)
-    evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger)
+    evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger, seeds=len(seeds))
     search = StepSearch(evaluator, shift)
     study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
                    study=study)
