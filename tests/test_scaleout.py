@@ -83,7 +83,7 @@ def _run_workers(storage_url: str, root: Path, heartbeat: bool, study_name: str 
     assert [w.exitcode for w in survivors] == [0, 0]
     assert victim.exitcode == -signal.SIGKILL
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
-    states = [t.state for t in study.trials]
+    states = [t.state for t in study.trials if "record" not in t.user_attrs]  # search trials only
     counts = {s.name: states.count(s) for s in set(states)}
     counts["wall_seconds"] = round(time.time() - started, 1)
     counts["finished"] = counts.get("COMPLETE", 0) + counts.get("PRUNED", 0)  # a screened-out trial counts too

@@ -64,6 +64,7 @@ def _objective(search: StepSearch, target: float, search_steps: bool, n_trials: 
 
     def objective(trial: optuna.Trial) -> float:
         if n_trials is not None and _over_budget(trial, n_trials):
+            trial.set_user_attr("record", "n_trials reached")  # not a search trial: not counted as one
             trial.study.stop()  # other workers' trials filled the budget: do no model work
             raise optuna.TrialPruned(f"{n_trials} trials are complete")
         trial.set_user_attr("worker_pid", os.getpid())
@@ -115,7 +116,7 @@ def _best_cost(study: optuna.Study, target: float, num_steps: int, full_grid: bo
 
 def _trials_done(study: optuna.Study, running: bool = False) -> int:
     """Search trials that are over (complete or pruned; ``running``: also those under way), not
-    counting the step-count records :func:`_fewer_steps` adds or :func:`_polish`'s tries."""
+    counting the step-count records :func:`_fewer_steps` adds."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) + (
         (optuna.trial.TrialState.RUNNING,) if running else ())
     return sum("record" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=states))
@@ -257,42 +258,7 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
     with ledger.phase("window trials"):
         run(n_trials)
     search.trials_not_run = max(0, n_trials - _trials_done(study))
-    if n_trials > 0:
-        with ledger.phase("window trials"):
-            _polish(study, search, quality_target, search_steps)
     return study
-
-
-POLISH_STEPS = 8  # at most this many one-step extensions of the best full-grid window
-
-
-def _polish(study: optuna.Study, search: StepSearch, target: float, search_steps: bool) -> None:
-    """Lengthen the best window on the full grid one step at a time, at its start while that keeps
-    the target, then at its stop (every step Small takes saves compute; TPE's samples rarely land on
-    the exact edge). Each try is one more trial of the study, screened and within the budget like any;
-    at most :data:`POLISH_STEPS` of them."""
-    n = search.full.n
-    objective = _objective(search, target, search_steps)
-    full = {"steps": n} if search_steps else {}
-    tried: set[tuple[int, int]] = {(p.start, p.stop) for p in measured_plans(study) if p.steps in (n, -1)}
-    tries = 0
-    for end in (0, 1):
-        while tries < POLISH_STEPS:
-            start, stop, _, _ = best_window(study, target, n)
-            if start >= stop:
-                return
-            window = (start - 1, stop) if end == 0 else (start, stop + 1)
-            if window[0] < 0 or window[1] > n or window in tried:
-                break
-            tried.add(window)
-            tries += 1
-            study.enqueue_trial({**full, "start": window[0], "length": window[1] - window[0]},
-                                user_attrs={"record": "polish"})  # not one of the n_trials
-            study.optimize(objective, n_trials=1)
-            if study.trials[-1].user_attrs.get("skipped") == "budget":
-                return
-            if best_window(study, target, n)[:2] != window:
-                break
 
 
 class _StopAt:
