@@ -226,12 +226,13 @@ class Evaluator:
     def price(self, start: int, stop: int, rows: Sequence[int]) -> float:
         """Large-call equivalents, summed over ``rows``, that judging the window on them would spend
         now (states already computed are free)."""
-        rows = [r for r in rows if not self._known(start, stop)[r]]
+        rows = [r for r in rows if not self.judged(start, stop)[r]]
         if start >= stop:
             return float(self.path.calls_to(self.n, rows)) if self.full_steps != self.n else 0.0
         return self.path.calls_to(start, rows) + len(rows) * ((stop - start) * self.small_cost + self.n - stop)
 
-    def _known(self, start: int, stop: int) -> np.ndarray:
+    def judged(self, start: int, stop: int) -> np.ndarray:
+        """Which samples the window (Large alone when ``start >= stop``) has been judged on."""
         if start >= stop:
             start = stop = 0
         return self.known.get((start, stop), np.zeros(self.samples, dtype=bool))

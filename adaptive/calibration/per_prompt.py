@@ -103,7 +103,7 @@ def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: t
         cost = evaluator.cost(a, b)
         if a >= b or cost >= best[0][3]:
             return
-        if not evaluator._known(a, b)[rows].all() and not evaluator.ledger.affords(evaluator.price(a, b, rows), 1):
+        if not evaluator.judged(a, b)[rows].all() and not evaluator.ledger.affords(evaluator.price(a, b, rows), 1):
             evaluator.ledger.skip()
             return
         quality = float(evaluator.qualities(a, b, rows).mean())
@@ -111,7 +111,7 @@ def _prompt_search(evaluator: Evaluator, rows: list[int], target: float, pair: t
             best[0] = (a, b, quality, cost)
 
     for a, b in known:  # free: judged on these samples already
-        if evaluator._known(a, b)[rows].all():
+        if evaluator.judged(a, b)[rows].all():
             judge(a, b)
     for a, b in ([(proposal.start, proposal.stop)] if proposal is not None else []) + [pair]:
         judge(a, b)
