@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,6 +101,28 @@ def euler_step(x: torch.Tensor, v: torch.Tensor, sigma: float, sigma_next: float
 
 
 SCHEDULE_VERSION = 1
+
+UNGUIDED = ":cond"  # suffix of a guided model's conditional-only variant: one call per step, no guidance
+
+
+def unguided(name: str) -> str:
+    """The name of ``name``'s conditional-only variant (guidance skipped: one call instead of two).
+
+    Example:
+        >>> unguided("large"), unguided("large:cond"), base_of("small:cond"), is_unguided("small")
+        ('large:cond', 'large:cond', 'small', False)
+    """
+    return name if is_unguided(name) else name + UNGUIDED
+
+
+def is_unguided(name: str) -> bool:
+    """Whether ``name`` is a conditional-only variant (see :func:`unguided`)."""
+    return name.endswith(UNGUIDED)
+
+
+def base_of(name: str) -> str:
+    """The model behind ``name``: ``"large"`` for ``"large"`` and ``"large:cond"``."""
+    return name[: -len(UNGUIDED)] if is_unguided(name) else name
 
 
 @dataclass(frozen=True)
@@ -205,6 +227,68 @@ class Schedule:
             raise ScheduleError(f"need one model name per step: {len(grid) - 1} steps, {len(models)} names")
         cuts = [1.0] + [(grid[i] + grid[i + 1]) / 2 for i in range(len(models) - 1)] + [0.0]
         return cls(Stage(cuts[i], cuts[i + 1], name) for i, name in enumerate(models))
+
+    @classmethod
+    def experts(cls, boundary: float, high: str = "high", low: str = "low") -> Schedule:
+        """Wan 2.2's two experts switching at ``boundary`` (a sigma, as diffusers' ``boundary_ratio``):
+        ``high`` takes every step that starts at or above it, ``low`` the rest, as diffusers' ``t >=
+        boundary_ratio * 1000`` decides (the boundary sits :data:`SNAP` below ``boundary``, so a step
+        starting on it is the high expert's; our own boundaries give such a step to the stage below).
+
+        Example:
+            >>> Schedule.experts(0.875).step_models([1.0, 0.875, 0.5, 0.0])
+            ['high', 'high', 'low']
+        """
+        boundary = _check_unit("boundary", boundary)
+        return cls.large_first(max(boundary - 2 * SNAP, 0.0), high, low)
+
+    # Plans over a pool -----------------------------------------------------------------------------
+    def relabel(self, sigma_hi: float, sigma_lo: float, inside: Mapping[str, str] | Callable[[str], str] | None = None,
+                outside: Mapping[str, str] | Callable[[str], str] | None = None) -> Schedule:
+        """This schedule with the models of steps starting in ``(sigma_lo, sigma_hi]`` renamed by
+        ``inside`` and the others by ``outside`` (a mapping or a function of the name; a mapping
+        leaves names it lacks alone). Every plan over a pool is built this way: a Small window,
+        a guidance interval, an expert split.
+
+        Example:
+            >>> Schedule.large_only().relabel(0.8, 0.3, inside={"large": "small"})
+            Schedule(large (0.8, 1], small (0.3, 0.8], large (0, 0.3])
+        """
+        sigma_hi, sigma_lo = _check_unit("sigma_hi", sigma_hi), _check_unit("sigma_lo", sigma_lo)
+        if sigma_hi < sigma_lo:
+            raise ScheduleError(f"sigma_hi ({sigma_hi}) must be >= sigma_lo ({sigma_lo})")
+        cuts = sorted({1.0, 0.0, sigma_hi, sigma_lo, *(s.sigma_lo for s in self.stages)}, reverse=True)
+        stages = []
+        for hi, lo in zip(cuts, cuts[1:]):
+            name = self.stages[self._stage_at(lo + (hi - lo) / 2)].model  # a sigma inside (lo, hi]
+            rename = inside if sigma_lo <= lo and hi <= sigma_hi else outside
+            stages.append(Stage(hi, lo, _renamed(name, rename)))
+        return Schedule(stages)
+
+    def guided_within(self, sigma_hi: float, sigma_lo: float) -> Schedule:
+        """Guidance only for steps starting in ``(sigma_lo, sigma_hi]``: elsewhere every model runs
+        its conditional-only variant (:func:`unguided`), one call per step instead of two.
+
+        Example:
+            >>> Schedule.lsl(0.8, 0.3).guided_within(0.9, 0.2)
+            Schedule(large:cond (0.9, 1], large (0.8, 0.9], small (0.3, 0.8], large (0.2, 0.3], large:cond (0, 0.2])
+        """
+        return self.relabel(sigma_hi, sigma_lo, outside=unguided)
+
+    def cost(self, sigmas: torch.Tensor | Sequence[float], costs: Mapping[str, float]) -> float:
+        """The plan's cost on this grid: the sum over its steps of ``costs[model]`` (e.g. a guided
+        Large call 2, its conditional-only variant 1, a Small call 0.2). A name missing from
+        ``costs`` is an error that names it.
+
+        Example:
+            >>> Schedule.lsl(0.8, 0.3).guided_within(0.9, 0.2).cost(sigmas(10), {"large": 2, "large:cond": 1, "small": 0.4})
+            9.0
+        """
+        names = self.step_models(sigmas)
+        missing = sorted({n for n in names if n not in costs})
+        if missing:
+            raise ScheduleError(f"no cost per call for {missing}; give one for every model the plan names")
+        return float(sum(costs[n] for n in names))
 
     # Queries ------------------------------------------------------------------------------------
     @property
@@ -312,6 +396,17 @@ def _check_unit(name: str, value: float) -> float:
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)) or not (0.0 <= float(value) <= 1.0):
         raise ScheduleError(f"{name} must be a sigma in [0, 1], got {value!r}")
     return float(value)
+
+
+def _renamed(name: str, rename: Mapping[str, str] | Callable[[str], str] | None) -> str:
+    if rename is None:
+        return name
+    if callable(rename):
+        return rename(name)
+    if name in rename:
+        return rename[name]
+    base = base_of(name)  # a mapping of models renames their conditional-only variants alike
+    return unguided(rename[base]) if base in rename else name
 
 
 def _merged(stages: list[Stage]) -> list[Stage]:

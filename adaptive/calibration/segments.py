@@ -1,0 +1,326 @@
+"""Plans over a pool of denoisers, every boundary found the same way: a probe along the current
+plan, a proposal from it, an Optuna refinement judged on final quality.
+
+A plan starts as the reference (``"large"`` every step, or Wan 2.2's ``high``/``low`` experts) and
+each :class:`Axis` places one window on it, cheapest change first as the caller orders them: the
+guidance interval (:data:`GUIDANCE`: guidance runs inside the window, the conditional-only variant
+outside), a Small window (``window("small")``: Small inside), a Medium window, Small inside
+Medium's... For an axis the probe runs the current plan on the calibration samples and, at every
+step the axis could change, the cheaper model on the same state: the relative velocity divergence
+per step. The proposal is the longest run of steps the divergence calls safe (for guidance: the
+steps outside the first and last that are not); an Optuna study seeded with it and its one-step
+neighbours (``enqueue_trial``) then searches the window's two edges, each trial judged by running
+the plan to the end from the cached state where it first differs and comparing the result with the
+reference's. The cheapest plan that meets ``target`` wins; a trial that cannot be cheaper than the
+best known is pruned before any model call.
+
+Every result is compared at equal compute with the two obvious alternatives: the reference plan
+with fewer steps (Large-fewer) and, for a guided pool, no guidance at all with more steps.
+
+Example:
+    >>> import torch
+    >>> from adaptive import ModelPair
+    >>> from adaptive.pool import Pool
+    >>> bump = lambda s: ((s > 0.3) & (s <= 0.7)).float().view(-1, 1)       # guidance matters in (0.3, 0.7]
+    >>> model = lambda x, s, c: -x + c * bump(s)
+    >>> pool = Pool.of(ModelPair(model, model).guided(4.0, {"c": torch.zeros(1, 1)}), costs={"large": 1, "small": 1})
+    >>> found = find_plan(pool, [{"c": torch.ones(1, 1)}], [GUIDANCE], num_steps=10, shape=(4,), target=0.999,
+    ...                   n_trials=6)
+    >>> found.windows["guidance"], found.schedule.step_models(found.grid)[:4]
+    ((3, 7), ['large:cond', 'large:cond', 'large:cond', 'large'])
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import torch
+
+from adaptive.detect import boundaries_from_steps
+from adaptive.errors import CalibrationError
+from adaptive.metrics import LatentStructure, Metric, rel_l2
+from adaptive.pool import Pool
+from adaptive.probing import batch_conditions
+from adaptive.schedule import Schedule, check_grid, euler_step, sigmas, unguided
+
+THRESHOLD = 0.05  # the probe's relative divergence below which a step is proposed safe
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One window the search places on a plan: ``rename`` (a mapping of model names, or a function)
+    turns the current model into the cheaper one; ``inside``: the cheaper model runs inside the
+    window (a Small window), else outside it (guidance runs inside its window)."""
+
+    name: str
+    rename: Mapping[str, str] | Callable[[str], str]
+    inside: bool = True
+
+    def applied(self, plan: Schedule, grid: Sequence[float], start: int, stop: int) -> Schedule:
+        """``plan`` with this axis's window over steps ``start .. stop - 1`` of ``grid``."""
+        window = boundaries_from_steps(list(grid), start, stop)
+        if self.inside:
+            return plan.relabel(window.sigma_in, window.sigma_out, inside=self.rename)
+        return plan.relabel(window.sigma_in, window.sigma_out, outside=self.rename)
+
+    def cheaper(self, name: str) -> str:
+        """The model this axis puts in place of ``name`` (``name`` itself where it changes nothing)."""
+        if callable(self.rename):
+            return self.rename(name)
+        return self.rename.get(name, name)
+
+
+GUIDANCE = Axis("guidance", unguided, inside=False)
+"""Guidance only inside the window; the conditional-only variant (one call, not two) elsewhere."""
+
+
+def window(model: str, replaces: Sequence[str] = ("large",)) -> Axis:
+    """The axis of a window where ``model`` replaces the models ``replaces`` (and their
+    conditional-only variants) — ``window("small")`` is FlowBlending's Small window,
+    ``window("small", replaces=("medium",))`` a Small window inside Medium's."""
+    names = {r: model for r in replaces}
+    names.update({unguided(r): unguided(model) for r in replaces})
+    return Axis(model, names, inside=True)
+
+
+@dataclass(frozen=True)
+class FoundPlan:
+    """The cheapest plan found that meets ``target``, with what it costs and the alternatives.
+
+    ``cost`` and ``reference_cost`` are per sample in calls of the reference model (guidance
+    included); ``windows`` maps each axis to the steps of its window on ``grid``; ``alternatives``
+    the obvious ones at equal compute (``"large_fewer"``, ``"no_guidance"``: steps, cost, quality).
+    """
+
+    schedule: Schedule
+    num_steps: int
+    shift: float
+    cost: float
+    reference_cost: float
+    quality: float
+    target: float
+    windows: dict[str, tuple[int, int]]
+    trials: int
+    alternatives: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def grid(self) -> list[float]:
+        return sigmas(self.num_steps, self.shift).tolist()
+
+    @property
+    def fraction(self) -> float:
+        """The plan's cost as a share of the reference plan's on the calibrated grid."""
+        return self.cost / self.reference_cost
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.to_dict(), "num_steps": self.num_steps, "shift": self.shift,
+                "cost": self.cost, "reference_cost": self.reference_cost, "quality": self.quality,
+                "target": self.target, "windows": {k: list(v) for k, v in self.windows.items()},
+                "trials": self.trials, "alternatives": self.alternatives}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FoundPlan:
+        return cls(Schedule.from_dict(data["schedule"]), int(data["num_steps"]), float(data["shift"]),
+                   float(data["cost"]), float(data["reference_cost"]), float(data["quality"]),
+                   float(data["target"]), {k: (int(v[0]), int(v[1])) for k, v in data["windows"].items()},
+                   int(data["trials"]), {k: dict(v) for k, v in data.get("alternatives", {}).items()})
+
+
+class _Runs:
+    """Plans run on the calibration batch, restarted from the cached trajectory of the plan that
+    shares their longest prefix of per-step models (the reference's and the current plan's)."""
+
+    def __init__(self, pool: Pool, noise: torch.Tensor, cond: dict[str, Any], metric: Metric) -> None:
+        self.pool, self.noise, self.cond, self.metric = pool, noise, cond, metric
+        self.cached: dict[tuple[tuple[float, ...], tuple[str, ...]], list[torch.Tensor]] = {}
+        self.target_final: torch.Tensor | None = None
+        self.calls = 0.0  # reference-model calls spent, per sample
+
+    def _step(self, name: str, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        self.calls += self.pool.costs[name]
+        return self.pool[name](x, torch.full((x.shape[0],), sigma, device=x.device), **self.cond)
+
+    def trajectory(self, plan: Schedule, grid: list[float], keep: bool = True
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every state and velocity of ``plan`` on ``grid`` (cached when ``keep``)."""
+        names = tuple(plan.step_models(grid))
+        states, velocities = [self.noise], []
+        for i, name in enumerate(names):
+            v = self._step(name, states[-1], grid[i])
+            velocities.append(v)
+            states.append(euler_step(states[-1], v, grid[i], grid[i + 1]))
+        if keep:
+            self.cached[(tuple(grid), names)] = states
+        return states, velocities
+
+    def final(self, plan: Schedule, grid: list[float]) -> torch.Tensor:
+        """``plan``'s result, restarted from the longest cached prefix on this grid."""
+        names = tuple(plan.step_models(grid))
+        start, x = 0, self.noise
+        for (cached_grid, cached_names), states in self.cached.items():
+            if cached_grid != tuple(grid):
+                continue
+            common = next((i for i, (a, b) in enumerate(zip(names, cached_names)) if a != b), len(names))
+            if common > start:
+                start, x = common, states[common]
+        for i in range(start, len(names)):
+            x = euler_step(x, self._step(names[i], x, grid[i]), grid[i], grid[i + 1])
+        return x
+
+    def quality(self, plan: Schedule, grid: list[float]) -> float:
+        assert self.target_final is not None
+        return float(self.metric(self.final(plan, grid), self.target_final).float().mean())
+
+
+def _proposal(divergence: list[float | None], inside: bool, threshold: float) -> tuple[int, int]:
+    """The window the probe proposes: ``inside``, the longest run of steps whose divergence is at most
+    ``threshold``; else the span from the first to the last step above it (where the current model
+    must stay). ``None``: a step the axis cannot change."""
+    n = len(divergence)
+    if not inside:
+        needed = [i for i, d in enumerate(divergence) if d is not None and d > threshold]
+        fixed = [i for i, d in enumerate(divergence) if d is None]
+        keep = needed + fixed if needed else []
+        return (min(keep), max(keep) + 1) if keep else (0, 0)
+    best, run = (0, 0), None
+    for i, d in enumerate(divergence + [None]):
+        if d is not None and d <= threshold:
+            run = i if run is None else run
+            continue
+        if run is not None and i - run > best[1] - best[0]:
+            best = (run, i)
+        run = None
+    return best if best[1] <= n else (best[0], n)
+
+
+def _probe(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis) -> list[float | None]:
+    """Per step of ``plan``'s trajectory, ``||v_cheaper - v|| / ||v||`` (mean over samples) where the
+    axis changes the step's model, None where it does not."""
+    states, velocities = runs.trajectory(plan, grid)
+    out: list[float | None] = []
+    for i, name in enumerate(plan.step_models(grid)):
+        cheaper = axis.cheaper(name)
+        if cheaper == name or cheaper not in runs.pool:
+            out.append(None)
+            continue
+        v = runs._step(cheaper, states[i], grid[i])
+        out.append(float(rel_l2(v, velocities[i]).float().mean()))
+    return out
+
+
+def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal: tuple[int, int], target: float,
+            n_trials: int, storage: Any, study_name: str | None, seed: int) -> tuple[Schedule, tuple[int, int], int]:
+    """The Optuna search over the axis's window edges: the cheapest plan meeting ``target``."""
+    n = len(grid) - 1
+    unchanged = (0, 0) if axis.inside else (0, n)
+    best: dict[str, Any] = {"cost": runs.pool.cost(plan, grid), "window": unchanged, "plan": plan}
+
+    def objective(trial: optuna.Trial) -> float:
+        a, b = trial.suggest_int("start", 0, n), trial.suggest_int("stop", 0, n)
+        start, stop = min(a, b), max(a, b)
+        candidate = axis.applied(plan, grid, start, stop)
+        cost = runs.pool.cost(candidate, grid)
+        trial.set_user_attr("cost", cost)
+        if cost >= best["cost"]:
+            raise optuna.TrialPruned()  # cannot beat a plan known to meet the target: no model call
+        quality = runs.quality(candidate, grid)
+        trial.set_user_attr("quality", quality)
+        if quality >= target:
+            best.update(cost=cost, window=(start, stop), plan=candidate)
+            return cost
+        return best["cost"] + (target - quality)  # infeasible: worse than any plan that meets the target
+
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, sampler=sampler)
+    start, stop = proposal
+    for a, b in dict.fromkeys([(start, stop), (start - 1, stop), (start + 1, stop), (start, stop - 1),
+                               (start, stop + 1)]):
+        if 0 <= a <= b <= n:
+            study.enqueue_trial({"start": a, "stop": b}, skip_if_exists=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(objective, n_trials=n_trials)
+    return best["plan"], best["window"], len(study.trials)
+
+
+def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axis], *,
+              num_steps: int | Sequence[int], shift: float = 1.0, seeds: Sequence[int] = (0, 1),
+              shape: Sequence[int], reference: Schedule | None = None, metric: Metric | None = None,
+              target: float = 0.95, n_trials: int = 12, threshold: float = THRESHOLD, storage: Any = None,
+              seed: int = 0) -> FoundPlan:
+    """The cheapest plan over ``pool`` that keeps ``target`` quality against ``reference`` run on the
+    first (the caller's) step count of ``num_steps``, placing one window per axis in order, on each
+    step count of ``num_steps`` (several: searched jointly with the windows; the cheapest wins).
+
+    ``reference`` defaults to the pool's reference model on every step (``"large"``, guided if it
+    is). ``metric(generated, reference) -> per-sample quality`` defaults to
+    :class:`~adaptive.metrics.LatentStructure`. ``n_trials`` Optuna trials per axis and step count
+    (a trial that cannot beat the best known plan is pruned before any model call); ``storage`` an
+    Optuna storage URL for the studies (one per axis and step count).
+    """
+    counts = [num_steps] if isinstance(num_steps, int) else list(num_steps)
+    if not counts or not all(isinstance(k, int) and k >= 1 for k in counts):
+        raise CalibrationError(f"num_steps must be a positive integer or a list of them, got {num_steps!r}")
+    if not (0.0 < target <= 1.0):
+        raise CalibrationError(f"target must be a quality in (0, 1], got {target!r}")
+    reference = reference or Schedule.large_only(pool.reference)
+    reference.check_models(pool)
+    for axis in axes:
+        if not any(axis.cheaper(n) in pool and axis.cheaper(n) != n for n in pool):
+            raise CalibrationError(f"axis {axis.name!r} changes no model of the pool {sorted(pool)}; "
+                                   "a guidance axis needs a guided pool (ModelPair.guided), a window axis its model")
+    device = next((t.device for t in [*(v for c in conds for v in c.values() if isinstance(v, torch.Tensor))]),
+                  torch.device("cpu"))
+    noise, cond = batch_conditions(conds, seeds, shape, device)
+    runs = _Runs(pool, noise, cond, metric or LatentStructure())
+    caller = sigmas(counts[0], shift).tolist()
+    with torch.no_grad():
+        runs.target_final = runs.trajectory(reference, caller)[0][-1]
+        reference_cost = pool.cost(reference, caller)
+        found: FoundPlan | None = None
+        for k in counts:
+            grid = sigmas(k, shift).tolist()
+            plan, windows, trials = reference, {}, 0
+            for axis in axes:
+                proposal = _proposal(_probe(runs, plan, grid, axis), axis.inside, threshold)
+                name = None if storage is None else f"segments-{axis.name}-{k}"
+                plan, windows[axis.name], used = _refine(runs, plan, grid, axis, proposal, target, n_trials,
+                                                         storage, name, seed)
+                trials += used
+                runs.trajectory(plan, grid)  # the next axis restarts from this plan's states
+            quality = runs.quality(plan, grid)
+            cost = pool.cost(plan, grid)
+            if quality >= target and (found is None or cost < found.cost):
+                found = FoundPlan(plan, k, shift, cost, reference_cost, quality, target, windows, trials)
+        if found is None:  # no step count keeps the target, even unchanged: the caller's reference
+            found = FoundPlan(reference, counts[0], shift, reference_cost, reference_cost, 1.0, target, {}, 0)
+        alternatives = equal_compute(runs, pool, reference, found.cost, caller, shift)
+        return FoundPlan(**{**found.__dict__, "alternatives": alternatives})
+
+
+def equal_compute(runs: _Runs, pool: Pool, reference: Schedule, cost: float, caller: list[float], shift: float
+                  ) -> dict[str, dict[str, float]]:
+    """The obvious alternatives at no more than ``cost``: the reference with fewer steps and, for a
+    guided pool, the reference without guidance with as many steps as the cost buys (steps priced
+    at the plan's mean cost per step on the caller's grid)."""
+    out: dict[str, dict[str, float]] = {}
+    options = {"large_fewer": reference}
+    unguided_reference = reference.relabel(0.0, 0.0, outside=unguided)
+    if all(m in pool for m in unguided_reference.models) and unguided_reference != reference:
+        options["no_guidance"] = unguided_reference
+    for label, plan in options.items():
+        per_step = pool.cost(plan, caller) / (len(caller) - 1)
+        steps = int(math.floor(cost / per_step + 1e-9))
+        if steps < 1:
+            continue
+        grid = sigmas(steps, shift).tolist()
+        out[label] = {"steps": steps, "cost": pool.cost(plan, grid), "quality": runs.quality(plan, grid)}
+    return out
+
+
+__all__ = ["Axis", "FoundPlan", "GUIDANCE", "THRESHOLD", "equal_compute", "find_plan", "window"]

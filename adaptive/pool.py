@@ -1,0 +1,135 @@
+"""A pool of denoisers with a cost per call: what a plan runs.
+
+A plan is a :class:`~adaptive.schedule.Schedule`: sigma segments, each naming a member of the pool.
+The two-model plans of FlowBlending are the special case ``{large, small}``; a pool may also hold a
+guided model's conditional-only variant (``"large:cond"``: guidance skipped, one call instead of
+two, :func:`~adaptive.schedule.unguided`), Wan 2.2's two experts (``"high"``, ``"low"``) or a third
+size (``"medium"``). Every sampler, the switch and the drop-in run such a plan unchanged (they
+dispatch by name); :mod:`adaptive.calibration.segments` finds one.
+
+Costs are per call, in units of one call of the pool's reference model (``"large"``, else
+``"high"``) with its guidance: a guided Large call costs 1, its conditional-only variant 0.5.
+
+Example:
+    >>> import torch
+    >>> from adaptive import ModelPair, Schedule, sample, sigmas
+    >>> pair = ModelPair(lambda x, s, c: -x + c, lambda x, s, c: -x).guided(3.0, {"c": torch.zeros(1, 1)})
+    >>> pool = Pool.of(pair, costs={"large": 1.0, "small": 0.25})
+    >>> sorted(pool), pool.costs["large:cond"], pool.costs["small:cond"]
+    (['large', 'large:cond', 'small', 'small:cond'], 0.5, 0.125)
+    >>> plan = Schedule.lsl(0.8, 0.3).guided_within(0.9, 0.2)
+    >>> pool.cost(plan, sigmas(10))
+    4.75
+    >>> sample(pool, torch.ones(1, 1), sigmas(10), plan, c=torch.ones(1, 1)).shape
+    torch.Size([1, 1])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from adaptive.denoisers import Denoiser, GuidedDenoiser, as_denoiser, first_row
+from adaptive.errors import PairMismatchError
+from adaptive.metering import count_flops
+from adaptive.pair import ModelPair
+from adaptive.schedule import Schedule, base_of, is_unguided, unguided
+
+REFERENCE_NAMES = ("large", "high")  # the model whose guided call costs 1
+
+
+class Pool(Mapping[str, Denoiser]):
+    """Named denoisers and their cost per call; a mapping of names to denoisers, so anything that
+    takes ``models`` (samplers, the switch) takes a pool.
+
+    Build one with :meth:`of`. ``costs`` must name every model, each a positive finite number.
+    """
+
+    def __init__(self, models: Mapping[str, Any], costs: Mapping[str, float]) -> None:
+        self.models: dict[str, Denoiser] = {k: as_denoiser(v) for k, v in models.items()}
+        missing = sorted(set(self.models) - set(costs))
+        if missing:
+            raise PairMismatchError(f"no cost per call for {missing}; give costs={{name: cost}} for every model "
+                                    "(or Pool.of(..., x=latent) to measure them in FLOPs)")
+        bad = {k: v for k, v in costs.items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)}
+        if bad:
+            raise PairMismatchError(f"costs must be positive finite numbers, got {bad}")
+        self.costs: dict[str, float] = {k: float(costs[k]) for k in self.models}
+
+    @classmethod
+    def of(cls, models: ModelPair | Mapping[str, Any], costs: Mapping[str, float] | None = None,
+           x: torch.Tensor | None = None, **cond: Any) -> Pool:
+        """The pool of ``models`` (a :class:`ModelPair` or a mapping), each guided model joined by its
+        conditional-only variant (``"large:cond"``, half the call's cost).
+
+        ``costs`` gives the cost per call of the models by name (the variants' are derived); without
+        it, costs are measured in FLOPs on one row of ``x`` (with ``cond``) relative to the reference
+        model (``"large"``, else ``"high"``).
+        """
+        given = dict(models.models if isinstance(models, ModelPair) else models)
+        named = {k: as_denoiser(v) for k, v in given.items()}
+        if costs is None:
+            if x is None:
+                raise PairMismatchError("give costs={name: cost per call} or x= (a latent batch) to measure "
+                                        "them in FLOPs")
+            costs = _measured(named, x, cond)
+        pool: dict[str, Denoiser] = {}
+        full: dict[str, float] = {}
+        for name, model in named.items():
+            if name not in costs:
+                raise PairMismatchError(f"no cost per call for {name!r}; costs name {sorted(costs)}")
+            pool[name], full[name] = model, float(costs[name])
+            if isinstance(model, GuidedDenoiser) and not is_unguided(name) and model.scale != 1.0:
+                variant = unguided(name)
+                pool[variant] = GuidedDenoiser(model.model, 1.0, model.uncond, model.batched)
+                full[variant] = float(costs.get(variant, full[name] / 2))
+        return cls(pool, full)
+
+    def __getitem__(self, name: str) -> Denoiser:
+        return self.models[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __repr__(self) -> str:
+        return "Pool(" + ", ".join(f"{k}: {c:.3g}" for k, c in self.costs.items()) + ")"
+
+    @property
+    def reference(self) -> str:
+        """The model the quality target is met against when it runs every step (``"large"``, else ``"high"``)."""
+        for name in REFERENCE_NAMES:
+            if name in self.models:
+                return name
+        raise PairMismatchError(f"a pool needs a 'large' (or Wan 2.2's 'high') model; it has {sorted(self.models)}")
+
+    def cost(self, plan: Schedule, sigmas: torch.Tensor | Sequence[float]) -> float:
+        """What ``plan`` costs on this grid, in calls of the reference model (its guidance included)."""
+        plan.check_models(self.models)
+        return plan.cost(sigmas, self.costs)
+
+    def guided(self, name: str) -> bool:
+        """Whether ``name`` has a conditional-only variant in this pool (guidance it can skip)."""
+        return not is_unguided(name) and unguided(name) in self.models
+
+    def base(self, name: str) -> str:
+        """The model behind a name (``"large"`` for ``"large:cond"``)."""
+        return base_of(name)
+
+
+def _measured(models: Mapping[str, Denoiser], x: torch.Tensor, cond: Mapping[str, Any]) -> dict[str, float]:
+    """FLOPs per call of one row, relative to the reference model's."""
+    row, row_cond = x[:1], first_row(cond, x.shape[0])
+    flops = {k: count_flops(m, row, **row_cond) for k, m in models.items()}
+    ref = next((flops[n] for n in REFERENCE_NAMES if flops.get(n)), 0) or max(flops.values(), default=0)
+    if not ref:
+        raise PairMismatchError("the models' FLOPs count is 0 (plain functions?); give costs={name: cost per call}")
+    return {k: max(v, 1) / ref for k, v in flops.items()}
+
+
+__all__ = ["Pool", "REFERENCE_NAMES"]
