@@ -36,7 +36,7 @@ from adaptive.denoisers import NUM_TRAIN_TIMESTEPS
 from adaptive.errors import PairMismatchError, SigmaGridError
 from adaptive.pair import ModelPair
 from adaptive.plans import resolve_plan
-from adaptive.schedule import Schedule, check_grid
+from adaptive.schedule import Schedule, base_of, check_grid, is_unguided, unguided
 from adaptive.switch import Plan, Switch, plan_decisions
 
 _SHARED_CONFIG_KEYS = ("in_channels", "out_channels", "patch_size", "patch_size_t", "text_dim", "caption_channels")
@@ -150,15 +150,26 @@ class BlendedTransformer(nn.Module):
     The deciding is done by ``switch`` (:class:`~adaptive.switch.Switch`, the object the samplers
     run): this module only turns a call's timestep into its sigma. A new pipeline run is seen from
     sigma (a sigma that rises again) or from the scheduler's grid being set again.
+
+    **Guidance only where the plan says.** A stage naming a conditional-only variant
+    (``"large:cond"``, :meth:`~adaptive.Schedule.guided_within`) skips the unconditional prediction
+    in an unmodified pipeline, whose combination ``uncond + scale * (cond - uncond)`` then gives the
+    conditional one: a pipeline that calls cond and uncond separately inside ``cache_context("cond")``
+    and ``("uncond")`` (Wan) gets the step's cond output back for its uncond call, with no model call;
+    one that batches them inside ``cache_context("cond_uncond")`` (LTX) gets the conditional half run
+    alone and repeated (``uncond_first``: the pipeline stacks the unconditional rows first, as
+    diffusers' LTX does). A pipeline that says neither runs guidance, with a warning.
+    ``skipped`` counts the unconditional predictions not computed.
     """
 
     def __init__(self, transformers: Mapping[str, nn.Module], schedule: Schedule, primary: str = "large",
                  num_train_timesteps: int = NUM_TRAIN_TIMESTEPS, controller: ControllerConfig | None = None,
-                 steps: StepGrid | None = None, pipeline: Any = None) -> None:
+                 steps: StepGrid | None = None, pipeline: Any = None, uncond_first: bool = True) -> None:
         super().__init__()
         if primary not in transformers:
             raise PairMismatchError(f"primary model {primary!r} is not among {sorted(transformers)}")
-        schedule.check_models(transformers)
+        names = {**{unguided(k): v for k, v in transformers.items()}, **transformers}
+        schedule.check_models(names)
         check_compatible(transformers)
         if controller is not None and not {"large", "small"} <= set(transformers):
             raise ValueError("online blending needs models named 'large' and 'small'")
@@ -171,9 +182,15 @@ class BlendedTransformer(nn.Module):
         self.steps = steps
         self._pipeline = weakref.ref(pipeline) if pipeline is not None else None
         self._run: tuple[Any, StepGrid | None] = (None, None)  # (the scheduler's timesteps tensor, its grid)
+        self.uncond_first = uncond_first
+        self.skipped = 0
+        self._context: str | None = None  # the pipeline's cache context: "cond", "uncond", "cond_uncond"
+        self._cond_out: tuple[float, Any] | None = None  # (sigma, output) of the step's cond call
+        self._warned_guidance = False
+        self.slots: dict[str, nn.Module] = {}  # pipeline attribute -> module it held before blend()
         plan = Plan.online(controller, 1, shared=True) if controller is not None else \
             Plan.fixed([schedule], shared=True)
-        self.switch = Switch(dict(transformers), plan, pool_calls=True)
+        self.switch = Switch(names, plan, pool_calls=True)
 
     @property
     def grid(self) -> list[float] | None:
@@ -215,7 +232,11 @@ class BlendedTransformer(nn.Module):
             for model in self.transformers.values():
                 if hasattr(model, "cache_context"):
                     stack.enter_context(model.cache_context(name, **kwargs))
-            yield
+            outer, self._context = self._context, name  # which prediction the pipeline asks for
+            try:
+                yield
+            finally:
+                self._context = outer
 
     def _reset_stateful_cache(self, recurse: bool = True) -> None:
         """What a pipeline calls after a run: reset every wrapped model's cache hooks."""
@@ -261,16 +282,59 @@ class BlendedTransformer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         name = self.model_for_timestep(timestep)
-        out = self._call(name, hidden_states, timestep, args, kwargs)
+        sigma = self.trace[-1][0]
+        if is_unguided(name):
+            out = self._unguided(base_of(name), sigma, hidden_states, timestep, args, kwargs)
+            if out is not None:
+                return out
+        out = self._call(base_of(name), hidden_states, timestep, args, kwargs)
+        if self._context == "cond":
+            self._cond_out = (sigma, out)
         if name == "large" and self.switch.probe_rows():  # Small beside Large: pooled over the step's calls
             self.switch.pool(_sample_of(out), _sample_of(self._call("small", hidden_states, timestep, args, kwargs)))
         return out
+
+    def _unguided(self, name: str, sigma: float, hidden_states: torch.Tensor, timestep: torch.Tensor, args: tuple,
+                  kwargs: dict) -> Any:
+        """The call's output without an unconditional prediction, or None when the pipeline does not
+        say which rows are unconditional (the call then runs as it is)."""
+        if self._context == "uncond" and self._cond_out is not None and self._cond_out[0] == sigma:
+            self.skipped += 1
+            return self._cond_out[1]  # uncond + scale * (cond - uncond) == cond
+        if self._context == "cond":
+            return None  # the cond call runs; the uncond call that follows is skipped
+        pipe = self._pipeline() if self._pipeline is not None else None
+        batch = hidden_states.shape[0]
+        if self._context == "cond_uncond" and getattr(pipe, "do_classifier_free_guidance", False) and batch % 2 == 0:
+            half = batch // 2
+            rows = slice(half, batch) if self.uncond_first else slice(0, half)
+            cut = lambda v: v[rows] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == batch else v  # noqa: E731
+            out = self._call(name, hidden_states[rows], cut(timestep), tuple(cut(a) for a in args),
+                             {k: cut(v) for k, v in kwargs.items()})
+            self.skipped += half
+            return _repeated(out)
+        if not self._warned_guidance and self._context != "cond":
+            self._warned_guidance = True
+            warnings.warn(f"the plan skips guidance at sigma {sigma:.3g}, but this pipeline does not say which call "
+                          "(or rows) are unconditional (no cache_context 'cond'/'uncond'/'cond_uncond'): guidance "
+                          "runs as the pipeline asks", stacklevel=3)
+        return None
 
 
 def _scalar(timestep: torch.Tensor | float) -> float:
     """The call's timestep as a number: the largest entry (a pipeline batch shares one timestep;
     Wan 2.2's per-token timesteps give conditioning frames 0 and the rest the step's timestep)."""
     return float(timestep.detach().amax()) if isinstance(timestep, torch.Tensor) else float(timestep)
+
+
+def _repeated(output: Any) -> Any:
+    """A transformer output with its prediction stacked twice along the batch (both CFG halves)."""
+    if isinstance(output, torch.Tensor):
+        return torch.cat([output, output])
+    if isinstance(output, tuple):
+        return (torch.cat([output[0], output[0]]), *output[1:])
+    output.sample = torch.cat([output.sample, output.sample])
+    return output
 
 
 def _sample_of(output: Any) -> torch.Tensor:
@@ -321,7 +385,7 @@ def _note_other_grid(profile: Any, steps: StepGrid | None, what: str) -> None:
                   "this grid. Calibrate on this scheduler's grid for a tuned result.", stacklevel=3)
 
 
-def _plan_of(pipe: Any, large: nn.Module, small: nn.Module, schedule_or_profile: Any,
+def _plan_of(pipe: Any, large: nn.Module, small: nn.Module | None, schedule_or_profile: Any,
              num_inference_steps: int | None, guidance_scale: float | None, store: Any
              ) -> tuple[Schedule, ControllerConfig | None, StepGrid | None]:
     """The schedule, the online controller (or None) and the grid expected at blend time."""
@@ -341,8 +405,9 @@ def _plan_of(pipe: Any, large: nn.Module, small: nn.Module, schedule_or_profile:
     return plan.schedules[0], None, steps
 
 
-def blend(pipe: Any, small_transformer: nn.Module, schedule_or_profile: Any, *, num_inference_steps: int | None = None,
-          guidance_scale: float | None = None, store: Any = None) -> Any:
+def blend(pipe: Any, small_transformer: nn.Module | None, schedule_or_profile: Any, *,
+          num_inference_steps: int | None = None, guidance_scale: float | None = None, store: Any = None,
+          uncond_first: bool = True) -> Any:
     """Make ``pipe`` run its own transformer (Large) and ``small_transformer`` by a schedule.
 
     ``schedule_or_profile`` is an :class:`~adaptive.Schedule`, a calibrated profile, ``"auto"``:
@@ -357,6 +422,23 @@ def blend(pipe: Any, small_transformer: nn.Module, schedule_or_profile: Any, *, 
     why. Returns the same pipeline object; :func:`unblend` restores it. Blending a blended
     pipeline replaces the schedule and Small model rather than nesting.
 
+    A schedule may skip guidance outside an interval (``Schedule.lsl(...).guided_within(hi, lo)``):
+    the unconditional prediction is then not computed on those steps (see
+    :class:`BlendedTransformer`; ``uncond_first`` says where a batching pipeline puts its
+    unconditional rows). ``small_transformer=None`` runs such a plan on the pipeline's own model.
+
+    **Wan 2.2's two experts.** A ``WanPipeline`` with ``transformer_2`` and ``boundary_ratio``
+    blends as a pool of ``"high"`` (its ``transformer``), ``"low"`` (``transformer_2``) and
+    ``"small"``: the plan takes over the expert switch (both slots hold the blended module), e.g.
+    ``Schedule.experts(0.875).relabel(0.8, 0.4, inside={"high": "small", "low": "small"})`` for
+    high -> small -> low. A schedule that names ``"large"`` runs the high expert where the
+    pipeline's ``boundary_ratio`` would (steps starting at sigma >= boundary_ratio, within 1e-5, as
+    diffusers' ``t >= boundary_ratio * 1000`` decides) and the low expert elsewhere; ``None`` runs the
+    experts as the pipeline would. ``guidance_scale`` vs ``guidance_scale_2`` still follows the
+    pipeline's own ``boundary_ratio``. Stored profiles and ``"auto"``/``"online"`` are for
+    two-model pairs: a Wan 2.2 pipeline takes a :class:`~adaptive.Schedule` (e.g. the one
+    :func:`adaptive.calibration.segments.find_plan` finds).
+
     Example:
         >>> import sys; sys.path.insert(0, "tests")
         >>> from diffusers import UniPCMultistepScheduler, WanPipeline
@@ -370,19 +452,64 @@ def blend(pipe: Any, small_transformer: nn.Module, schedule_or_profile: Any, *, 
     current = getattr(pipe, "transformer", None)
     if current is None:
         raise ValueError("the pipeline has no transformer to blend; load it with its transformer first")
-    large = current.transformers[current.primary] if isinstance(current, BlendedTransformer) else current
-    schedule, controller, steps = _plan_of(pipe, large, small_transformer, schedule_or_profile,
-                                           num_inference_steps, guidance_scale, store)
-    if small_transformer.dtype != large.dtype or small_transformer.device != large.device:
-        small_transformer = small_transformer.to(device=large.device, dtype=large.dtype)
-    pipe.transformer = BlendedTransformer({"large": large, "small": small_transformer}, schedule,
-                                          controller=controller, steps=steps, pipeline=pipe)
+    slots = dict(current.slots) if isinstance(current, BlendedTransformer) and current.slots else \
+        {"transformer": current.primary_model if isinstance(current, BlendedTransformer) else current}
+    second = getattr(pipe, "transformer_2", None)
+    if "transformer_2" not in slots and second is not None:
+        slots["transformer_2"] = second
+    ratio = _boundary_ratio(pipe) if "transformer_2" in slots else None
+    if (small_transformer is None or ratio is not None) and not (
+            schedule_or_profile is None or isinstance(schedule_or_profile, Schedule)):
+        raise ValueError("a stored profile, 'auto' and 'online' are for a Large and Small pair; "
+                         + ("a Wan 2.2 pipeline with two experts takes an adaptive.Schedule over 'high', "
+                            "'small', 'low' (e.g. from adaptive.calibration.segments.find_plan)"
+                            if ratio is not None else "pass small_transformer, or a Schedule"))
+    large = slots["transformer"]
+    if ratio is not None:
+        models, primary = {"high": large, "low": slots["transformer_2"]}, "high"
+        schedule, controller = experts_plan(schedule_or_profile, ratio), None
+        steps = None if num_inference_steps is None else scheduler_grid(pipe.scheduler, num_inference_steps)
+    else:
+        models, primary = {"large": large}, "large"
+        schedule, controller, steps = _plan_of(pipe, large, small_transformer, schedule_or_profile,
+                                               num_inference_steps, guidance_scale, store)
+    if small_transformer is not None:
+        if small_transformer.dtype != large.dtype or small_transformer.device != large.device:
+            small_transformer = small_transformer.to(device=large.device, dtype=large.dtype)
+        models["small"] = small_transformer
+    blended = BlendedTransformer(models, schedule, primary=primary, controller=controller, steps=steps,
+                                 pipeline=pipe, uncond_first=uncond_first)
+    blended.slots = slots
+    for slot in slots:
+        setattr(pipe, slot, blended)
     return pipe
 
 
+def _boundary_ratio(pipe: Any) -> float | None:
+    """The pipeline's Wan 2.2 expert boundary (``boundary_ratio`` of its config), if it has one."""
+    config = getattr(pipe, "config", None)
+    value = config.get("boundary_ratio") if hasattr(config, "get") else None
+    return None if value is None else float(value)
+
+
+def experts_plan(schedule: Schedule | None, boundary_ratio: float) -> Schedule:
+    """``schedule`` on Wan 2.2's experts: its ``"large"`` stages become ``"high"`` for steps starting
+    at sigma >= ``boundary_ratio`` (diffusers' rule) and ``"low"`` below; None: the experts alone.
+
+    Example:
+        >>> experts_plan(Schedule.lsl(0.8, 0.4), 0.875).step_models([1.0, 0.875, 0.85, 0.6, 0.3, 0.0])
+        ['high', 'high', 'low', 'small', 'low']
+    """
+    split = Schedule.experts(boundary_ratio)
+    if schedule is None:
+        return split
+    return schedule.relabel(1.0, split.stages[0].sigma_lo, inside={"large": "high"}, outside={"large": "low"})
+
+
 def unblend(pipe: Any) -> Any:
-    """Undo :func:`blend`: the pipeline gets its Large transformer back."""
+    """Undo :func:`blend`: the pipeline gets its own transformers back (both of Wan 2.2's experts)."""
     current = getattr(pipe, "transformer", None)
     if isinstance(current, BlendedTransformer):
-        pipe.transformer = current.primary_model
+        for slot, module in (current.slots or {"transformer": current.primary_model}).items():
+            setattr(pipe, slot, module)
     return pipe
