@@ -487,7 +487,7 @@ def blend(pipe: Any, small_transformer: nn.Module | None, schedule_or_profile: A
 
 def _boundary_ratio(pipe: Any) -> float | None:
     """The pipeline's Wan 2.2 expert boundary (``boundary_ratio`` of its config), if it has one."""
-    config = getattr(pipe, "config", None)
+    config: Any = getattr(pipe, "config", None)
     value = config.get("boundary_ratio") if hasattr(config, "get") else None
     return None if value is None else float(value)
 

@@ -215,7 +215,11 @@ def _probe(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis) -> list[f
 
 def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal: tuple[int, int], target: float,
             n_trials: int, storage: Any, study_name: str | None, seed: int) -> tuple[Schedule, tuple[int, int], int]:
-    """The Optuna search over the axis's window edges: the cheapest plan meeting ``target``."""
+    """The Optuna study over the axis's window edges: the cheapest plan meeting ``target``.
+
+    Its first trials are enqueued: the proposal, then each edge moved by bisection towards more
+    savings while the plan keeps the target (quality falls as a window of the cheaper model grows,
+    so a bisection finds an edge in ~log2(steps) trials); TPE spends the trials left."""
     n = len(grid) - 1
     unchanged = (0, 0) if axis.inside else (0, n)
     best: dict[str, Any] = {"cost": runs.pool.cost(plan, grid), "window": unchanged, "plan": plan}
@@ -235,16 +239,50 @@ def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal
             return cost
         return best["cost"] + (target - quality)  # infeasible: worse than any plan that meets the target
 
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True, sampler=sampler)
+    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed))
+    spent = [0]
+
+    def meets(start: int, stop: int) -> bool:
+        """Run (or look up) the trial of this window; True when it is the best plan so far."""
+        if spent[0] >= n_trials:
+            return False
+        spent[0] += 1
+        study.enqueue_trial({"start": start, "stop": stop})
+        study.optimize(objective, n_trials=1)
+        return best["window"] == (start, stop)
+
+    def bisect(fixed: int, low: int, high: int, moving_start: bool, towards_high: bool) -> None:
+        """Move one edge between ``low`` and ``high`` (inclusive) as far towards savings as keeps the target."""
+        ok, bad = (low, high + 1) if towards_high else (high, low - 1)
+        while abs(bad - ok) > 1:
+            mid = (ok + bad) // 2
+            window = (mid, fixed) if moving_start else (fixed, mid)
+            if window[0] > window[1]:
+                bad = mid
+                continue
+            ok, bad = (mid, bad) if meets(*window) else (ok, mid)
+
     start, stop = proposal
-    for a, b in dict.fromkeys([(start, stop), (start - 1, stop), (start + 1, stop), (start, stop - 1),
-                               (start, stop + 1)]):
-        if 0 <= a <= b <= n:
-            study.enqueue_trial({"start": a, "stop": b}, skip_if_exists=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.optimize(objective, n_trials=n_trials)
+    if start < stop and (start, stop) != unchanged:
+        meets(start, stop)
+    if best["window"] != (start, stop):  # the proposal fails (or changes nothing): grow from the unchanged plan
+        start, stop = (proposal[0], proposal[0]) if axis.inside else proposal
+        if not axis.inside and best["window"] != (start, stop):
+            start, stop = unchanged
+    if axis.inside:  # a wider window saves more: the start moves down, the stop up
+        bisect(stop, 0, start, moving_start=True, towards_high=False)
+        start = best["window"][0] if best["window"] != unchanged else start
+        bisect(start, stop, n, moving_start=False, towards_high=True)
+    else:  # a narrower interval of the expensive model saves more: the start moves up, the stop down
+        bisect(stop, start, stop, moving_start=True, towards_high=True)
+        start = best["window"][0] if best["window"] != unchanged else start
+        bisect(start, start, stop, moving_start=False, towards_high=False)
+    left = n_trials - spent[0]
+    if left > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=left)
     return best["plan"], best["window"], len(study.trials)
 
 
