@@ -22,6 +22,7 @@ from adaptive.detect import Boundaries, ChangePointDetector
 from adaptive.metering import Meter, count_flops, flops_per_row
 from adaptive.metrics import FeatureSimilarity, LatentSimilarity, Metric, frechet_distance
 from adaptive.pair import ModelPair
+from adaptive.pool import Pool
 from adaptive.probing import DivergenceCurve, probe
 from adaptive.profiles import Profile, ProfileStore, fingerprint, prompt_key, sampler_signature
 from adaptive.sampling import SAMPLERS, sample, sample_heun, shift_sigma, sigmas
@@ -33,7 +34,7 @@ __all__ = [
     "Boundaries", "ChangePointDetector", "ControllerConfig", "Decisions", "DivergenceCurve", "FeatureSimilarity", "LatentSimilarity", "Metric",
     "Profile", "ProfileStore", "calibrate", "fingerprint", "prompt_key", "frechet_distance", "probe", "sampler_signature",
     "AdaptiveError", "CalibrationError", "CurveError", "Denoiser", "FunctionDenoiser", "GuidedDenoiser", "Meter",
-    "ModelPair", "NonFiniteVelocityError", "PairMismatchError", "ProfileError", "SAMPLERS", "Schedule",
+    "ModelPair", "NonFiniteVelocityError", "Pool", "PairMismatchError", "ProfileError", "SAMPLERS", "Schedule",
     "ScheduleError", "SigmaGridError", "Stage", "StorageError", "TransformerDenoiser", "as_denoiser", "count_flops",
     "flops_per_row", "sample", "sample_heun", "shift_sigma", "sigmas", "__version__",
 ]

@@ -18,6 +18,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from adaptive.schedule import is_unguided, unguided
+
 NUM_TRAIN_TIMESTEPS = 1000
 
 
@@ -210,6 +212,24 @@ class GuidedDenoiser:
 
     def __repr__(self) -> str:
         return f"GuidedDenoiser({self.model!r}, scale={self.scale})"
+
+
+def with_unguided(models: Mapping[str, Any]) -> dict[str, Any]:
+    """``models`` and, for each guided one (:class:`GuidedDenoiser`, scale != 1), its conditional-only
+    variant under ``name + ":cond"`` (the same model, one call, no guidance): what a plan that runs
+    guidance only in an interval calls outside it.
+
+    Example:
+        >>> guided = GuidedDenoiser(as_denoiser(lambda x, sigma: x), scale=4.0)
+        >>> sorted(with_unguided({"large": guided, "small": lambda x, s: x}))
+        ['large', 'large:cond', 'small']
+    """
+    out = dict(models)
+    for name, model in models.items():
+        variant = unguided(name)
+        if isinstance(model, GuidedDenoiser) and model.scale != 1.0 and not is_unguided(name) and variant not in out:
+            out[variant] = GuidedDenoiser(model.model, 1.0, model.uncond, model.batched)
+    return out
 
 
 class DeviceDenoiser:

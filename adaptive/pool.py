@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from adaptive.denoisers import Denoiser, GuidedDenoiser, as_denoiser, first_row
+from adaptive.denoisers import Denoiser, as_denoiser, first_row, with_unguided
 from adaptive.errors import PairMismatchError
 from adaptive.metering import count_flops
 from adaptive.pair import ModelPair
@@ -76,16 +76,13 @@ class Pool(Mapping[str, Denoiser]):
                 raise PairMismatchError("give costs={name: cost per call} or x= (a latent batch) to measure "
                                         "them in FLOPs")
             costs = _measured(named, x, cond)
-        pool: dict[str, Denoiser] = {}
+        pool = with_unguided(named)
         full: dict[str, float] = {}
-        for name, model in named.items():
-            if name not in costs:
+        for name in pool:
+            base = base_of(name)
+            if name not in costs and base not in costs:
                 raise PairMismatchError(f"no cost per call for {name!r}; costs name {sorted(costs)}")
-            pool[name], full[name] = model, float(costs[name])
-            if isinstance(model, GuidedDenoiser) and not is_unguided(name) and model.scale != 1.0:
-                variant = unguided(name)
-                pool[variant] = GuidedDenoiser(model.model, 1.0, model.uncond, model.batched)
-                full[variant] = float(costs.get(variant, full[name] / 2))
+            full[name] = float(costs[name]) if name in costs else float(costs[base]) / 2
         return cls(pool, full)
 
     def __getitem__(self, name: str) -> Denoiser:

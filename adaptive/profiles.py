@@ -38,12 +38,13 @@ from adaptive.controller import ControllerConfig
 from adaptive.denoisers import DeviceDenoiser, FunctionDenoiser, GuidedDenoiser, TransformerDenoiser
 from adaptive.errors import ProfileError
 from adaptive.pair import ModelPair
-from adaptive.records import (CalibrationInfo, Cost, CurveSummary, MeasuredPlan, PerPrompt, Proposal, Quality, Window,
-                              controller_from_dict)
+from adaptive.records import (CalibrationInfo, Cost, CurveSummary, GuidanceInterval, MeasuredPlan, PerPrompt, Proposal,
+                              Quality, Window, controller_from_dict)
 from adaptive.schedule import Schedule
 
-SCHEMA_VERSION = 2  # 2 added recommended_steps and frontier (step-count search); 1 still reads
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3  # 3 added guidance (intervals); 2 recommended_steps and frontier (step-count search); 1, 2 still read
+READABLE_SCHEMAS = (1, 2, 3)
+LISTS = ("frontier", "guidance")  # the parts that are lists of records
 ENV_VAR = "ADAPTIVE_PROFILES"
 
 
@@ -220,7 +221,8 @@ def check_profile_pair(profile: Profile, models: ModelPair | Mapping[str, Any], 
 
 
 LATENT_METRICS = ("latent_structure", "latent_cosine")  # metrics that never see a decoded frame
-PARTS = ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller", "plan", "frontier")
+PARTS = ("proposal", "curve", "quality", "cost", "calibration", "per_prompt", "controller", "plan", "frontier",
+         "guidance")
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,7 @@ class Profile:
     controller: ControllerConfig | None = None
     plan: MeasuredPlan | None = None
     frontier: tuple[MeasuredPlan, ...] = ()
+    guidance: tuple[GuidanceInterval, ...] = ()
     note: str = ""
     version: str = ""
     created: str = ""
@@ -296,7 +299,17 @@ class Profile:
         ``sigma_in``/``sigma_out`` and :meth:`schedule` stay the best window on the full grid of
         ``num_steps``: what a caller who fixes that step count gets.
         """
-        return self.schedule() if self.plan is None else self.plan.schedule()
+        base = self._full_grid() if self.plan is None else self.plan.schedule()
+        return self._guided(base, self.steps)
+
+    def guidance_for(self, steps: int) -> GuidanceInterval | None:
+        """The guidance interval calibrated for the plan on ``steps`` steps, if any (None: guidance on
+        every step, as the pipeline runs it)."""
+        return next((g for g in self.guidance if g.steps == steps), None)
+
+    def _guided(self, schedule: Schedule, steps: int) -> Schedule:
+        interval = self.guidance_for(steps)
+        return schedule if interval is None else interval.apply(schedule)
 
     def schedule_for_steps(self, steps: int) -> Schedule:
         """The plan for a grid of ``steps``: the recommended plan on its own grid, else the full
@@ -337,14 +350,18 @@ class Profile:
                 f"{plan.sigma_in:.3f}) {meets}; {alone}.")
 
     def schedule(self) -> Schedule:
-        """The Large-Small-Large window on the full grid (Large only when no window is safe)."""
+        """The Large-Small-Large window on the full grid (Large only when no window is safe), with
+        guidance only in its calibrated interval when calibration found one for the full grid."""
+        return self._guided(self._full_grid(), self.num_steps)
+
+    def _full_grid(self) -> Schedule:
         return Schedule.large_only() if self.is_large_only else Schedule.lsl(self.sigma_in, self.sigma_out)
 
     def schedule_for(self, key: str | None) -> Schedule:
         """The schedule of the prompt whose :func:`prompt_key` is ``key`` (per-prompt calibration),
         or the pair-level one for a prompt the profile has not seen."""
         window = self.windows.get(key) if key is not None else None
-        return self.schedule() if window is None else window.schedule()
+        return self.schedule() if window is None else window.schedule()  # a prompt's window: measured guided
 
     @property
     def windows(self) -> Mapping[str, Window]:
@@ -376,7 +393,7 @@ class Profile:
         data["small_steps"] = list(self.small_steps)
         for name in PARTS:
             value = getattr(self, name)
-            if name == "frontier":
+            if name in LISTS:
                 data[name] = [p.to_dict() for p in value]
             else:
                 data[name] = {} if value is None else value.to_dict()
@@ -408,9 +425,9 @@ class Profile:
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise ProfileError(f"{source}: field {key!r} must be a string")
         for name in PARTS:
-            if name in data and not isinstance(data[name], list if name == "frontier" else dict):
+            if name in data and not isinstance(data[name], list if name in LISTS else dict):
                 raise ProfileError(f"{source}: field {name!r} must be " +
-                                   ("a list of measured plans" if name == "frontier" else "an object"))
+                                   ("a list of records" if name in LISTS else "an object"))
         parts = _parts({name: data[name] for name in PARTS if name in data}, source, data["num_steps"])
         try:
             return cls(**{**data, **parts})
@@ -456,15 +473,16 @@ def _keep_bytes(path: Path, to: Path) -> Path:
 
 def migrate(data: Any, source: str = "profile") -> dict[str, Any]:
     """A profile's JSON object upgraded to :data:`SCHEMA_VERSION`, so every older file loads: schema 1
-    is schema 2 without ``plan`` and ``frontier`` (a profile calibrated before step search); a file of
+    is schema 2 without ``plan`` and ``frontier`` (a profile calibrated before step search), schema 2
+    is schema 3 without ``guidance`` (guidance on every step, as its plans were measured); a file of
     the current schema is returned as it is. Any other version is a :class:`ProfileError` that says
     what to do.
 
     Example:
         >>> old = {"schema_version": 1, "pair_fingerprint": "f", "sampler": "euler-30-shift3", "num_steps": 30,
         ...        "shift": 3.0, "sigma_in": 0.8, "sigma_out": 0.4}
-        >>> migrate(old)["schema_version"], Profile.from_dict(old).plan
-        (2, None)
+        >>> migrate(old)["schema_version"], Profile.from_dict(old).plan, Profile.from_dict(old).guidance
+        (3, None, ())
     """
     if not isinstance(data, dict):
         raise ProfileError(f"{source}: a profile must be a JSON object")
@@ -475,6 +493,8 @@ def migrate(data: Any, source: str = "profile") -> dict[str, Any]:
                            "`flowblend calibrate`")
     if version == 1:
         data = {**data, "schema_version": 2}  # plan and frontier absent: no step search was run
+    if data["schema_version"] == 2:
+        data = {**data, "schema_version": 3}  # guidance absent: guidance on every step, as the plan ran
     return data
 
 
@@ -496,11 +516,12 @@ def _parts(values: dict[str, Any], source: str, num_steps: int) -> dict[str, Any
     parsed: dict[str, Any] = {}
     for name, value in values.items():
         where = f"{source}: {name}"
-        if name == "frontier":
+        if name in LISTS:
+            record_type: Any = MeasuredPlan if name == "frontier" else GuidanceInterval
             if not isinstance(value, (list, tuple)):
-                raise ProfileError(f"{source}: frontier must be a list of measured plans")
-            parsed[name] = tuple(MeasuredPlan.from_dict(p.to_dict() if isinstance(p, MeasuredPlan) else p,
-                                                        f"{source}: frontier[{i}]", num_steps)
+                raise ProfileError(f"{source}: {name} must be a list of {record_type.__name__} records")
+            parsed[name] = tuple(record_type.from_dict(p.to_dict() if isinstance(p, record_type) else p,
+                                                       f"{source}: {name}[{i}]", num_steps)
                                  for i, p in enumerate(value))
         elif value is None:
             parsed[name] = kinds[name]() if name in ("quality", "cost", "calibration") else None
@@ -551,7 +572,11 @@ def lost_parts(new: Profile, old: Profile) -> list[str]:
 
 
 def _plan_cost(profile: Profile) -> float:
-    """The recommended plan's compute (the full-grid window's before step search; 1.0 if unknown)."""
+    """The recommended plan's compute (the full-grid window's before step search; 1.0 if unknown),
+    with its guidance interval when calibration found one."""
+    interval = profile.guidance_for(profile.steps)
+    if interval is not None:
+        return interval.cost
     if profile.plan is not None:
         return profile.plan.cost
     return 1.0 if profile.cost.fraction_of_large is None else profile.cost.fraction_of_large

@@ -190,6 +190,62 @@ class MeasuredPlan(JsonView):
 
 
 @dataclass(frozen=True)
+class GuidanceInterval(JsonView):
+    """Where a calibrated plan runs classifier-free guidance: the steps ``start .. stop - 1`` of
+    ``sigmas(steps, shift)``, i.e. sigma in ``(sigma_lo, sigma_hi]``; every other step makes one
+    conditional call instead of two. ``quality`` and ``cost``: the plan with it, against guided
+    Large with all steps (cost as a fraction of that); ``no_guidance_steps``/``no_guidance_quality``:
+    Large without guidance on as many steps as that cost buys (the obvious alternative).
+
+    Example:
+        >>> g = GuidanceInterval(8, 1, 5, 0.97, 0.44, 0.958, 0.22, 13, 0.80)
+        >>> g.apply(Schedule.large_only()).step_models([1.0, 0.95, 0.9, 0.7, 0.5, 0.4, 0.2, 0.1, 0.0])[:3]
+        ['large:cond', 'large', 'large']
+        >>> GuidanceInterval.from_dict(g.to_dict()) == g
+        True
+    """
+
+    steps: int
+    start: int
+    stop: int
+    sigma_hi: float
+    sigma_lo: float
+    quality: float
+    cost: float
+    no_guidance_steps: int | None = None
+    no_guidance_quality: float | None = None
+
+    def apply(self, schedule: Schedule) -> Schedule:
+        """``schedule`` with guidance only in this interval."""
+        return schedule.guided_within(self.sigma_hi, self.sigma_lo)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _present({"steps": self.steps, "start": self.start, "stop": self.stop, "sigma_hi": self.sigma_hi,
+                         "sigma_lo": self.sigma_lo, "quality": self.quality, "cost": self.cost,
+                         "no_guidance_steps": self.no_guidance_steps,
+                         "no_guidance_quality": self.no_guidance_quality})
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "guidance", num_steps: int | None = None) -> GuidanceInterval:
+        names = ("steps", "start", "stop", "sigma_hi", "sigma_lo", "quality", "cost", "no_guidance_steps",
+                 "no_guidance_quality")
+        if not isinstance(data, Mapping) or not set(names[:7]) <= set(data):
+            raise ProfileError(f"{where} must be an object with {', '.join(names[:7])}")
+        data = _object(where, data, names)
+        ints = [data[k] for k in ("steps", "start", "stop")]
+        limit = num_steps if num_steps is not None else math.inf
+        if not all(map(_integer, ints)) or not (1 <= ints[0] <= limit and 0 <= ints[1] <= ints[2] <= ints[0]):
+            raise ProfileError(f"{where}: needs 1 <= steps (<= num_steps) and 0 <= start <= stop <= steps, got {ints}")
+        hi, lo, quality, cost = (_number(where, data, k, required=True) for k in ("sigma_hi", "sigma_lo", "quality",
+                                                                                   "cost"))
+        assert hi is not None and lo is not None and quality is not None and cost is not None
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ProfileError(f"{where}: needs 0 <= sigma_lo <= sigma_hi <= 1, got {lo!r}, {hi!r}")
+        return cls(int(ints[0]), int(ints[1]), int(ints[2]), hi, lo, quality, cost,
+                   _int(where, data, "no_guidance_steps"), _number(where, data, "no_guidance_quality"))
+
+
+@dataclass(frozen=True)
 class Window(JsonView):
     """One prompt's window on the full grid: Small on steps ``start .. stop - 1``, i.e. for sigma in
     ``(sigma_out, sigma_in]`` (Large only when they are equal); its quality and cost where measured."""
@@ -359,7 +415,7 @@ class Cost(JsonView):
     passes_by_phase: tuple[tuple[str, float], ...] | None = None
     unexplored: str | None = None
 
-    PHASES = ("probe", "fewer steps", "window trials", "per-prompt", "controller")  # the order they run in
+    PHASES = ("probe", "fewer steps", "window trials", "guidance", "per-prompt", "controller")  # the order they run in
 
     def __post_init__(self) -> None:
         if self.passes_by_phase is not None:  # one order, however the phases were given (a JSON object's keys)

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from adaptive.controller import ControllerConfig, Decisions, OnlineController, hand_in_and_back
-from adaptive.denoisers import Denoiser, as_denoiser, select_rows
+from adaptive.denoisers import Denoiser, as_denoiser, select_rows, with_unguided
 from adaptive.errors import ScheduleError, SigmaGridError
 from adaptive.metrics import rel_l2
 from adaptive.schedule import Schedule
@@ -115,7 +115,8 @@ class Switch:
 
     def __init__(self, models: Mapping[str, Any], plan: Plan, grid: Sequence[float] | torch.Tensor | None = None,
                  pool_calls: bool = False) -> None:
-        self.models: dict[str, Denoiser] = {k: as_denoiser(v) for k, v in models.items()}
+        # a guided model's conditional-only variant ("large:cond") is there for plans that name it
+        self.models: dict[str, Denoiser] = with_unguided({k: as_denoiser(v) for k, v in models.items()})
         if plan.controller is not None and not {"large", "small"} <= set(self.models):
             raise ScheduleError(f"the online controller needs models named 'large' and 'small'; got "
                                 f"{sorted(self.models)}")
