@@ -321,6 +321,15 @@ class Profile:
         """The recommendation in words, e.g. "Large with 9 of 30 steps meets the target ...", with a
         caveat when it was judged in latent space only (no decoder or feature encoder given)."""
         text = self._decision()
+        interval = self.guidance_for(self.steps)
+        if interval is not None:
+            text += (f" Guidance only on steps {interval.start}..{interval.stop - 1} of {interval.steps} (sigma "
+                     f"{interval.sigma_lo:.3f} to {interval.sigma_hi:.3f}; one call per step elsewhere): "
+                     f"{interval.cost:.2f} of the compute at quality {interval.quality:.4f}")
+            if interval.no_guidance_steps is not None and interval.no_guidance_quality is not None:
+                text += (f" (Large without guidance at that compute, {interval.no_guidance_steps} steps: "
+                         f"{interval.no_guidance_quality:.4f})")
+            text += "."
         if self.quality.metric in LATENT_METRICS:
             text += (f" Judged in latent space ({self.quality.metric}: no decoder or feature encoder was given); "
                      "look at the decoded videos, or calibrate with metric= on decoded frames.")

@@ -4,6 +4,8 @@ whose safe segments are known exactly."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -160,3 +162,59 @@ def test_search_refuses_bad_input_before_any_model_call():
     with pytest.raises(CalibrationError, match="num_steps"):
         find_plan(pool, [{}], [], num_steps=0, shape=(2,))
     assert not calls
+
+
+# Calibration's guidance phase ----------------------------------------------------------------------
+
+class Counted(torch.nn.Module):
+    """``EXACT + 2 c`` inside (lo, hi] (so guidance matters there only), off by ``off`` outside the
+    window where the model is exact; counts the rows of every call."""
+
+    def __init__(self, lo: float, hi: float, exact_in: tuple[float, float] = (0.0, 1.0), off: float = 3.0) -> None:
+        super().__init__()
+        self.bump, self.exact, self.off, self.rows = inside(lo, hi), inside(*exact_in), off, 0
+
+    def forward(self, x, sigma, c):
+        self.rows += x.shape[0]
+        return EXACT(x, sigma) + 2.0 * c * self.bump(sigma) + self.off * (1 - self.exact(sigma))
+
+
+@pytest.mark.parametrize("budget", [None, 3.0])
+def test_calibrate_finds_the_guidance_interval_and_charges_every_call(tmp_path, budget):
+    from adaptive import calibrate
+
+    lo, hi = 0.33, 0.71
+    large, small = Counted(lo, hi), Counted(lo, hi, exact_in=(0.4, 0.8))
+    pair = ModelPair(large, small, metric=closeness).guided(4.0, {"c": torch.zeros(1, 1)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        profile = calibrate(pair, [{"c": torch.ones(1, 1)}, {"c": torch.ones(1, 1)}], num_steps=20, seeds=[0, 1],
+                            shape=(8,), quality_target=0.99, n_trials=16, store=tmp_path, progress=False,
+                            budget=budget)
+    samples, ratio = 4, profile.cost.small_cost_ratio
+    # a guided call is 2 rows per sample (one Large call), a conditional one 1; the input check and the FLOP
+    # count call each guided model once on one sample (2 rows each): not calibration work
+    counted = ((large.rows - 4) + ratio * (small.rows - 4)) / 2 / samples
+    assert profile.cost.calibration_large_equivalents_per_sample == pytest.approx(counted, rel=1e-9)
+    phases = dict(profile.cost.passes_by_phase)
+    if budget is not None:
+        assert profile.cost.calibration_passes <= budget + 1e-9
+    if budget is not None and profile.guidance_for(profile.steps) is None:  # the budget ran out first: said so
+        assert "guidance candidate(s)" in profile.cost.unexplored
+    else:
+        interval = profile.guidance_for(profile.steps)
+        assert interval is not None and phases["guidance"] > 0
+        grid = sigmas(interval.steps, 1.0).tolist()
+        truth = expected_steps(grid, lo, hi)
+        assert interval.start <= truth[0] and interval.stop >= truth[-1] + 1  # never cuts guidance that matters
+        if budget is None:  # searched to the end: the known interval, within one step
+            assert abs(interval.start - truth[0]) <= 1 and abs(interval.stop - (truth[-1] + 1)) <= 1
+            assert interval.no_guidance_quality is not None and interval.no_guidance_quality < 0.99
+        assert interval.quality >= 0.99 and interval.cost < profile.plan.cost
+        assert "Guidance only on steps" in profile.decision
+        # the stored plan runs it: one call per step outside the interval, two inside
+        plan = profile.plan_schedule()
+        before = large.rows + small.rows
+        sample(pair, torch.zeros(1, 8), sigmas(profile.steps, 1.0), profile, check_every=0, c=torch.ones(1, 1))
+        names = plan.step_models(sigmas(profile.steps, 1.0))
+        assert large.rows + small.rows - before == sum(1 if n.endswith(":cond") else 2 for n in names) + 4  # + the check

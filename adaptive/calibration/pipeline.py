@@ -23,6 +23,7 @@ import optuna
 import torch
 
 from adaptive.calibration.evaluation import Evaluator, Ledger, StepSearch, small_cost_ratio
+from adaptive.calibration.guidance import guidance_intervals
 from adaptive.calibration.per_prompt import with_per_prompt
 from adaptive.calibration.search import _trials_done, best_plan, spending, best_window, default_storage, make_study, measured_plans, refine
 from adaptive.detect import Boundaries, ChangePointDetector, boundaries_from_steps
@@ -36,7 +37,8 @@ from adaptive.records import CalibrationInfo, Cost, CurveSummary, Proposal, Qual
 DEFAULT_QUALITY_TARGET = 0.95
 DEFAULT_TRIALS = 24
 DEFAULT_BUDGET = 3.0  # Large passes per calibration sample, probe included (one pass: Large with all steps)
-PER_PROMPT_SHARE = 0.5  # of the budget left after the probe, kept for per-prompt windows when asked for
+PER_PROMPT_SHARE = 0.5  # of the budget left after the probe (and guidance's share), kept for per-prompt windows
+GUIDANCE_SHARE = 0.4  # of the budget left after the probe, kept for the guidance interval of a guided pair
 
 
 TINY_CALIBRATION = 4  # fewer samples than this get a warning: a plan with no error bars
@@ -86,7 +88,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
               store: ProfileStore | str | Path | None = None, detector: ChangePointDetector | None = None,
               probe_steps: Sequence[int] | None = None, progress: bool = True, save: bool = True,
               per_prompt: bool = False, search_steps: bool = True, force: bool = False,
-              budget: float | None = DEFAULT_BUDGET) -> Profile:
+              budget: float | None = DEFAULT_BUDGET, guidance_interval: bool = True) -> Profile:
     """Find the cheapest plan that keeps Large's quality for this pair and sampler grid: a
     Large-Small-Large window where a blend pays, Large with fewer steps where they do; return (and
     store) the Profile.
@@ -121,6 +123,10 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
             as much as a plan already known to meet it; when the budget is spent the search stops,
             and the profile's ``cost`` says what it spent by phase and what it left unexplored
             (``cost.unexplored``). ``None``: no limit (``n_trials`` alone bounds the search).
+        guidance_interval: for a guided pair, also search where guidance pays on the recommended plan
+            and on the full grid's window (:mod:`adaptive.calibration.guidance`): the profile's
+            ``guidance`` intervals; outside them a step makes one conditional call instead of two.
+            Per-prompt windows keep guidance on every step.
 
     A quality target no plan meets gives a Large-only profile whose ``note`` says so. With
     ``progress`` the decision is printed in words (``Profile.decision``).
@@ -162,14 +168,22 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         warnings.warn(f"the probe alone spent {ledger.passes:.2f} Large passes per sample of the budget of {budget:g}: "
                       "nothing is left to search with, so the profile runs Large alone; give a budget of at least "
                       f"{ledger.passes + 1:.1f}", stacklevel=2)
-    if per_prompt and budget is not None:
-        ledger.reserve = PER_PROMPT_SHARE * max(0.0, budget - ledger.passes)
+    guided = guidance_interval and guidance_of(pair) is not None
+    left = 0.0 if budget is None else max(0.0, budget - ledger.passes)
+    kept_for_guidance = GUIDANCE_SHARE * left if guided else 0.0
+    kept_for_prompts = PER_PROMPT_SHARE * (left - kept_for_guidance) if per_prompt else 0.0
+    ledger.reserve = kept_for_guidance + kept_for_prompts
     evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger, seeds=len(seeds))
     search = StepSearch(evaluator, shift)
     study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
                    study=study)
     profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,
                        metric_name, conds, seeds, name)
+    if guided:
+        ledger.reserve = kept_for_prompts  # the guidance phase may spend its share and what the search left
+        intervals = guidance_intervals(search, profile, quality_target)
+        profile = dataclasses.replace(profile, guidance=intervals,
+                                      cost=dataclasses.replace(profile.cost, **spending(search)))
     if per_prompt:
         profile = with_per_prompt(profile, search, study, curve, reference, len(conds), len(seeds),
                                    quality_target, detector or ChangePointDetector(), progress)

@@ -41,6 +41,7 @@ from typing import Any
 import optuna
 import torch
 
+from adaptive.calibration.evaluation import Ledger
 from adaptive.detect import boundaries_from_steps
 from adaptive.errors import CalibrationError
 from adaptive.metrics import LatentStructure, Metric, rel_l2
@@ -135,39 +136,59 @@ class _Runs:
     """Plans run on the calibration batch, restarted from the cached trajectory of the plan that
     shares their longest prefix of per-step models (the reference's and the current plan's)."""
 
-    def __init__(self, pool: Pool, noise: torch.Tensor, cond: dict[str, Any], metric: Metric) -> None:
-        self.pool, self.noise, self.cond, self.metric = pool, noise, cond, metric
+    def __init__(self, pool: Pool, noise: torch.Tensor, cond: dict[str, Any], metric: Metric,
+                 ledger: Ledger | None = None) -> None:
+        self.pool, self.noise, self.cond, self.metric, self.ledger = pool, noise, cond, metric, ledger
         self.cached: dict[tuple[tuple[float, ...], tuple[str, ...]], list[torch.Tensor]] = {}
         self.target_final: torch.Tensor | None = None
         self.calls = 0.0  # reference-model calls spent, per sample
 
-    def _step(self, name: str, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        self.calls += self.pool.costs[name]
-        return self.pool[name](x, torch.full((x.shape[0],), sigma, device=x.device), **self.cond)
+    def affords(self, plan: Schedule, grid: list[float]) -> bool:
+        """Whether the ledger's budget pays for ``plan``'s result on every sample (from the cached
+        state where it starts to differ from a plan already run)."""
+        if self.ledger is None:
+            return True
+        names = plan.step_models(grid)
+        start = self._restart(tuple(grid), tuple(names))[0]
+        return self.ledger.affords(sum(self.pool.costs[n] for n in names[start:]), len(self.noise))
 
-    def trajectory(self, plan: Schedule, grid: list[float], keep: bool = True
-                   ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Every state and velocity of ``plan`` on ``grid`` (cached when ``keep``)."""
-        names = tuple(plan.step_models(grid))
-        states, velocities = [self.noise], []
-        for i, name in enumerate(names):
-            v = self._step(name, states[-1], grid[i])
-            velocities.append(v)
-            states.append(euler_step(states[-1], v, grid[i], grid[i + 1]))
-        if keep:
-            self.cached[(tuple(grid), names)] = states
-        return states, velocities
-
-    def final(self, plan: Schedule, grid: list[float]) -> torch.Tensor:
-        """``plan``'s result, restarted from the longest cached prefix on this grid."""
-        names = tuple(plan.step_models(grid))
+    def _restart(self, grid: tuple[float, ...], names: tuple[str, ...]) -> tuple[int, torch.Tensor]:
+        """The first step a run of ``names`` must compute, and the state it starts from."""
         start, x = 0, self.noise
         for (cached_grid, cached_names), states in self.cached.items():
-            if cached_grid != tuple(grid):
+            if cached_grid != grid:
                 continue
             common = next((i for i, (a, b) in enumerate(zip(names, cached_names)) if a != b), len(names))
             if common > start:
                 start, x = common, states[common]
+        return start, x
+
+    def _step(self, name: str, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        self.calls += self.pool.costs[name]
+        if self.ledger is not None:
+            self.ledger.charge(self.pool.costs[name], x.shape[0])
+        return self.pool[name](x, torch.full((x.shape[0],), sigma, device=x.device), **self.cond)
+
+    def trajectory(self, plan: Schedule, grid: list[float], velocities: bool = False
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every state of ``plan`` on ``grid``, cached (computed from the longest cached prefix), and
+        with ``velocities`` every step's velocity too (then computed from the first step)."""
+        names = tuple(plan.step_models(grid))
+        start = 0 if velocities else self._restart(tuple(grid), names)[0]
+        prefix = next((s for (g, n), s in self.cached.items() if g == tuple(grid) and n[:start] == names[:start]),
+                      [self.noise]) if start else [self.noise]
+        states, slopes = list(prefix[:start + 1]), []
+        for i in range(start, len(names)):
+            v = self._step(names[i], states[-1], grid[i])
+            slopes.append(v)
+            states.append(euler_step(states[-1], v, grid[i], grid[i + 1]))
+        self.cached[(tuple(grid), names)] = states
+        return states, slopes
+
+    def final(self, plan: Schedule, grid: list[float]) -> torch.Tensor:
+        """``plan``'s result, restarted from the longest cached prefix on this grid."""
+        names = tuple(plan.step_models(grid))
+        start, x = self._restart(tuple(grid), names)
         for i in range(start, len(names)):
             x = euler_step(x, self._step(names[i], x, grid[i]), grid[i], grid[i + 1])
         return x
@@ -201,7 +222,7 @@ def _proposal(divergence: list[float | None], inside: bool, threshold: float) ->
 def _probe(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis) -> list[float | None]:
     """Per step of ``plan``'s trajectory, ``||v_cheaper - v|| / ||v||`` (mean over samples) where the
     axis changes the step's model, None where it does not."""
-    states, velocities = runs.trajectory(plan, grid)
+    states, velocities = runs.trajectory(plan, grid, velocities=True)
     out: list[float | None] = []
     for i, name in enumerate(plan.step_models(grid)):
         cheaper = axis.cheaper(name)
@@ -214,7 +235,8 @@ def _probe(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis) -> list[f
 
 
 def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal: tuple[int, int], target: float,
-            n_trials: int, storage: Any, study_name: str | None, seed: int) -> tuple[Schedule, tuple[int, int], int]:
+            n_trials: int, storage: Any, study_name: str | None, seed: int
+            ) -> tuple[Schedule, tuple[int, int], int, float]:
     """The Optuna study over the axis's window edges: the cheapest plan meeting ``target``.
 
     Its first trials are enqueued: the proposal, then each edge moved by bisection towards more
@@ -222,7 +244,7 @@ def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal
     so a bisection finds an edge in ~log2(steps) trials); TPE spends the trials left."""
     n = len(grid) - 1
     unchanged = (0, 0) if axis.inside else (0, n)
-    best: dict[str, Any] = {"cost": runs.pool.cost(plan, grid), "window": unchanged, "plan": plan}
+    best: dict[str, Any] = {"cost": runs.pool.cost(plan, grid), "window": unchanged, "plan": plan, "quality": None}
 
     def objective(trial: optuna.Trial) -> float:
         a, b = trial.suggest_int("start", 0, n), trial.suggest_int("stop", 0, n)
@@ -232,10 +254,14 @@ def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal
         trial.set_user_attr("cost", cost)
         if cost >= best["cost"]:
             raise optuna.TrialPruned()  # cannot beat a plan known to meet the target: no model call
+        if not runs.affords(candidate, grid):
+            assert runs.ledger is not None
+            runs.ledger.skip()
+            raise optuna.TrialPruned()  # the budget is spent
         quality = runs.quality(candidate, grid)
         trial.set_user_attr("quality", quality)
         if quality >= target:
-            best.update(cost=cost, window=(start, stop), plan=candidate)
+            best.update(cost=cost, window=(start, stop), plan=candidate, quality=quality)
             return cost
         return best["cost"] + (target - quality)  # infeasible: worse than any plan that meets the target
 
@@ -274,16 +300,17 @@ def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal
         bisect(stop, 0, start, moving_start=True, towards_high=False)
         start = best["window"][0] if best["window"] != unchanged else start
         bisect(start, stop, n, moving_start=False, towards_high=True)
-    else:  # a narrower interval of the expensive model saves more: the start moves up, the stop down
-        bisect(stop, start, stop, moving_start=True, towards_high=True)
-        start = best["window"][0] if best["window"] != unchanged else start
+    else:  # a narrower interval of the expensive model saves more: the stop moves down (trials restart late,
+        # from the cached states: cheap), then the start up (trials restart near the first step)
         bisect(start, start, stop, moving_start=False, towards_high=False)
+        stop = best["window"][1] if best["window"] != unchanged else stop
+        bisect(stop, start, stop, moving_start=True, towards_high=True)
     left = n_trials - spent[0]
     if left > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.optimize(objective, n_trials=left)
-    return best["plan"], best["window"], len(study.trials)
+    return best["plan"], best["window"], len(study.trials), best["quality"]
 
 
 def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axis], *,
@@ -327,8 +354,8 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
             for axis in axes:
                 proposal = _proposal(_probe(runs, plan, grid, axis), axis.inside, threshold)
                 name = None if storage is None else f"segments-{axis.name}-{k}"
-                plan, windows[axis.name], used = _refine(runs, plan, grid, axis, proposal, target, n_trials,
-                                                         storage, name, seed)
+                plan, windows[axis.name], used, _ = _refine(runs, plan, grid, axis, proposal, target, n_trials,
+                                                            storage, name, seed)
                 trials += used
                 runs.trajectory(plan, grid)  # the next axis restarts from this plan's states
             quality = runs.quality(plan, grid)
@@ -357,6 +384,8 @@ def equal_compute(runs: _Runs, pool: Pool, reference: Schedule, cost: float, cal
         if steps < 1:
             continue
         grid = sigmas(steps, shift).tolist()
+        if not runs.affords(plan, grid):
+            continue
         out[label] = {"steps": steps, "cost": pool.cost(plan, grid), "quality": runs.quality(plan, grid)}
     return out
 

@@ -1,0 +1,71 @@
+"""Calibration's guidance phase: where classifier-free guidance pays on the calibrated plans.
+
+For a guided pair (:meth:`~adaptive.ModelPair.guided`), :func:`guidance_intervals` searches the
+sigma interval where guidance runs — one conditional call per step outside it instead of two — on
+the recommended plan (its step count and Small window) and on the full grid's window, the way
+every boundary is found (:mod:`adaptive.calibration.segments`: bisection of the edges and Optuna
+trials judged on the final sample against guided Large with all steps; without the probe, which
+buys nothing here), within the calibration budget: a guided pair keeps ``GUIDANCE_SHARE`` of
+what the probe leaves for it. Each interval records the plan's quality and cost with it and what Large
+without guidance reaches at that compute.
+"""
+
+from __future__ import annotations
+
+from adaptive.calibration.evaluation import StepSearch
+from adaptive.calibration.segments import GUIDANCE, _refine, _Runs, equal_compute
+from adaptive.detect import boundaries_from_steps
+from adaptive.pool import Pool
+from adaptive.profiles import Profile, guidance_of
+from adaptive.records import GuidanceInterval
+from adaptive.schedule import Schedule, sigmas
+
+GUIDANCE_TRIALS = 8  # Optuna trials per plan (the bisection of the two edges takes about 2 log2(steps))
+
+
+def guidance_intervals(search: StepSearch, profile: Profile, target: float, n_trials: int = GUIDANCE_TRIALS
+                       ) -> tuple[GuidanceInterval, ...]:
+    """The guidance intervals of ``profile``'s recommended plan and full-grid window that keep
+    ``target`` (none for an unguided pair, or where guidance is needed on every step)."""
+    full = search.full
+    if guidance_of(full.pair) is None:
+        return ()
+    pool = Pool.of(full.pair, costs={"large": 1.0, "small": full.small_cost})
+    ledger = search.ledger
+    runs = _Runs(pool, full.reference.states[0], full.reference.cond, full.metric, ledger=ledger)
+    runs.target_final = full.target
+    caller = sigmas(profile.num_steps, search.shift).tolist()
+    reference = Schedule.large_only()
+    runs.cached[(tuple(caller), tuple(reference.step_models(caller)))] = list(full.reference.states)  # free
+    reference_cost = pool.cost(reference, caller)
+    plans = {profile.steps: profile.plan_schedule(), profile.num_steps: profile.schedule()}
+    out = []
+    with ledger.phase("guidance"):
+        for steps, plan in plans.items():
+            grid = sigmas(steps, search.shift).tolist()
+            # No probe: guided and conditional velocities of a real model differ by more than the probe's
+            # threshold on nearly every step (on the embedded pair it proposed the whole grid), so the
+            # bisection of the edges starts from guidance everywhere and the budget goes to final-sample
+            # trials. find_plan keeps the probe (it finds an analytic interval exactly).
+            if not runs.affords(plan, grid):
+                ledger.skip()
+                continue
+            runs.trajectory(plan, grid)  # the plan's states: trials restart from where they first differ
+            guided, (start, stop), _, quality = _refine(runs, plan, grid, GUIDANCE, (0, steps), target, n_trials,
+                                                        None, None, 0)
+            if quality is None:  # guidance pays on every step (or the budget ran out first)
+                continue
+            cost = pool.cost(guided, grid)
+            bounds = boundaries_from_steps(grid, start, stop)
+            alternative = equal_compute(runs, pool, reference, cost, caller, search.shift).get("no_guidance", {})
+            out.append(GuidanceInterval(steps, start, stop, bounds.sigma_in, bounds.sigma_out, quality,
+                                        cost / reference_cost, _int(alternative.get("steps")),
+                                        alternative.get("quality")))
+    return tuple(out)
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+__all__ = ["GUIDANCE_TRIALS", "guidance_intervals"]
