@@ -1,5 +1,6 @@
 """``schedule="auto"``: the stored profile for this pair, solver and grid, or a calibration once (the one place
-a sampler calibrates; :func:`adaptive.plans.resolve_plan` is its only caller in the sampling path)."""
+a sampler calibrates; :func:`adaptive.plans.resolve_plan` is its only caller in the sampling path). It
+returns the profile only: which schedules a profile gives is decided once, in :mod:`adaptive.plans`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from adaptive.calibration import calibrate
 from adaptive.errors import CalibrationError
 from adaptive.pair import ModelPair
 from adaptive.profiles import Profile, ProfileStore, sampler_signature
-from adaptive.schedule import Schedule, check_grid, shift_of
+from adaptive.schedule import check_grid, shift_of
 
 
 def lookup(pair: ModelPair, num_steps: int, shift: float, solver: str = "euler",
@@ -38,15 +39,16 @@ def warn_other_solver(profile: Profile, solver: str) -> None:
                   stacklevel=4)
 
 
-def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: dict[str, Any],
-            store: ProfileStore | None = None, calibrate_if_missing: bool = True,
-            need_controller: bool = False, solver: str = "euler") -> tuple[Schedule, Profile]:
-    """The schedule of the stored profile for (pair, solver, grid), calibrating on this batch's prompts if needed.
+def stored_profile(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: dict[str, Any],
+                   store: ProfileStore | None = None, calibrate_if_missing: bool = True,
+                   need_controller: bool = False, solver: str = "euler") -> Profile:
+    """The stored profile for (pair, solver, grid), calibrating on this batch's prompts if needed.
 
     The one place a sampler calibrates: announced first (what, on what, the store path it writes)
     and with a progress bar; ``need_controller`` (``schedule="online"``) makes it fit the online
     controller too (``per_prompt=True``), so the stored profile serves the mode that asked for it.
-    Calibration runs Euler steps: another ``solver`` is told it runs Euler's profile.
+    Calibration runs Euler steps: another ``solver`` is told it runs Euler's profile. Which
+    schedules the profile gives is :func:`adaptive.plans.resolve_plan`'s to decide.
     """
     grid = check_grid(sigmas)
     shift = shift_of(grid)  # closed form; only to name (and, if none is stored, calibrate) this grid
@@ -73,7 +75,24 @@ def resolve(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, cond: di
             warn_other_solver(profile, solver)
     warn_if_cheaper(profile, len(grid) - 1)
     warn_if_other_metric(profile, pair)
-    return profile.schedule_for_steps(len(grid) - 1), profile
+    return profile
+
+
+def pipeline_profile(pair: ModelPair, mode: str, steps: int | None, shift: float | None, solver: str = "euler",
+                     store: ProfileStore | None = None) -> Profile:
+    """The stored profile a pipeline call of ``mode`` runs: looked up by its ``steps`` and scheduler
+    ``shift`` (a pipeline call cannot calibrate: a missing profile is an error that says how to)."""
+    if steps is None or shift is None:
+        raise CalibrationError(f"blend(..., {mode!r}) needs num_inference_steps= (the steps you will pass to the "
+                               "pipeline) to pick the profile calibrated for that grid")
+    profile = lookup(pair, steps, shift, solver, store)
+    if profile is None:
+        signature = sampler_signature(solver, steps, shift)
+        raise CalibrationError(f"no stored profile for this pair and {signature}; calibrate it once with "
+                               "`flowblend calibrate --large DIR --small DIR --embeddings E.safetensors --shape ...` "
+                               "(same guidance scale) or adaptive.calibrate(), then blend again")
+    warn_if_cheaper(profile, steps)  # the pipeline's steps are the caller's: say if fewer pay
+    return profile
 
 
 def warn_if_other_metric(profile: Profile, pair: ModelPair) -> bool:

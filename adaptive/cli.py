@@ -354,7 +354,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     profile = calibrate(pair, conds, num_steps=args.steps, seeds=list(range(args.seeds)), shift=args.shift,
                         quality_target=args.target, n_trials=args.trials, storage=args.storage,
                         study_name=args.study, store=store, per_prompt=args.per_prompt,
-                        search_steps=args.search_steps, force=args.force, budget=args.budget)
+                        search_steps=args.search_steps, force=args.force, budget=args.budget,
+                        guidance_interval=args.guidance_interval)
     path = store.path_for(profile.pair_fingerprint, profile.sampler)
     stored = store.get(profile.pair_fingerprint, profile.sampler)
     rejected = stored is not None and stored.to_dict() != profile.to_dict()
@@ -633,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--search-steps", action=argparse.BooleanOptionalAction, default=True,
                      help="also search fewer steps: Large alone with fewer steps and blends on coarser grids "
                           "are candidates (default on; --no-search-steps keeps the grid of --steps)")
+    cal.add_argument("--guidance-interval", action=argparse.BooleanOptionalAction, default=True,
+                     help="for a guided pair, also search where guidance pays (one call per step outside it; "
+                          "default on; --no-guidance-interval guides every step)")
     cal.set_defaults(func=cmd_calibrate)
     front = sub.add_parser("frontier", help="every one-window blend against Large with fewer steps: table, plot, JSON")
     _common(front, schedule=False, out="outputs/frontier")

@@ -23,12 +23,11 @@ from typing import Any
 
 import torch
 
-from adaptive.auto import lookup, resolve, warn_if_cheaper
+from adaptive.auto import pipeline_profile, stored_profile
 from adaptive.controller import ControllerConfig
 from adaptive.denoisers import select_rows
-from adaptive.errors import CalibrationError
 from adaptive.pair import ModelPair
-from adaptive.profiles import Profile, ProfileStore, check_profile_pair, prompt_key, sampler_signature
+from adaptive.profiles import Profile, ProfileStore, check_profile_pair, prompt_key
 from adaptive.schedule import Schedule
 from adaptive.switch import Plan
 
@@ -52,60 +51,88 @@ def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Seq
     known): one decision for the pipeline's batch, and a missing profile is an error that says how to
     calibrate (a pipeline call cannot calibrate). A profile given directly must be the pair's
     (:func:`~adaptive.profiles.check_profile_pair`).
+
+    One pass: what the caller passed becomes its *source* once (:func:`_source`: a mode is looked up
+    or calibrated, a profile checked), then the source becomes the plan once (:func:`_online` or
+    :func:`_fixed`: the only place a profile is turned into schedules).
     """
     if batch_decisions not in ("split", "shared"):
         raise ValueError(f"batch_decisions must be 'split' (each sample decides) or 'shared' (one decision "
                          f"for the batch), got {batch_decisions!r}")
     steps = num_steps if num_steps is not None else None if grid is None else len(grid) - 1
-    profile, fallback = None, ""
+    source, profile, fallback = _source(models, schedule, grid, steps, solver, noise, cond, pipeline, shift, store,
+                                        guidance_scale)
+    if isinstance(source, ControllerConfig):
+        return _online(source, profile, grid, steps, batch, cond or {}, pipeline or batch_decisions == "shared")
+    return _fixed(source, profile, steps, 1 if pipeline else batch, {} if pipeline else cond or {}, fallback,
+                  pipeline)
+
+
+def _source(models: Any, schedule: Any, grid: Any, steps: int | None, solver: str, noise: torch.Tensor | None,
+            cond: Mapping[str, Any] | None, pipeline: bool, shift: float | None, store: Any,
+            guidance_scale: float | None) -> tuple[Any, Profile | None, str]:
+    """What decides, once: ``(source, profile, fallback)`` with ``source`` None, a Schedule, a Profile
+    or a ControllerConfig; ``profile`` the profile behind it; ``fallback`` why a stored controller is
+    not used ("" when it is, or none was asked for)."""
     if isinstance(schedule, str) and schedule in MODES:
-        mode = schedule
-        profile = _stored(models, mode, grid, steps, solver, noise, cond, pipeline, shift, store)
-        schedule = profile
-        if mode == "online":
-            config = ControllerConfig.from_dict(profile.controller or {})  # {}: none calibrated, said how to fit one
-            if config.fallback:  # not validated at calibration: the stored windows decide
-                fallback = config.fallback
-                warnings.warn(f"the stored online controller is not used ({fallback}); running the profile's stored "
-                              "windows" + (" (one decision for the pipeline's batch)" if pipeline else ""),
-                              stacklevel=3)
-            else:
-                schedule = config
-    elif isinstance(schedule, Profile):
-        profile = schedule
-        check_profile_pair(profile, models, pipeline=pipeline, guidance_scale=guidance_scale)
-    if isinstance(schedule, ControllerConfig):
-        if steps is None:
-            raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
-        shared = pipeline or batch_decisions == "shared"
-        stored = [] if shared else _calibrated_rows(profile, grid, batch, cond or {})
-        if stored and len(stored) == batch:
-            return Plan.fixed([s for _, s, _ in stored], [why for _, _, why in stored], profile=profile)
-        return Plan.online(schedule, 1 if shared else batch, shared, profile, stored)
-    if pipeline:
-        if isinstance(schedule, Profile) and steps is not None:
-            schedule = schedule.schedule_for_steps(steps)
-        return Plan.fixed([_schedule_of(schedule)], shared=True, profile=profile)
-    return _rows(schedule, profile, grid, steps, batch, cond or {}, fallback)
-
-
-def _rows(schedule: Any, profile: Profile | None, grid: Any, steps: int | None, batch: int, cond: Mapping[str, Any],
-          fallback: str) -> Plan:
-    """Fixed per-row schedules: a profile's per-prompt windows, or one schedule for the batch."""
-    if isinstance(schedule, Profile) and steps is not None and schedule.num_steps != steps:
-        # Per-prompt windows are for the calibrated grid; on the recommended grid run its plan.
-        schedule = schedule.schedule_for_steps(steps)
-    if isinstance(schedule, Profile) and schedule.has_per_prompt:
-        keys = _prompt_keys(cond, batch)
-        schedules = [schedule.schedule_for(k) for k in keys]
-        reasons = ["per-prompt boundaries" if k in schedule.windows else
-                   "pair-level boundaries (prompt not calibrated)" for k in keys]
-        if fallback:
-            reasons = [f"{r}: the online controller failed its validation ({fallback})" for r in reasons]
-        return Plan.fixed(schedules, reasons, profile=profile)
+        if not isinstance(models, ModelPair):
+            raise TypeError("schedule='auto' and 'online' need a ModelPair (its fingerprint keys the stored profile)")
+        store = store if isinstance(store, ProfileStore) or store is None else ProfileStore(store)
+        if pipeline:
+            profile = pipeline_profile(models, schedule, steps, shift, solver, store)
+        else:  # a sampler: its grid, calibrated once on its batch when nothing is stored
+            assert grid is not None and noise is not None
+            grid_t = grid if isinstance(grid, torch.Tensor) else torch.tensor(list(grid))
+            profile = stored_profile(models, grid_t, noise, dict(cond or {}), store=store,
+                                     need_controller=schedule == "online", solver=solver)
+        if schedule == "auto":
+            return profile, profile, ""
+        config = ControllerConfig.from_dict(profile.controller or {})  # {}: none calibrated, said how to fit one
+        if not config.fallback:
+            return config, profile, ""
+        warnings.warn(f"the stored online controller is not used ({config.fallback}); running the profile's stored "
+                      "windows" + (" (one decision for the pipeline's batch)" if pipeline else ""), stacklevel=4)
+        return profile, profile, config.fallback
     if isinstance(schedule, Profile):
-        schedule = schedule.schedule()
-    return Plan.fixed([_schedule_of(schedule)] * batch, profile=profile)
+        check_profile_pair(schedule, models, pipeline=pipeline, guidance_scale=guidance_scale)
+        return schedule, schedule, ""
+    if schedule is None or isinstance(schedule, (Schedule, ControllerConfig)):
+        return schedule, None, ""
+    raise TypeError("schedule must be an adaptive.Schedule, Profile, ControllerConfig, 'auto', 'online' "
+                    f"or None, got {schedule!r}")
+
+
+def _online(config: ControllerConfig, profile: Profile | None, grid: Any, steps: int | None, batch: int,
+            cond: Mapping[str, Any], shared: bool) -> Plan:
+    """The online controller's plan; rows whose prompt has its own window on this grid follow it."""
+    if steps is None:
+        raise ValueError("online blending needs num_inference_steps= (the steps you will pass to the pipeline)")
+    stored = [] if shared else _calibrated_rows(profile, grid, batch, cond)
+    if stored and len(stored) == batch:
+        return Plan.fixed([s for _, s, _ in stored], [why for _, _, why in stored], profile=profile)
+    return Plan.online(config, 1 if shared else batch, shared, profile, stored)
+
+
+def _fixed(source: Schedule | Profile | None, profile: Profile | None, steps: int | None, rows: int,
+           cond: Mapping[str, Any], fallback: str, shared: bool) -> Plan:
+    """Fixed per-row schedules: a profile's per-prompt windows (a sampler on the calibrated grid), its
+    plan for ``steps``, or one schedule for every row (``shared``: a pipeline's one decision)."""
+    if not isinstance(source, Profile):
+        return Plan.fixed([Schedule.large_only() if source is None else source] * rows, shared=shared,
+                          profile=profile)
+    per_prompt = not shared and source.has_per_prompt and (steps is None or steps == source.num_steps)
+    if not per_prompt:
+        # Per-prompt windows are for the calibrated grid; on another grid (or in a pipeline) run its plan.
+        # A sampler on the calibrated grid runs the full grid's window (what a caller fixing the steps gets).
+        full_grid = steps is None or (not shared and steps == source.num_steps)
+        schedule = source.schedule() if steps is None or full_grid else source.schedule_for_steps(steps)
+        return Plan.fixed([schedule] * rows, shared=shared, profile=profile)
+    keys = _prompt_keys(cond, rows)
+    reasons = ["per-prompt boundaries" if k in source.windows else
+               "pair-level boundaries (prompt not calibrated)" for k in keys]
+    if fallback:
+        reasons = [f"{r}: the online controller failed its validation ({fallback})" for r in reasons]
+    return Plan.fixed([source.schedule_for(k) for k in keys], reasons, profile=profile)
 
 
 def _prompt_keys(cond: Mapping[str, Any], batch: int) -> list[str]:
@@ -123,41 +150,6 @@ def _calibrated_rows(profile: Profile | None, grid: Sequence[float] | torch.Tens
     why = "per-prompt boundaries (a calibrated prompt: the online controller decides for prompts not calibrated)"
     return [(b, profile.schedule_for(key), why) for b, key in enumerate(_prompt_keys(cond, batch))
             if key in profile.windows]
-
-
-def _schedule_of(schedule: Any) -> Schedule:
-    if schedule is None:
-        return Schedule.large_only()
-    if isinstance(schedule, Schedule):
-        return schedule
-    if isinstance(schedule, Profile):
-        return schedule.schedule()
-    raise TypeError("schedule must be an adaptive.Schedule, Profile, ControllerConfig, 'auto', 'online' "
-                    f"or None, got {schedule!r}")
-
-
-def _stored(models: Any, mode: str, grid: Any, steps: int | None, solver: str, noise: torch.Tensor | None,
-            cond: Mapping[str, Any] | None, pipeline: bool, shift: float | None, store: Any) -> Profile:
-    """The stored profile ``mode`` runs: looked up, or (for a sampler) calibrated once."""
-    if not isinstance(models, ModelPair):
-        raise TypeError("schedule='auto' and 'online' need a ModelPair (its fingerprint keys the stored profile)")
-    store = store if isinstance(store, ProfileStore) or store is None else ProfileStore(store)
-    if not pipeline:  # a sampler: its grid, calibrated once on its batch when nothing is stored
-        assert grid is not None and noise is not None
-        grid_t = grid if isinstance(grid, torch.Tensor) else torch.tensor(list(grid))
-        return resolve(models, grid_t, noise, dict(cond or {}), store=store, need_controller=mode == "online",
-                       solver=solver)[1]
-    if steps is None or shift is None:
-        raise CalibrationError(f"blend(..., {mode!r}) needs num_inference_steps= (the steps you will pass to the "
-                               "pipeline) to pick the profile calibrated for that grid")
-    profile = lookup(models, steps, shift, solver, store)
-    if profile is None:
-        signature = sampler_signature(solver, steps, shift)
-        raise CalibrationError(f"no stored profile for this pair and {signature}; calibrate it once with "
-                               "`flowblend calibrate --large DIR --small DIR --embeddings E.safetensors --shape ...` "
-                               "(same guidance scale) or adaptive.calibrate(), then blend again")
-    warn_if_cheaper(profile, steps)  # the pipeline's steps are the caller's: say if fewer pay
-    return profile
 
 
 __all__ = ["MODES", "resolve_plan"]
