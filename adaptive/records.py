@@ -116,6 +116,17 @@ def _present(pairs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
+def _steps_window(where: str, data: Mapping[str, Any], num_steps: int | None) -> list[int]:
+    """``steps``, ``start``, ``stop`` of a record: integers with 1 <= steps (<= num_steps) and
+    0 <= start <= stop <= steps."""
+    ints = [data[k] for k in ("steps", "start", "stop")]
+    limit = num_steps if num_steps is not None else math.inf
+    if not all(map(_integer, ints)) or not (1 <= ints[0] <= limit and 0 <= ints[1] <= ints[2] <= ints[0]):
+        bound = f"in [1, {num_steps}]" if num_steps is not None else ">= 1"
+        raise ProfileError(f"{where}: steps must be {bound} and 0 <= start <= stop <= steps, got {ints}")
+    return [int(i) for i in ints]
+
+
 def _boundaries(where: str, sigma_in: float | None, sigma_out: float | None) -> None:
     if sigma_in is None or sigma_out is None or not 0.0 <= sigma_out <= sigma_in <= 1.0:
         raise ProfileError(f"{where}: needs 0 <= sigma_out <= sigma_in <= 1, got sigma_in={sigma_in!r}, "
@@ -172,11 +183,7 @@ class MeasuredPlan(JsonView):
         if not isinstance(data, Mapping) or not {"steps", "start", "stop", "quality", "cost"} <= set(data):
             raise ProfileError(f"{where} must be an object with steps, start, stop, quality and cost")
         data = _object(where, data, names)
-        ints = [data[k] for k in ("steps", "start", "stop")]
-        limit = num_steps if num_steps is not None else math.inf
-        if not all(map(_integer, ints)) or not (1 <= ints[0] <= limit and 0 <= ints[1] <= ints[2] <= ints[0]):
-            bound = f"in [1, {num_steps}]" if num_steps is not None else ">= 1"
-            raise ProfileError(f"{where}: steps must be {bound} and 0 <= start <= stop <= steps, got {ints}")
+        ints = _steps_window(where, data, num_steps)
         quality, cost = (_number(where, data, k, required=True) for k in ("quality", "cost"))
         sigma_in, sigma_out = (_number(where, data, k) for k in ("sigma_in", "sigma_out"))
         if boundaries:
@@ -232,10 +239,7 @@ class GuidanceInterval(JsonView):
         if not isinstance(data, Mapping) or not set(names[:7]) <= set(data):
             raise ProfileError(f"{where} must be an object with {', '.join(names[:7])}")
         data = _object(where, data, names)
-        ints = [data[k] for k in ("steps", "start", "stop")]
-        limit = num_steps if num_steps is not None else math.inf
-        if not all(map(_integer, ints)) or not (1 <= ints[0] <= limit and 0 <= ints[1] <= ints[2] <= ints[0]):
-            raise ProfileError(f"{where}: needs 1 <= steps (<= num_steps) and 0 <= start <= stop <= steps, got {ints}")
+        ints = _steps_window(where, data, num_steps)
         hi, lo, quality, cost = (_number(where, data, k, required=True) for k in ("sigma_hi", "sigma_lo", "quality",
                                                                                    "cost"))
         assert hi is not None and lo is not None and quality is not None and cost is not None
