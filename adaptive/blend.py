@@ -270,6 +270,7 @@ class BlendedTransformer(nn.Module):
             sigma = steps.sigmas[steps.step_of(value)]
             if new_run or self.switch.grid != list(steps.sigmas):
                 self.switch.start(steps.sigmas, f"fixed schedule on the {steps.scheduler} grid")
+                self._cond_out = None
         name = self.switch.route(sigma)[0]
         self.trace.append((sigma, name))
         return name
@@ -288,8 +289,8 @@ class BlendedTransformer(nn.Module):
             if out is not None:
                 return out
         out = self._call(base_of(name), hidden_states, timestep, args, kwargs)
-        if self._context == "cond":
-            self._cond_out = (sigma, out)
+        if self._context == "cond" and is_unguided(name):
+            self._cond_out = (sigma, out)  # the answer to this step's uncond call
         if name == "large" and self.switch.probe_rows():  # Small beside Large: pooled over the step's calls
             self.switch.pool(_sample_of(out), _sample_of(self._call("small", hidden_states, timestep, args, kwargs)))
         return out
@@ -298,14 +299,19 @@ class BlendedTransformer(nn.Module):
                   kwargs: dict) -> Any:
         """The call's output without an unconditional prediction, or None when the pipeline does not
         say which rows are unconditional (the call then runs as it is)."""
-        if self._context == "uncond" and self._cond_out is not None and self._cond_out[0] == sigma:
+        kept, self._cond_out = self._cond_out, None  # used once, by the uncond call of the same step
+        if self._context == "uncond" and kept is not None and kept[0] == sigma \
+                and _sample_of(kept[1]).shape[0] == hidden_states.shape[0]:
             self.skipped += 1
-            return self._cond_out[1]  # uncond + scale * (cond - uncond) == cond
+            return kept[1]  # uncond + scale * (cond - uncond) == cond
         if self._context == "cond":
             return None  # the cond call runs; the uncond call that follows is skipped
         pipe = self._pipeline() if self._pipeline is not None else None
+        guiding = getattr(pipe, "do_classifier_free_guidance", None)
         batch = hidden_states.shape[0]
-        if self._context == "cond_uncond" and getattr(pipe, "do_classifier_free_guidance", False) and batch % 2 == 0:
+        if self._context == "cond_uncond" and guiding is False:
+            return None  # no guidance in this run: nothing to skip
+        if self._context == "cond_uncond" and guiding and batch % 2 == 0:
             half = batch // 2
             rows = slice(half, batch) if self.uncond_first else slice(0, half)
             cut = lambda v: v[rows] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == batch else v  # noqa: E731

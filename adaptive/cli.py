@@ -13,9 +13,15 @@ from typing import NamedTuple
 import torch
 
 from adaptive.controller import ControllerConfig
-from adaptive.schedule import Schedule
+from adaptive.schedule import Schedule, base_of, call_cost, sigmas
 
 DEFAULT_WINDOW = (0.85, 0.3)
+
+
+def _fraction(schedule: Schedule, steps: int, n: int, shift: float, small_cost: float) -> float:
+    """``schedule`` on ``steps`` steps as a fraction of Large with ``n`` (a step without guidance: half a call)."""
+    grid = sigmas(steps, shift)
+    return sum(call_cost(m, small_cost) for m in schedule.step_models(grid)) / n
 
 
 def parse_schedule(text: str) -> Schedule | str:
@@ -190,8 +196,8 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
         schedule = args.schedule or Schedule.lsl(*DEFAULT_WINDOW)
         why = ("--schedule as given" if args.schedule is not None else
                f"no stored profile for {n} steps: the uncalibrated window lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
-        share = schedule.fraction("small", sigmas(n, args.shift))
-        plan = _Run("chosen: " + plan_label(schedule, n), n, schedule, 1 - share * (1 - small_cost))
+        plan = _Run("chosen: " + plan_label(schedule, n), n, schedule, _fraction(schedule, n, n, args.shift,
+                                                                                     small_cost))
     else:
         from adaptive.auto import warn_if_other_metric
 
@@ -200,9 +206,9 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
         steps = profile.steps if profile.num_steps == n else n
         schedule = profile.plan_schedule() if profile.num_steps == n else profile.schedule_for_steps(n)
         why = profile.decision if profile.num_steps == n else f"the stored window on {n} steps (see the warning)"
-        share = schedule.fraction("small", sigmas(steps, args.shift))
-        plan = _Run("chosen: " + plan_label(schedule, steps), steps, schedule, steps / n * (1 - share * (1 - small_cost)))
-    if plan.schedule is not None and "small" in plan.schedule.models:
+        plan = _Run("chosen: " + plan_label(schedule, steps), steps, schedule,
+                    _fraction(schedule, steps, n, args.shift, small_cost))
+    if plan.schedule is not None and any(base_of(m) == "small" for m in plan.schedule.models):
         k = max(1, math.floor(plan.cost * n + 1e-9))
         return [full, plan, _Run(f"Large, {k} steps (the same compute)", k, None, k / n)], why
     target = profile.quality.get("target", 0.0) if profile is not None else 0.0

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptive.schedule import base_of, call_cost, is_unguided
 from adaptive.errors import CalibrationError
 
 FEATURES = ("mean_log_divergence", "hand_in_sigma")
@@ -180,28 +181,25 @@ class Decisions:
         return [len(p) + len(m) for p, m in zip(self.probes, self.monitors)]
 
     def small_steps(self, row: int = 0) -> list[int]:
-        return [i for i, m in enumerate(self.models[row]) if m == "small"]
+        return [i for i, m in enumerate(self.models[row]) if base_of(m) == "small"]
 
     def cost(self, small_cost: float) -> list[float]:
-        """Compute per row as a fraction of Large-only, probes and checks included."""
+        """Compute per row as a fraction of Large-only (guided, when the pair is), probes and checks
+        included; a step without guidance (``"large:cond"``) costs half its model's call."""
         n = len(self.grid) - 1
-        out = []
-        for models, extra in zip(self.models, self.extra_small_calls):
-            small = sum(m == "small" for m in models) + extra
-            large = sum(m == "large" for m in models)
-            out.append((large + small * small_cost) / n)
-        return out
+        return [(sum(call_cost(m, small_cost) for m in models) + extra * small_cost) / n
+                for models, extra in zip(self.models, self.extra_small_calls)]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def summary(self) -> str:
-        """One line per row: the plan as a string of L/S (C: a check step, Large with a Small probe)
-        and the reason."""
+        """One line per row: the plan as a string of L/S (C: a check step, Large with a Small probe;
+        lower case: a step without guidance) and the reason."""
         lines = []
         for r, models in enumerate(self.models):
             checks = {m[0] for m in self.monitors[r]}
-            plan = "".join("C" if i in checks else "S" if m == "small" else "L" for i, m in enumerate(models))
+            plan = "".join("C" if i in checks else _letter(m) for i, m in enumerate(models))
             lines.append(f"row {r}: {plan}  {self.reason[r]}")
         return "\n".join(lines)
 
@@ -213,9 +211,17 @@ def hand_in_and_back(models: Sequence[str]) -> tuple[int | None, int | None]:
         >>> hand_in_and_back(["large", "small", "small", "large"]), hand_in_and_back(["large"])
         ((1, 3), (None, None))
     """
-    first = next((i for i, m in enumerate(models) if m == "small"), None)
-    back = None if first is None else next((i for i in range(first, len(models)) if models[i] != "small"), None)
+    first = next((i for i, m in enumerate(models) if base_of(m) == "small"), None)
+    back = None if first is None else next((i for i in range(first, len(models)) if base_of(models[i]) != "small"),
+                                           None)
     return first, back
+
+
+def _letter(name: str) -> str:
+    """A step's letter in :meth:`Decisions.summary`: L, S (or the model's initial), lower case
+    without guidance."""
+    letter = base_of(name)[:1].upper() or "?"
+    return letter.lower() if is_unguided(name) else letter
 
 
 def _ema(previous: float | None, value: float, smoothing: float) -> float:

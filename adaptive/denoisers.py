@@ -214,21 +214,29 @@ class GuidedDenoiser:
         return f"GuidedDenoiser({self.model!r}, scale={self.scale})"
 
 
-def with_unguided(models: Mapping[str, Any]) -> dict[str, Any]:
+def with_unguided(models: Mapping[str, Any], plain: bool = False) -> dict[str, Any]:
     """``models`` and, for each guided one (:class:`GuidedDenoiser`, scale != 1), its conditional-only
     variant under ``name + ":cond"`` (the same model, one call, no guidance): what a plan that runs
-    guidance only in an interval calls outside it.
+    guidance only in an interval calls outside it. ``plain``: a model without guidance answers for
+    its variant as it is (its one call is already conditional-only), so a plan calibrated on a guided
+    pair also runs on the same models unguided.
 
     Example:
         >>> guided = GuidedDenoiser(as_denoiser(lambda x, sigma: x), scale=4.0)
         >>> sorted(with_unguided({"large": guided, "small": lambda x, s: x}))
         ['large', 'large:cond', 'small']
+        >>> sorted(with_unguided({"large": guided, "small": lambda x, s: x}, plain=True))
+        ['large', 'large:cond', 'small', 'small:cond']
     """
     out = dict(models)
     for name, model in models.items():
         variant = unguided(name)
-        if isinstance(model, GuidedDenoiser) and model.scale != 1.0 and not is_unguided(name) and variant not in out:
+        if is_unguided(name) or variant in out:
+            continue
+        if isinstance(model, GuidedDenoiser) and model.scale != 1.0:
             out[variant] = GuidedDenoiser(model.model, 1.0, model.uncond, model.batched)
+        elif plain:
+            out[variant] = model
     return out
 
 

@@ -17,6 +17,8 @@ Example:
     >>> pool = Pool.of(pair, costs={"large": 1.0, "small": 0.25})
     >>> sorted(pool), pool.costs["large:cond"], pool.costs["small:cond"]
     (['large', 'large:cond', 'small', 'small:cond'], 0.5, 0.125)
+    >>> Pool.of({"large": pair.large, "small": lambda x, s, c: -x}, costs={"large": 1, "small": 0.25}).costs["small:cond"]
+    0.25
     >>> plan = Schedule.lsl(0.8, 0.3).guided_within(0.9, 0.2)
     >>> pool.cost(plan, sigmas(10))
     4.75
@@ -62,8 +64,9 @@ class Pool(Mapping[str, Denoiser]):
     @classmethod
     def of(cls, models: ModelPair | Mapping[str, Any], costs: Mapping[str, float] | None = None,
            x: torch.Tensor | None = None, **cond: Any) -> Pool:
-        """The pool of ``models`` (a :class:`ModelPair` or a mapping), each guided model joined by its
-        conditional-only variant (``"large:cond"``, half the call's cost).
+        """The pool of ``models`` (a :class:`ModelPair` or a mapping), each model joined by its
+        conditional-only variant (``"large:cond"``): half the call's cost for a guided model, the model
+        itself for one without guidance (a distilled Small: its one call is already conditional).
 
         ``costs`` gives the cost per call of the models by name (the variants' are derived); without
         it, costs are measured in FLOPs on one row of ``x`` (with ``cond``) relative to the reference
@@ -76,13 +79,14 @@ class Pool(Mapping[str, Denoiser]):
                 raise PairMismatchError("give costs={name: cost per call} or x= (a latent batch) to measure "
                                         "them in FLOPs")
             costs = _measured(named, x, cond)
-        pool = with_unguided(named)
+        pool = with_unguided(named, plain=True)  # an unguided model answers for its variant as it is
         full: dict[str, float] = {}
-        for name in pool:
+        for name, model in pool.items():
             base = base_of(name)
             if name not in costs and base not in costs:
                 raise PairMismatchError(f"no cost per call for {name!r}; costs name {sorted(costs)}")
-            full[name] = float(costs[name]) if name in costs else float(costs[base]) / 2
+            skips_a_call = model is not named.get(base)  # a guided model's variant: one call of two
+            full[name] = float(costs[name]) if name in costs else float(costs[base]) / (2 if skips_a_call else 1)
         return cls(pool, full)
 
     def __getitem__(self, name: str) -> Denoiser:
@@ -111,8 +115,9 @@ class Pool(Mapping[str, Denoiser]):
         return plan.cost(sigmas, self.costs)
 
     def guided(self, name: str) -> bool:
-        """Whether ``name`` has a conditional-only variant in this pool (guidance it can skip)."""
-        return not is_unguided(name) and unguided(name) in self.models
+        """Whether ``name`` has guidance to skip: a conditional-only variant that costs less."""
+        variant = unguided(name)
+        return not is_unguided(name) and variant in self.models and self.costs[variant] < self.costs[name]
 
     def base(self, name: str) -> str:
         """The model behind a name (``"large"`` for ``"large:cond"``)."""

@@ -125,6 +125,18 @@ def base_of(name: str) -> str:
     return name[: -len(UNGUIDED)] if is_unguided(name) else name
 
 
+def call_cost(name: str, small_cost: float) -> float:
+    """One call of a two-model plan's ``name``, in guided Large calls: Small costs ``small_cost``, and a
+    conditional-only variant half its model (no unconditional prediction).
+
+    Example:
+        >>> call_cost("large", 0.1), call_cost("large:cond", 0.1), call_cost("small:cond", 0.1)
+        (1.0, 0.5, 0.05)
+    """
+    cost = small_cost if base_of(name) == "small" else 1.0
+    return cost / 2 if is_unguided(name) else cost
+
+
 @dataclass(frozen=True)
 class Stage:
     """One model over the sigma interval ``(sigma_lo, sigma_hi]``."""

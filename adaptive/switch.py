@@ -116,7 +116,7 @@ class Switch:
     def __init__(self, models: Mapping[str, Any], plan: Plan, grid: Sequence[float] | torch.Tensor | None = None,
                  pool_calls: bool = False) -> None:
         # a guided model's conditional-only variant ("large:cond") is there for plans that name it
-        self.models: dict[str, Denoiser] = with_unguided({k: as_denoiser(v) for k, v in models.items()})
+        self.models: dict[str, Denoiser] = with_unguided({k: as_denoiser(v) for k, v in models.items()}, plain=True)
         if plan.controller is not None and not {"large", "small"} <= set(self.models):
             raise ScheduleError(f"the online controller needs models named 'large' and 'small'; got "
                                 f"{sorted(self.models)}")

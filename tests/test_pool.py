@@ -70,7 +70,8 @@ def test_pool_costs_given_and_measured():
     assert pool.reference == "large" and pool.guided("large") and not pool.guided("large:cond")
     big, little = torch.nn.Linear(8, 8, bias=False), torch.nn.Linear(8, 2, bias=False)
     measured = Pool.of(ModelPair(lambda x, s: big(big(x)), lambda x, s: big(x)), x=torch.ones(3, 8))
-    assert measured.costs == pytest.approx({"large": 1.0, "small": 0.5})
+    assert measured.costs == pytest.approx({"large": 1.0, "large:cond": 1.0, "small": 0.5, "small:cond": 0.5})
+    assert not measured.guided("large")  # no guidance: its variant is the model itself
     with pytest.raises(PairMismatchError, match="give costs"):
         Pool.of(pair)
     with pytest.raises(PairMismatchError, match="positive finite"):
@@ -218,3 +219,49 @@ def test_calibrate_finds_the_guidance_interval_and_charges_every_call(tmp_path, 
         sample(pair, torch.zeros(1, 8), sigmas(profile.steps, 1.0), profile, check_every=0, c=torch.ones(1, 1))
         names = plan.step_models(sigmas(profile.steps, 1.0))
         assert large.rows + small.rows - before == sum(1 if n.endswith(":cond") else 2 for n in names) + 4  # + the check
+
+
+# What a hostile review found ------------------------------------------------------------------------
+
+def test_guidance_at_scale_one_is_no_guidance(tmp_path):
+    from adaptive import calibrate
+
+    pair = ModelPair(Counted(0.3, 0.7), Counted(0.3, 0.7, exact_in=(0.4, 0.8)), metric=closeness).guided(
+        1.0, {"c": torch.zeros(1, 1)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        profile = calibrate(pair, [{"c": torch.ones(1, 1)}] * 2, num_steps=10, seeds=[0, 1], shape=(8,),
+                            quality_target=0.99, n_trials=6, store=tmp_path, progress=False)
+    assert profile.guidance == () and "guidance" not in dict(profile.cost.passes_by_phase)
+
+
+def test_a_plan_without_guidance_runs_on_models_without_it():
+    """A stored plan's conditional-only steps run an unguided model as it is (its one call)."""
+    plan = Schedule.lsl(0.8, 0.3).guided_within(0.9, 0.2)
+    pair = ModelPair(EXACT, EXACT)
+    with_names = sample(pair, torch.ones(2, 3), sigmas(10), plan)
+    torch.testing.assert_close(with_names, sample(pair, torch.ones(2, 3), sigmas(10), Schedule.lsl(0.8, 0.3)))
+
+
+def test_guided_large_with_an_unguided_small():
+    """A distilled Small has no guidance to skip: the guidance axis leaves its steps alone."""
+    bump = inside(0.3, 0.7)
+    large = ModelPair(lambda x, s, c: EXACT(x, s) + 2 * c * bump(s), EXACT).guided(4.0, {"c": torch.zeros(1, 1)})
+    pool = Pool.of({"large": large.large, "small": off_outside(0.4, 0.8)}, costs={"large": 1.0, "small": 0.2})
+    assert pool.costs == {"large": 1.0, "large:cond": 0.5, "small": 0.2, "small:cond": 0.2}
+    grid = sigmas(20).tolist()
+    for axes in ([GUIDANCE, window("small")], [window("small"), GUIDANCE]):
+        found = find_plan(pool, [{"c": torch.ones(1, 1)}], axes, num_steps=20, shape=(8,), metric=closeness,
+                          target=0.99, n_trials=12)
+        # Small takes steps where guidance does not matter and it is exact: sigma in (0.7, 0.8]
+        small = [i for i, m in enumerate(found.schedule.step_models(grid)) if base_of(m) == "small"]
+        assert small and all(0.7 < grid[i] <= 0.8 for i in small)
+
+
+def test_decisions_price_steps_without_guidance():
+    from adaptive.switch import plan_decisions
+
+    names = ["large:cond", "large", "small", "small:cond", "large"]
+    decisions = plan_decisions([1.0, 0.8, 0.6, 0.4, 0.2, 0.0], [names], ["test"])
+    assert decisions.cost(0.1) == pytest.approx([(0.5 + 1 + 0.1 + 0.05 + 1) / 5])
+    assert decisions.small_steps(0) == [2, 3] and decisions.summary().startswith("row 0: lLSsL")

@@ -20,7 +20,7 @@ from adaptive.profiles import Profile, guidance_of
 from adaptive.records import GuidanceInterval
 from adaptive.schedule import Schedule, sigmas
 
-GUIDANCE_TRIALS = 8  # Optuna trials per plan (the bisection of the two edges takes about 2 log2(steps))
+GUIDANCE_TRIALS = 12  # Optuna trials per plan (the bisection of the two edges takes about 2 log2(steps))
 
 
 def guidance_intervals(search: StepSearch, profile: Profile, target: float, n_trials: int = GUIDANCE_TRIALS
@@ -28,7 +28,7 @@ def guidance_intervals(search: StepSearch, profile: Profile, target: float, n_tr
     """The guidance intervals of ``profile``'s recommended plan and full-grid window that keep
     ``target`` (none for an unguided pair, or where guidance is needed on every step)."""
     full = search.full
-    if guidance_of(full.pair) is None:
+    if guidance_of(full.pair) in (None, 1.0):  # scale 1 is no guidance: nothing to skip
         return ()
     pool = Pool.of(full.pair, costs={"large": 1.0, "small": full.small_cost})
     ledger = search.ledger
@@ -57,7 +57,8 @@ def guidance_intervals(search: StepSearch, profile: Profile, target: float, n_tr
                 continue
             cost = pool.cost(guided, grid)
             bounds = boundaries_from_steps(grid, start, stop)
-            alternative = equal_compute(runs, pool, reference, cost, caller, search.shift).get("no_guidance", {})
+            alternative = equal_compute(runs, pool, reference, cost, caller, search.shift,
+                                        options=("no_guidance",)).get("no_guidance", {})
             out.append(GuidanceInterval(steps, start, stop, bounds.sigma_in, bounds.sigma_out, quality,
                                         cost / reference_cost, _int(alternative.get("steps")),
                                         alternative.get("quality")))

@@ -168,7 +168,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         warnings.warn(f"the probe alone spent {ledger.passes:.2f} Large passes per sample of the budget of {budget:g}: "
                       "nothing is left to search with, so the profile runs Large alone; give a budget of at least "
                       f"{ledger.passes + 1:.1f}", stacklevel=2)
-    guided = guidance_interval and guidance_of(pair) is not None
+    guided = guidance_interval and guidance_of(pair) not in (None, 1.0)
     left = 0.0 if budget is None else max(0.0, budget - ledger.passes)
     kept_for_guidance = GUIDANCE_SHARE * left if guided else 0.0
     kept_for_prompts = PER_PROMPT_SHARE * (left - kept_for_guidance) if per_prompt else 0.0

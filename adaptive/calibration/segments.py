@@ -62,18 +62,21 @@ class Axis:
     rename: Mapping[str, str] | Callable[[str], str]
     inside: bool = True
 
-    def applied(self, plan: Schedule, grid: Sequence[float], start: int, stop: int) -> Schedule:
-        """``plan`` with this axis's window over steps ``start .. stop - 1`` of ``grid``."""
+    def applied(self, plan: Schedule, grid: Sequence[float], start: int, stop: int,
+                pool: Mapping[str, Any] | None = None) -> Schedule:
+        """``plan`` with this axis's window over steps ``start .. stop - 1`` of ``grid`` (a model whose
+        cheaper name is not in ``pool``, e.g. an unguided Small on the guidance axis, stays as it is)."""
         window = boundaries_from_steps(list(grid), start, stop)
+        rename = (lambda name: self.cheaper(name, pool))  # noqa: E731
         if self.inside:
-            return plan.relabel(window.sigma_in, window.sigma_out, inside=self.rename)
-        return plan.relabel(window.sigma_in, window.sigma_out, outside=self.rename)
+            return plan.relabel(window.sigma_in, window.sigma_out, inside=rename)
+        return plan.relabel(window.sigma_in, window.sigma_out, outside=rename)
 
-    def cheaper(self, name: str) -> str:
-        """The model this axis puts in place of ``name`` (``name`` itself where it changes nothing)."""
-        if callable(self.rename):
-            return self.rename(name)
-        return self.rename.get(name, name)
+    def cheaper(self, name: str, pool: Mapping[str, Any] | None = None) -> str:
+        """The model this axis puts in place of ``name`` (``name`` itself where it changes nothing, or
+        where ``pool`` lacks the cheaper one)."""
+        other = self.rename(name) if callable(self.rename) else self.rename.get(name, name)
+        return name if pool is not None and other not in pool else other
 
 
 GUIDANCE = Axis("guidance", unguided, inside=False)
@@ -141,6 +144,7 @@ class _Runs:
         self.pool, self.noise, self.cond, self.metric, self.ledger = pool, noise, cond, metric, ledger
         self.cached: dict[tuple[tuple[float, ...], tuple[str, ...]], list[torch.Tensor]] = {}
         self.target_final: torch.Tensor | None = None
+        self.judged: dict[tuple[tuple[float, ...], tuple[str, ...]], float] = {}
         self.calls = 0.0  # reference-model calls spent, per sample
 
     def affords(self, plan: Schedule, grid: list[float]) -> bool:
@@ -194,8 +198,12 @@ class _Runs:
         return x
 
     def quality(self, plan: Schedule, grid: list[float]) -> float:
+        """``plan``'s mean quality against the target (each plan's run once per grid)."""
         assert self.target_final is not None
-        return float(self.metric(self.final(plan, grid), self.target_final).float().mean())
+        key = (tuple(grid), tuple(plan.step_models(grid)))
+        if key not in self.judged:
+            self.judged[key] = float(self.metric(self.final(plan, grid), self.target_final).float().mean())
+        return self.judged[key]
 
 
 def _proposal(divergence: list[float | None], inside: bool, threshold: float) -> tuple[int, int]:
@@ -208,7 +216,9 @@ def _proposal(divergence: list[float | None], inside: bool, threshold: float) ->
         fixed = [i for i, d in enumerate(divergence) if d is None]
         keep = needed + fixed if needed else []
         return (min(keep), max(keep) + 1) if keep else (0, 0)
-    best, run = (0, 0), None
+    known = [(d, i) for i, d in enumerate(divergence) if d is not None]
+    anchor = min(known)[1] if known else 0
+    best, run = (anchor, anchor), None  # no safe run: an empty window where the cheaper model is closest
     for i, d in enumerate(divergence + [None]):
         if d is not None and d <= threshold:
             run = i if run is None else run
@@ -225,8 +235,8 @@ def _probe(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis) -> list[f
     states, velocities = runs.trajectory(plan, grid, velocities=True)
     out: list[float | None] = []
     for i, name in enumerate(plan.step_models(grid)):
-        cheaper = axis.cheaper(name)
-        if cheaper == name or cheaper not in runs.pool:
+        cheaper = axis.cheaper(name, runs.pool)
+        if cheaper == name:
             out.append(None)
             continue
         v = runs._step(cheaper, states[i], grid[i])
@@ -249,7 +259,7 @@ def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal
     def objective(trial: optuna.Trial) -> float:
         a, b = trial.suggest_int("start", 0, n), trial.suggest_int("stop", 0, n)
         start, stop = min(a, b), max(a, b)
-        candidate = axis.applied(plan, grid, start, stop)
+        candidate = axis.applied(plan, grid, start, stop, runs.pool)
         cost = runs.pool.cost(candidate, grid)
         trial.set_user_attr("cost", cost)
         if cost >= best["cost"]:
@@ -336,7 +346,7 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
     reference = reference or Schedule.large_only(pool.reference)
     reference.check_models(pool)
     for axis in axes:
-        if not any(axis.cheaper(n) in pool and axis.cheaper(n) != n for n in pool):
+        if not any(pool.costs[axis.cheaper(n, pool)] < pool.costs[n] for n in pool):
             raise CalibrationError(f"axis {axis.name!r} changes no model of the pool {sorted(pool)}; "
                                    "a guidance axis needs a guided pool (ModelPair.guided), a window axis its model")
     device = next((t.device for t in [*(v for c in conds for v in c.values() if isinstance(v, torch.Tensor))]),
@@ -368,17 +378,19 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
         return FoundPlan(**{**found.__dict__, "alternatives": alternatives})
 
 
-def equal_compute(runs: _Runs, pool: Pool, reference: Schedule, cost: float, caller: list[float], shift: float
-                  ) -> dict[str, dict[str, float]]:
+def equal_compute(runs: _Runs, pool: Pool, reference: Schedule, cost: float, caller: list[float], shift: float,
+                  options: Sequence[str] = ("large_fewer", "no_guidance")) -> dict[str, dict[str, float]]:
     """The obvious alternatives at no more than ``cost``: the reference with fewer steps and, for a
     guided pool, the reference without guidance with as many steps as the cost buys (steps priced
     at the plan's mean cost per step on the caller's grid)."""
     out: dict[str, dict[str, float]] = {}
-    options = {"large_fewer": reference}
+    plans = {"large_fewer": reference}
     unguided_reference = reference.relabel(0.0, 0.0, outside=unguided)
     if all(m in pool for m in unguided_reference.models) and unguided_reference != reference:
-        options["no_guidance"] = unguided_reference
-    for label, plan in options.items():
+        plans["no_guidance"] = unguided_reference
+    for label, plan in plans.items():
+        if label not in options:
+            continue
         per_step = pool.cost(plan, caller) / (len(caller) - 1)
         steps = int(math.floor(cost / per_step + 1e-9))
         if steps < 1:
