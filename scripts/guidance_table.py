@@ -29,7 +29,7 @@ from adaptive.sampling import sample
 FAMILIES = {"guidance interval": [GUIDANCE], "blend": [window("small")], "both": [GUIDANCE, window("small")]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/guidance"))
     parser.add_argument("--prompts", type=int, default=4)
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -73,29 +73,40 @@ def main() -> None:
         return {"steps": steps, "cost": pool.cost(plan, grid), "heldout_mean": float(quality.mean()),
                 "heldout_min": float(quality.min()), "video": out}
 
-    table, pictures = [], {"guided Large, 30 steps": full}
+    table, pictures, seen = [], {f"guided Large, {NUM_STEPS} steps (1.00)": full}, set()
+    ref_cost = pool.cost(reference, sigmas(NUM_STEPS, SHIFT))
+
+    def shown(title: str, plan: Schedule, run: dict) -> None:  # one column per distinct plan and step count
+        video = run.pop("video")
+        if (str(plan), run["steps"]) not in seen:
+            seen.add((str(plan), run["steps"]))
+            pictures[f"{title} ({run['cost'] / ref_cost:.2f})"] = video
+
     for label, data in rows.items():
         plan = Schedule.from_dict(data["schedule"])
+        no_guidance = reference.relabel(0.0, 0.0, outside=unguided)
         result = judged(plan, data["num_steps"])
-        fewer = judged(reference, data["alternatives"]["large_fewer"]["steps"])
-        unguided_run = judged(reference.relabel(0.0, 0.0, outside=unguided), data["alternatives"]["no_guidance"]["steps"])
-        pictures[label] = result.pop("video")
-        pictures[f"Large {fewer['steps']} steps (= {label})"] = fewer.pop("video")
-        pictures[f"no guidance {unguided_run['steps']} steps (= {label})"] = unguided_run.pop("video")
+        shown(f"{label}: {data['num_steps']} steps", plan, result)
+        # the alternatives with the steps the plan's compute buys (at least one step: the cheapest there is)
+        fewer = judged(reference, data["alternatives"].get("large_fewer", {}).get("steps", 1))
+        unguided_run = judged(no_guidance, data["alternatives"].get("no_guidance", {}).get("steps", 1))
+        shown(f"Large {fewer['steps']} steps", reference, fewer)
+        shown(f"no guidance, {unguided_run['steps']} steps", no_guidance, unguided_run)
         table.append({"family": label, "plan": str(plan), "calibration": data, "heldout": result,
                       "large_fewer": fewer, "no_guidance": unguided_run})
     (args.out / "table.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                      "costs": pool.costs, "rows": table}, indent=1))
-    save_side_by_side(args.out / "side_by_side.png", {k: v[:4] for k, v in pictures.items()})
+    save_side_by_side(args.out / "side_by_side.png", {k: v[:4] for k, v in pictures.items()},
+                      captions=[f"{p} (seed {s})" for p, s in zip(prompts, seeds)])
     print("\n| family | plan (steps) | cost / guided Large 30 | held-out mean (min) | Large-fewer same compute | "
           "no guidance same compute |")
     print("|---|---|---:|---:|---:|---:|")
-    ref_cost = pool.cost(reference, sigmas(NUM_STEPS, SHIFT))
     for row in table:
         h, f, u = row["heldout"], row["large_fewer"], row["no_guidance"]
         print(f"| {row['family']} | {row['plan']} ({h['steps']}) | {h['cost'] / ref_cost:.3f} | "
               f"{h['heldout_mean']:.4f} ({h['heldout_min']:.4f}) | {f['steps']} steps: {f['heldout_mean']:.4f} "
               f"({f['heldout_min']:.4f}) | {u['steps']} steps: {u['heldout_mean']:.4f} ({u['heldout_min']:.4f}) |")
+    return {"rows": table, "costs": pool.costs}
 
 
 if __name__ == "__main__":

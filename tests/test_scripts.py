@@ -371,3 +371,20 @@ def test_per_prompt_eval_refuses_to_write_the_shipped_profiles(monkeypatch, caps
     with pytest.raises(SystemExit):
         importlib.import_module("per_prompt_eval").main(["--store", str(SCRIPTS.parent / "profiles")])
     assert "flowblend calibrate --per-prompt --num-prompts 12 --seeds 2 --trials 32" in capsys.readouterr().err
+
+
+def test_guidance_table_runs_every_family_against_its_alternatives(monkeypatch, tmp_path):
+    """The embedded-pair guidance table at toy scale: each family's plan and the Large-fewer and
+    no-guidance runs at its compute, judged on held-out samples, and the side-by-side picture."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    torch.manual_seed(0)
+    table = importlib.import_module("guidance_table").main(
+        ["--out", str(tmp_path), "--prompts", "1", "--seeds", "2", "--heldout", "2", "--steps", "4",
+         "--trials", "2", "--target", "0.5"])
+    assert [row["family"] for row in table["rows"]] == ["guidance interval", "blend", "both"]
+    for row in table["rows"]:
+        for run in ("heldout", "large_fewer", "no_guidance"):
+            assert 0.0 <= row[run]["heldout_min"] <= row[run]["heldout_mean"] <= 1.0 + 1e-6
+        assert row["large_fewer"]["cost"] <= max(row["heldout"]["cost"], 1.0) + 1e-9  # at least one step
+    saved = json.loads((tmp_path / "table.json").read_text())
+    assert len(saved["rows"]) == 3 and (tmp_path / "side_by_side.png").stat().st_size > 0
