@@ -96,8 +96,10 @@ class TransformerDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
         if getattr(self.transformer, "is_cache_enabled", False):
-            # diffusers' caches (First Block Cache, ...) keep state per named context.
-            with self.transformer.cache_context("cond_uncond"):
+            # diffusers' caches (First Block Cache, ...) keep state per named context: one per batch
+            # size, so a plan's guided calls (cond and uncond batched) and conditional-only calls
+            # (half the rows) each reuse their own cached activations.
+            with self.transformer.cache_context(f"rows-{x.shape[0]}"):
                 return self._call(x, sigma, cond)
         return self._call(x, sigma, cond)
 
