@@ -6,7 +6,8 @@ the recommended plan (its step count and Small window) and on the full grid's wi
 every boundary is found (:mod:`adaptive.calibration.segments`: bisection of the edges and Optuna
 trials judged on the final sample against guided Large with all steps; without the probe, which
 buys nothing here), within the calibration budget: a guided pair keeps ``GUIDANCE_SHARE`` of
-what the probe leaves for it. Each interval records the plan's quality and cost with it and what Large
+what the probe leaves for it (with per-prompt windows, half of their share), and trials restart
+from Large's states the step-count search already computed. Each interval records the plan's quality and cost with it and what Large
 without guidance reaches at that compute.
 """
 
@@ -39,6 +40,12 @@ def guidance_intervals(search: StepSearch, profile: Profile, target: float, n_tr
     runs.cached[(tuple(caller), tuple(reference.step_models(caller)))] = list(full.reference.states)  # free
     reference_cost = pool.cost(reference, caller)
     plans = {profile.steps: profile.plan_schedule(), profile.num_steps: profile.schedule()}
+    rows = list(range(len(full.target)))
+    for steps in plans:  # Large's states the search already computed on these grids: trials restart from them
+        path = search.at(steps).path
+        if path.calls_to(steps, rows) == 0:
+            grid = tuple(sigmas(steps, search.shift).tolist())
+            runs.cached.setdefault((grid, ("large",) * steps), [path.at(i, rows) for i in range(steps + 1)])
     out = []
     with ledger.phase("guidance"):
         for steps, plan in plans.items():

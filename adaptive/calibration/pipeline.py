@@ -37,7 +37,8 @@ from adaptive.records import CalibrationInfo, Cost, CurveSummary, Proposal, Qual
 DEFAULT_QUALITY_TARGET = 0.95
 DEFAULT_TRIALS = 24
 DEFAULT_BUDGET = 3.0  # Large passes per calibration sample, probe included (one pass: Large with all steps)
-PER_PROMPT_SHARE = 0.5  # of the budget left after the probe (and guidance's share), kept for per-prompt windows
+PER_PROMPT_SHARE = 0.5  # of the budget left after the probe, kept for per-prompt windows (half of it: the
+# guidance interval's, for a guided pair)
 GUIDANCE_SHARE = 0.4  # of the budget left after the probe, kept for the guidance interval of a guided pair
 
 
@@ -170,9 +171,9 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
                       f"{ledger.passes + 1:.1f}", stacklevel=2)
     guided = guidance_interval and guidance_of(pair) not in (None, 1.0)
     left = 0.0 if budget is None else max(0.0, budget - ledger.passes)
-    kept_for_guidance = GUIDANCE_SHARE * left if guided else 0.0
-    kept_for_prompts = PER_PROMPT_SHARE * (left - kept_for_guidance) if per_prompt else 0.0
-    ledger.reserve = kept_for_guidance + kept_for_prompts
+    # Kept from the search for what follows it: per-prompt windows (half of it also pays the guidance
+    # interval), or the guidance interval alone.
+    ledger.reserve = PER_PROMPT_SHARE * left if per_prompt else GUIDANCE_SHARE * left if guided else 0.0
     evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger, seeds=len(seeds))
     search = StepSearch(evaluator, shift)
     study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
@@ -180,7 +181,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,
                        metric_name, conds, seeds, name)
     if guided:
-        ledger.reserve = kept_for_prompts  # the guidance phase may spend its share and what the search left
+        ledger.reserve = ledger.reserve / 2 if per_prompt else 0.0  # guidance: its share and what the search left
         intervals = guidance_intervals(search, profile, quality_target)
         profile = dataclasses.replace(profile, guidance=intervals,
                                       cost=dataclasses.replace(profile.cost, **spending(search)))
