@@ -28,7 +28,7 @@ from adaptive.metrics import rel_l2
 from adaptive.pair import ModelPair
 from adaptive.profiles import Profile
 from adaptive.sampling import SAMPLERS, sigmas
-from adaptive.schedule import Schedule
+from adaptive.schedule import Schedule, base_of, call_cost, is_unguided
 
 
 @dataclass
@@ -163,14 +163,35 @@ class BlendPlan:
 
 
 def plan_label(schedule: Schedule, steps: int) -> str:
-    """``Large, 9 steps`` or ``Large-Small-Large, 30 steps``: a plan named by its stages.
+    """``Large, 9 steps`` or ``Large-Small-Large, 30 steps``: a plan named by its stages, with the
+    sigma interval where guidance runs when it does not run everywhere.
 
     Example:
         >>> plan_label(Schedule.lsl(0.85, 0.3), 30)
         'Large-Small-Large, 30 steps'
+        >>> plan_label(Schedule.large_only().guided_within(0.97, 0.44), 8)
+        'Large, 8 steps, guidance for sigma in (0.44, 0.97]'
     """
-    stages = "-".join(stage.model.capitalize() for stage in schedule.stages)
-    return f"{stages}, {steps} steps"
+    names = [base_of(stage.model).capitalize() for stage in schedule.stages]
+    stages = "-".join(name for i, name in enumerate(names) if i == 0 or name != names[i - 1])
+    guided = [stage for stage in schedule.stages if not is_unguided(stage.model)]
+    if len(guided) == len(schedule.stages):
+        return f"{stages}, {steps} steps"
+    if not guided:
+        return f"{stages}, {steps} steps, no guidance"
+    return (f"{stages}, {steps} steps, guidance for sigma in ({min(s.sigma_lo for s in guided):.2g}, "
+            f"{max(s.sigma_hi for s in guided):.2g}]")
+
+
+def plan_fraction(schedule: Schedule, steps: int, num_steps: int, shift: float, small_cost: float) -> float:
+    """``schedule`` on ``sigmas(steps, shift)`` as a fraction of Large with ``num_steps`` (Small at
+    ``small_cost`` a call, a step without guidance half its model's call).
+
+    Example:
+        >>> plan_fraction(Schedule.large_only().guided_within(0.97, 0.44), 8, 30, 3.0, 0.1)
+        0.21666666666666667
+    """
+    return sum(call_cost(m, small_cost) for m in schedule.step_models(sigmas(steps, shift))) / num_steps
 
 
 def blend_plan(profile: Profile | None, num_steps: int, fallback: Schedule) -> BlendPlan:
@@ -241,8 +262,7 @@ def bench_rows(pair: ModelPair, noise: torch.Tensor, cond: Mapping[str, Any], nu
     per_row = flops_per_row(pair, noise, **cond)
     small_cost = per_row["small"] / per_row["large"]
     grid = sigmas(num_steps, shift)
-    fraction = plan.steps / num_steps * (1 - plan.schedule.fraction("small", sigmas(plan.steps, shift)) *
-                                         (1 - small_cost))
+    fraction = plan_fraction(plan.schedule, plan.steps, num_steps, shift, small_cost)
     k = matched_switch(fraction, small_cost, num_steps)
     srd = SRDiffusionRule.matched(velocity_changes(pair, noise, grid, cond), fraction, small_cost, num_steps)
     rows = [Row("1. Large only", None, num_steps)]

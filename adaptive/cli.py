@@ -13,15 +13,9 @@ from typing import NamedTuple
 import torch
 
 from adaptive.controller import ControllerConfig
-from adaptive.schedule import Schedule, base_of, call_cost, sigmas
+from adaptive.schedule import Schedule, base_of, is_unguided
 
 DEFAULT_WINDOW = (0.85, 0.3)
-
-
-def _fraction(schedule: Schedule, steps: int, n: int, shift: float, small_cost: float) -> float:
-    """``schedule`` on ``steps`` steps as a fraction of Large with ``n`` (a step without guidance: half a call)."""
-    grid = sigmas(steps, shift)
-    return sum(call_cost(m, small_cost) for m in schedule.step_models(grid)) / n
 
 
 def parse_schedule(text: str) -> Schedule | str:
@@ -184,7 +178,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     or the uncalibrated default window) and its obvious alternative at the same compute, with why."""
     import math
 
-    from adaptive.bench import plan_label
+    from adaptive.bench import plan_fraction, plan_label
     from adaptive.profiles import ProfileStore
     from adaptive.sampling import sigmas
 
@@ -196,8 +190,8 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
         schedule = args.schedule or Schedule.lsl(*DEFAULT_WINDOW)
         why = ("--schedule as given" if args.schedule is not None else
                f"no stored profile for {n} steps: the uncalibrated window lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
-        plan = _Run("chosen: " + plan_label(schedule, n), n, schedule, _fraction(schedule, n, n, args.shift,
-                                                                                     small_cost))
+        plan = _Run("chosen: " + plan_label(schedule, n), n, schedule, plan_fraction(schedule, n, n, args.shift,
+                                                                                         small_cost))
     else:
         from adaptive.auto import warn_if_other_metric
 
@@ -207,8 +201,9 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
         schedule = profile.plan_schedule() if profile.num_steps == n else profile.schedule_for_steps(n)
         why = profile.decision if profile.num_steps == n else f"the stored window on {n} steps (see the warning)"
         plan = _Run("chosen: " + plan_label(schedule, steps), steps, schedule,
-                    _fraction(schedule, steps, n, args.shift, small_cost))
-    if plan.schedule is not None and any(base_of(m) == "small" for m in plan.schedule.models):
+                    plan_fraction(schedule, steps, n, args.shift, small_cost))
+    # a blend, or guidance skipped on some steps: the obvious alternative is Large with the steps its compute buys
+    if plan.schedule is not None and any(base_of(m) == "small" or is_unguided(m) for m in plan.schedule.models):
         k = max(1, math.floor(plan.cost * n + 1e-9))
         return [full, plan, _Run(f"Large, {k} steps (the same compute)", k, None, k / n)], why
     target = profile.quality.get("target", 0.0) if profile is not None else 0.0
