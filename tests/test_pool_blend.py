@@ -168,17 +168,20 @@ def test_unguided_plan_outside_a_pipeline_warns_and_runs_guided(wan_pair):
 
 
 def test_stored_profiles_of_the_previous_schema_load_and_sample_the_same():
-    """Every profile shipped before plans over a pool: its plan is the Large/Small schedule its fields
-    say, and sampling with the profile equals sampling with that schedule."""
+    """Every profile shipped before plans over a pool (the shipped profile as it was, kept in
+    tests/data): its plan is the Large/Small schedule its fields say, with guidance on every step, and
+    sampling with the profile equals sampling with that schedule."""
     from adaptive.toy import load_pair
     from adaptive.toy.pair import prompt_conds, seeded_noise
 
-    files = sorted(Path("profiles").glob("*.json"))
+    files = sorted(Path(__file__).parent.glob("data/*schema[12].json"))
+    files += [p for p in sorted(Path("profiles").glob("*.json")) if json.loads(p.read_text())["schema_version"] < 3]
     assert files
     pair, _ = load_pair()
     for path in files:
         data = json.loads(path.read_text())
         profile = Profile.from_json(path.read_text())
+        assert profile.guidance == () and data["schema_version"] < 3
         steps = profile.steps
         plan = profile.schedule_for_steps(steps)
         window = data["plan"]
