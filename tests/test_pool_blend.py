@@ -196,3 +196,29 @@ def test_stored_profiles_of_the_previous_schema_load_and_sample_the_same():
             a = sample(pair, noise, grid, profile, check_every=0, **cond)
         b = sample(pair, noise, grid, plan, check_every=0, **cond)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_wan22_plan_found_then_run_by_the_pipeline():
+    """The whole path for a Wan 2.2 user: a pool of the pipeline's two experts and a Small (tiny random
+    models of the real classes), find_plan places the Small window between the experts on the
+    pipeline's grid, and blend runs the found plan call by call."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    from adaptive.calibration.segments import window, find_plan
+    from adaptive.pool import Pool
+
+    high, low, small = tiny_wan(seed=0), tiny_wan(seed=2), tiny_wan(heads=1, layers=1, seed=1)
+    latent = LATENTS[:1]
+    pool = Pool.of({"high": high, "low": low, "small": small}, x=latent, encoder_hidden_states=PROMPT)
+    assert pool.costs["small"] < pool.costs["high"] == 1.0
+    found = find_plan(pool, [{"encoder_hidden_states": PROMPT}], [window("small", replaces=("high", "low"))],
+                      num_steps=8, shift=3.0, shape=tuple(latent.shape[1:]), reference=Schedule.experts(0.875),
+                      metric=lambda generated, reference: torch.ones(len(generated)), target=0.9,
+                      n_trials=4)  # random models: a metric every plan meets, this test is of the path
+    assert "small" in found.schedule.models and found.cost < found.reference_cost
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=high, transformer_2=low, vae=None,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), boundary_ratio=0.875)
+    blend(pipe, small, found.schedule, num_inference_steps=8)
+    calls = counting({"high": high, "low": low, "small": small})
+    run(pipe, steps=8, scale=1.0)  # no guidance: one call per step
+    assert [name for name, _ in calls] == found.schedule.step_models(pipe.scheduler.sigmas)
