@@ -126,10 +126,12 @@ ax2.imshow(plan, cmap="coolwarm", aspect="auto"); ax2.set_yticks(range(len(contr
 ax2.set_xlabel("step (red: Small)"); plt.tight_layout(); plt.show()
 print("compute per sample (fraction of Large, probes included):",
       [round(c, 3) for c in decisions.cost(profile.cost.small_cost_ratio)])"""),
-    new_markdown_cell("""Read the last line: a sample whose probes never find a hand-over pays for them and runs Large alone,
-above 1.0 of Large's compute. That is why the validation counts every held-out sample's probes and keeps
-the controller only where they cost less than the stored pair window; otherwise `fallback` says why and
-`"online"` runs the stored windows."""),
+    new_markdown_cell("""Read the last line: what each sample cost, probes included. Under the controller a sample whose
+probes never find a hand-over pays for them and runs Large alone, above 1.0 of Large's compute. That is why
+the validation counts every held-out sample's probes and keeps the controller only where they cost less
+than the stored pair window; otherwise `fallback` says why and `"online"` runs the stored windows: the
+calibrated prompt its own window, the others the pair-level plan, with the guidance interval calibration
+found (lower-case letters in the summary: steps that make one conditional call, without guidance)."""),
 ]
 
 
