@@ -388,3 +388,22 @@ def test_guidance_table_runs_every_family_against_its_alternatives(monkeypatch, 
         assert row["large_fewer"]["cost"] <= max(row["heldout"]["cost"], 1.0) + 1e-9  # at least one step
     saved = json.loads((tmp_path / "table.json").read_text())
     assert len(saved["rows"]) == 3 and (tmp_path / "side_by_side.png").stat().st_size > 0
+
+
+def test_wan22_scale_rehearses_every_plan_on_tiny_wan22_pipelines(monkeypatch, tmp_path):
+    """The GPU run of Wan 2.2's experts with a Small between them, rehearsed on tiny models: every plan
+    runs through the unmodified WanPipeline, the calls and skipped unconditional predictions are the
+    plan's, and the FLOP bounds order as the plans' savings do."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    wan22 = importlib.import_module("wan22_scale")
+    data = wan22.main(["--tiny", "--device", "cpu", "--steps", "8", "--out", str(tmp_path / "wan22.json")])
+    runs = data["runs"]
+    assert list(runs) == ["experts", "experts_blended", "high_small_low", "guidance_interval", "both"]
+    assert all(run["finite"] for run in runs.values())
+    assert runs["experts_blended"]["uncond_skipped"] == 0 and set(runs["experts_blended"]["calls"]) == {"high", "low"}
+    hsl = runs["high_small_low"]["plan"]
+    assert hsl.index("S") > hsl.rindex("H") and hsl.endswith("L")  # high -> small -> low
+    skipped = runs["guidance_interval"]["plan"].count("l") + runs["guidance_interval"]["plan"].count("h")
+    assert runs["guidance_interval"]["uncond_skipped"] == skipped > 0
+    assert 1.0 < runs["guidance_interval"]["flop_bound"] < runs["both"]["flop_bound"]
+    assert json.loads((tmp_path / "wan22.json").read_text())["runs"] == runs
