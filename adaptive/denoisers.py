@@ -97,8 +97,9 @@ class TransformerDenoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
         if getattr(self.transformer, "is_cache_enabled", False):
             # diffusers' caches (First Block Cache, ...) keep state per named context: one per batch
-            # size, so a plan's guided calls (cond and uncond batched) and conditional-only calls
-            # (half the rows) each reuse their own cached activations.
+            # size, so a plan's batched guided calls and its conditional-only calls (half the rows) never
+            # meet each other's cached activations (with batched=False, cond and uncond share one, as
+            # before). A cache that counts steps per context (MagCache) counts the two kinds apart.
             with self.transformer.cache_context(f"rows-{x.shape[0]}"):
                 return self._call(x, sigma, cond)
         return self._call(x, sigma, cond)

@@ -329,6 +329,8 @@ class Profile:
             if interval.no_guidance_steps is not None and interval.no_guidance_quality is not None:
                 text += (f" (Large without guidance at that compute, {interval.no_guidance_steps} steps: "
                          f"{interval.no_guidance_quality:.4f})")
+            else:
+                text += " (Large without guidance at that compute: not measured within the budget)"
             text += "."
         if self.quality.metric in LATENT_METRICS:
             text += (f" Judged in latent space ({self.quality.metric}: no decoder or feature encoder was given); "

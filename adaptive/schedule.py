@@ -127,7 +127,9 @@ def base_of(name: str) -> str:
 
 def call_cost(name: str, small_cost: float) -> float:
     """One call of a two-model plan's ``name``, in guided Large calls: Small costs ``small_cost``, and a
-    conditional-only variant half its model (no unconditional prediction).
+    conditional-only variant half its model (no unconditional prediction). For a pair guided on both
+    models; a :class:`~adaptive.pool.Pool` prices each member as it is (an unguided model's variant at
+    its full call).
 
     Example:
         >>> call_cost("large", 0.1), call_cost("large:cond", 0.1), call_cost("small:cond", 0.1)

@@ -66,6 +66,8 @@ def guidance_intervals(search: StepSearch, profile: Profile, target: float, n_tr
             bounds = boundaries_from_steps(grid, start, stop)
             alternative = equal_compute(runs, pool, reference, cost, caller, search.shift,
                                         options=("no_guidance",)).get("no_guidance", {})
+            if not alternative:  # the budget is spent: the comparison is not made, and that is said
+                ledger.skip()
             out.append(GuidanceInterval(steps, start, stop, bounds.sigma_in, bounds.sigma_out, quality,
                                         cost / reference_cost, _int(alternative.get("steps")),
                                         alternative.get("quality")))
