@@ -119,10 +119,6 @@ class Pool(Mapping[str, Denoiser]):
         variant = unguided(name)
         return not is_unguided(name) and variant in self.models and self.costs[variant] < self.costs[name]
 
-    def base(self, name: str) -> str:
-        """The model behind a name (``"large"`` for ``"large:cond"``)."""
-        return base_of(name)
-
 
 def _measured(models: Mapping[str, Denoiser], x: torch.Tensor, cond: Mapping[str, Any]) -> dict[str, float]:
     """FLOPs per call of one row, relative to the reference model's."""

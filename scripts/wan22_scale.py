@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling wan_scal
 from adaptive import Schedule  # noqa: E402
 from adaptive.blend import blend, experts_plan, scheduler_grid, unblend  # noqa: E402
 from adaptive.metering import count_flops  # noqa: E402
-from adaptive.schedule import base_of, is_unguided  # noqa: E402
+from adaptive.schedule import base_of, call_cost, is_unguided  # noqa: E402
 from adaptive.denoisers import TransformerDenoiser  # noqa: E402
 from wan_scale import TINY_LARGE, TINY_SMALL, UNIPC_WAN, WAN_1_3B, WAN_14B, Clock, Report, build, timed  # noqa: E402
 
@@ -69,8 +69,7 @@ def bound(schedule: Schedule | None, grid: list[float], small_ratio: float) -> f
     if schedule is None:
         return 1.0
     names = schedule.step_models(grid)
-    cost = sum((small_ratio if base_of(n) == "small" else 1.0) * (1 if is_unguided(n) else 2) for n in names)
-    return 2 * len(names) / cost
+    return len(names) / sum(call_cost(n, small_ratio) for n in names)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -156,16 +156,17 @@ class _Runs:
         start = self._restart(tuple(grid), tuple(names))[0]
         return self.ledger.affords(sum(self.pool.costs[n] for n in names[start:]), len(self.noise))
 
-    def _restart(self, grid: tuple[float, ...], names: tuple[str, ...]) -> tuple[int, torch.Tensor]:
-        """The first step a run of ``names`` must compute, and the state it starts from."""
-        start, x = 0, self.noise
+    def _restart(self, grid: tuple[float, ...], names: tuple[str, ...]) -> tuple[int, list[torch.Tensor]]:
+        """The first step a run of ``names`` must compute, and the cached states it shares up to
+        there (``states[start]`` is where it starts; just the noise when nothing is shared)."""
+        start, shared = 0, [self.noise]
         for (cached_grid, cached_names), states in self.cached.items():
             if cached_grid != grid:
                 continue
             common = next((i for i, (a, b) in enumerate(zip(names, cached_names)) if a != b), len(names))
             if common > start:
-                start, x = common, states[common]
-        return start, x
+                start, shared = common, states
+        return start, shared
 
     def _step(self, name: str, x: torch.Tensor, sigma: float) -> torch.Tensor:
         self.calls += self.pool.costs[name]
@@ -178,10 +179,8 @@ class _Runs:
         """Every state of ``plan`` on ``grid``, cached (computed from the longest cached prefix), and
         with ``velocities`` every step's velocity too (then computed from the first step)."""
         names = tuple(plan.step_models(grid))
-        start = 0 if velocities else self._restart(tuple(grid), names)[0]
-        prefix = next((s for (g, n), s in self.cached.items() if g == tuple(grid) and n[:start] == names[:start]),
-                      [self.noise]) if start else [self.noise]
-        states, slopes = list(prefix[:start + 1]), []
+        start, shared = (0, [self.noise]) if velocities else self._restart(tuple(grid), names)
+        states, slopes = list(shared[:start + 1]), []
         for i in range(start, len(names)):
             v = self._step(names[i], states[-1], grid[i])
             slopes.append(v)
@@ -192,7 +191,8 @@ class _Runs:
     def final(self, plan: Schedule, grid: list[float]) -> torch.Tensor:
         """``plan``'s result, restarted from the longest cached prefix on this grid."""
         names = tuple(plan.step_models(grid))
-        start, x = self._restart(tuple(grid), names)
+        start, shared = self._restart(tuple(grid), names)
+        x = shared[start]
         for i in range(start, len(names)):
             x = euler_step(x, self._step(names[i], x, grid[i]), grid[i], grid[i + 1])
         return x
