@@ -326,6 +326,7 @@ def _flops(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: d
     return flops_of(lambda: _run(pair, row, noise[:rows], shift, {k: v[:rows] for k, v in cond.items()})) / rows
 
 
+@torch.no_grad()
 def run_bench(pair: ModelPair, rows: list[Row], noise: torch.Tensor, cond: dict[str, Any], shift: float,
               quality: Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]], repeats: int = 2,
               progress: bool = True) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Run ``flowblend --help`` or ``flowblend <command> --help``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -37,9 +38,33 @@ def parse_schedule(text: str) -> Schedule | str:
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     if Path(text).is_file():
-        return Schedule.from_json(Path(text).read_text())
+        try:
+            data = json.loads(Path(text).read_text())
+        except (OSError, ValueError) as err:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a JSON file ({err})") from None
+        if isinstance(data, dict) and "pair_fingerprint" in data:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is a profile, not a schedule: leave --schedule out (the stored profile's plan runs), or "
+                "point --store at its folder, or write its window with `Profile.load(path).schedule().to_json()`")
+        try:
+            return Schedule.from_json(json.dumps(data))
+        except (ValueError, KeyError, TypeError) as err:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a schedule JSON ({err}); write one with "
+                                             "Schedule.to_json()") from None
     raise argparse.ArgumentTypeError(f"cannot read schedule {text!r}: use large, lsl:0.85,0.3, sl:0.5, ls:0.5 "
                                      "or a path to a schedule JSON file")
+
+
+def _guidance(text: str) -> float:
+    """``--guidance``: a finite scale >= 1 (1: no guidance), as ``ModelPair.guided`` takes it."""
+    from adaptive.denoisers import check_guidance_scale
+    from adaptive.errors import PairMismatchError
+
+    try:
+        return check_guidance_scale(float(text))
+    except (ValueError, PairMismatchError) as err:
+        raise argparse.ArgumentTypeError(str(err) if isinstance(err, PairMismatchError)
+                                         else f"expected a number, got {text!r}") from None
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -297,10 +322,8 @@ def _load_user_pair(args: argparse.Namespace):
     from adaptive.pair import ModelPair
 
     models = [AutoModel.from_pretrained(p, torch_dtype=args.dtype, local_files_only=not args.allow_download,
-                                        use_safetensors=True).to(args.device).eval() for p in (args.large, args.small)]
-    if not args.embeddings or not args.shape:
-        raise SystemExit("a diffusers pair needs --embeddings FILE.safetensors (key 'prompt_embeds', one row per "
-                         "prompt; optional 'negative_prompt_embeds') and --shape C,F,H,W (the latent per sample)")
+                                        use_safetensors=True).to(args.device).eval().requires_grad_(False)
+              for p in (args.large, args.small)]  # _validate_user_pair checked the folders, embeddings and shape
     tensors = load_file(args.embeddings)
     if "prompt_embeds" not in tensors:
         raise SystemExit(f"{args.embeddings} has no 'prompt_embeds' tensor (found {sorted(tensors)})")
@@ -316,9 +339,7 @@ def _load_user_pair(args: argparse.Namespace):
 
 def _pair_and_conds(args: argparse.Namespace):
     """The pair (a diffusers folder pair with --large/--small, else the embedded one) and its prompts."""
-    if args.large or args.small:
-        if not (args.large and args.small):
-            raise SystemExit("give both --large and --small (folders saved with save_pretrained)")
+    if args.large or args.small:  # both, with --embeddings and --shape (_validate_user_pair)
         pair, conds = _load_user_pair(args)
         return _configure(pair, args), conds
     from adaptive.toy import load_pair, prompt_conds
@@ -482,7 +503,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _oracle_window(path: str) -> Schedule:
     """The exhaustive sweep's window from ``flowblend oracle``'s JSON (its ``oracle`` entry), or a
     JSON of just ``sigma_in`` and ``sigma_out``."""
-    import json
 
     found = json.loads(Path(path).read_text())
     found = found.get("oracle", found)
@@ -532,7 +552,6 @@ def cmd_frontier(args: argparse.Namespace) -> int:
 
 def cmd_oracle(args: argparse.Namespace) -> int:
     """The change-point proposal and the Optuna refinement against the exhaustive sweep: JSON."""
-    import json
 
     import optuna
 
@@ -560,7 +579,8 @@ def _pair_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small", help="Small transformer folder (save_pretrained)")
     p.add_argument("--embeddings", help="safetensors with 'prompt_embeds' (and 'negative_prompt_embeds')")
     p.add_argument("--shape", help="latent shape per sample for a diffusers pair, e.g. 16,21,60,104")
-    p.add_argument("--guidance", type=float, default=5.0, help="CFG scale for a diffusers pair (default 5)")
+    p.add_argument("--guidance", type=_guidance, default=5.0,
+                   help="CFG scale for a diffusers pair, >= 1 (1: no guidance; default 5)")
     p.add_argument("--allow-download", action="store_true", help="let from_pretrained reach the hub")
     p.add_argument("--num-prompts", type=int, default=8, help="prompts (embedded pair; default 8)")
     p.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt (default 2)")
@@ -570,7 +590,7 @@ def _pair_options(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "outputs") -> None:
     from adaptive.toy.pair import DEFAULT_PAIR, PAIRS
 
-    p.add_argument("--pair", choices=list(PAIRS), default=DEFAULT_PAIR,
+    p.add_argument("--pair", choices=list(PAIRS), default=None,
                    help=f"the embedded pair (default {DEFAULT_PAIR}): " + "; ".join(
                        f"{name}: {spec.summary}" for name, spec in PAIRS.items()))
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
@@ -670,7 +690,10 @@ def _budget(text: str) -> float | None:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of Large passes per sample (e.g. 3) or 'none', "
                                          f"got {text!r}") from None
-    if not value > 1.0 or value == float("inf"):
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number of Large passes per sample; 'none' searches "
+                                         "without a limit")
+    if not value > 1.0:
         raise argparse.ArgumentTypeError(f"must exceed 1 (the probe alone runs Large once), got {text!r}")
     return value
 
@@ -722,6 +745,35 @@ def _embeddings_problem(path: str) -> str | None:
     if "prompt_embeds" not in keys:
         return f"{path!r} has no 'prompt_embeds' tensor (found {sorted(keys)})"
     return None
+
+
+def _validate_user_pair(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--large/--small folders and what a diffusers pair needs beside them, checked before any model loads;
+    the embedded pair's name filled in otherwise."""
+    from adaptive.toy.pair import DEFAULT_PAIR
+
+    large, small = getattr(args, "large", None), getattr(args, "small", None)
+    if not (large or small):
+        if "pair" in args and args.pair is None:
+            args.pair = DEFAULT_PAIR
+        return
+    if getattr(args, "pair", None) is not None:
+        parser.error(f"--pair {args.pair} names an embedded pair and --large/--small a diffusers pair: "
+                     "give one of them")
+    if not (large and small):
+        parser.error("give both --large and --small (folders saved with save_pretrained)")
+    for flag, folder in (("large", large), ("small", small)):
+        if not (Path(folder) / "config.json").is_file():
+            parser.error(f"--{flag} {folder!r} is not a folder saved with save_pretrained (no config.json there); "
+                         "give the local folder of the transformer")
+        if not any(Path(folder).glob("*.safetensors")):
+            parser.error(f"--{flag} {folder!r} has a config.json but no weights (*.safetensors); save the model with "
+                         "save_pretrained(folder) (safetensors is the default), or give the folder that holds them")
+    missing = [flag for flag in ("embeddings", "shape") if not getattr(args, flag, None)]
+    if missing:
+        parser.error("a diffusers pair needs " + " and ".join(f"--{m}" for m in missing) + " (--embeddings FILE."
+                     "safetensors with 'prompt_embeds', one row per prompt, optional 'negative_prompt_embeds'; "
+                     "--shape C,F,H,W: the latent of one sample)")
 
 
 def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -778,11 +830,7 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
             parser.error(f"--shape is the latent of one sample as four positive integers C,F,H,W (e.g. 16,21,60,104 "
                          f"for Wan at 81x480x832), got {args.shape!r}")
-    for flag in ("large", "small"):
-        folder = getattr(args, flag, None)
-        if folder and not (Path(folder) / "config.json").is_file():
-            parser.error(f"--{flag} {folder!r} is not a folder saved with save_pretrained (no config.json there); "
-                         "give the local folder of the transformer")
+    _validate_user_pair(parser, args)
     if getattr(args, "embeddings", None):
         problem = _embeddings_problem(args.embeddings)
         if problem:

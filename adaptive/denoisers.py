@@ -13,11 +13,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from adaptive.errors import PairMismatchError
 from adaptive.schedule import is_unguided, unguided
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -174,6 +176,32 @@ def _concat(a: Mapping[str, Any], b: Mapping[str, Any], n: int) -> dict[str, Any
     return out
 
 
+def check_guidance_scale(scale: Any) -> float:
+    """``scale`` as a float when it is a finite number >= 1; a clear error otherwise.
+
+    One rule for every guidance scale the library takes (``ModelPair.guided``, ``GuidedDenoiser``,
+    ``--guidance``): 1 is no guidance (diffusers' pipelines guide only when ``guidance_scale > 1``), above 1 is
+    classifier-free guidance, and a scale below 1 (which would weigh the unconditional velocity more than the
+    conditional one) or a non-finite one is refused before any model runs.
+
+    Example:
+        >>> check_guidance_scale(4)
+        4.0
+        >>> check_guidance_scale(0.0)
+        Traceback (most recent call last):
+        ...
+        adaptive.errors.PairMismatchError: guidance scale must be a finite number >= 1 (1: no guidance, as diffusers treats guidance_scale <= 1), got 0.0
+    """
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(scale, bool) or not math.isfinite(value) or value < 1.0:
+        raise PairMismatchError(f"guidance scale must be a finite number >= 1 (1: no guidance, as diffusers treats "
+                                f"guidance_scale <= 1), got {scale!r}")
+    return value
+
+
 class GuidedDenoiser:
     """Classifier-free guidance as a denoiser: ``v_u + scale * (v_c - v_u)``.
 
@@ -194,7 +222,12 @@ class GuidedDenoiser:
     def __init__(self, model: Denoiser, scale: float, uncond: Mapping[str, Any] | None = None,
                  batched: bool = True) -> None:
         self.model = as_denoiser(model)
-        self.scale = float(scale)
+        self.scale = check_guidance_scale(scale)
+        if isinstance(self.model, GuidedDenoiser):
+            raise PairMismatchError(
+                f"{self.model!r} is already guided (scale {self.model.scale:g}); guidance would be applied twice. "
+                "Guide the unguided model once, e.g. keep `base = ModelPair(large, small)` and call "
+                "`base.guided(scale, uncond)` for each scale you need")
         self.uncond = dict(uncond or {})
         self.batched = batched
 

@@ -292,6 +292,7 @@ def default_metrics(pair: ModelPair) -> tuple[str, dict[str, Metric]]:
     return name, metrics
 
 
+@torch.no_grad()
 def measure_frontier(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int = 30,
                      seeds: Sequence[int] = (0, 1), shift: float = 1.0, shape: Sequence[int] | None = None,
                      metrics: Mapping[str, Metric] | None = None, blend_steps: Sequence[int] | None = None,

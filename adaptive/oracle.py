@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from adaptive.calibration import Evaluator, Ledger, best_window, refine, small_cost_ratio, sweep
 from adaptive.detect import ChangePointDetector, boundaries_from_steps
 from adaptive.metrics import LatentStructure, Metric
@@ -92,6 +94,7 @@ class OracleReport:
         return atomic_write(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+@torch.no_grad()
 def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int = 20,
                  seeds: Sequence[int] = (0, 1), shift: float = 1.0, metric: Metric | None = None,
                  target: float = 0.95, trials: int = 24, progress: bool = True, command: str = "",

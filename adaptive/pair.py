@@ -49,7 +49,21 @@ class ModelPair:
         return f"ModelPair({inner})"
 
     def guided(self, scale: float, uncond: Mapping[str, Any] | None = None, batched: bool = True) -> ModelPair:
-        """The same pair with classifier-free guidance applied to every model."""
+        """The same pair with classifier-free guidance applied to every model, once.
+
+        ``scale`` is a finite number >= 1 (1: no guidance, as diffusers treats ``guidance_scale <= 1``);
+        anything else, or a pair that is already guided, is refused (:class:`PairMismatchError`): keep the
+        unguided pair and guide it once per scale you need.
+
+        Example:
+            >>> import torch
+            >>> base = ModelPair(lambda x, s, c: x + c, lambda x, s, c: x)
+            >>> pair = base.guided(4.0, {"c": torch.zeros(1, 1)})
+            >>> pair.guided(4.0)
+            Traceback (most recent call last):
+            ...
+            adaptive.errors.PairMismatchError: GuidedDenoiser(FunctionDenoiser(...), scale=4.0) is already guided (scale 4); guidance would be applied twice. Guide the unguided model once, e.g. keep `base = ModelPair(large, small)` and call `base.guided(scale, uncond)` for each scale you need
+        """
         wrapped = {k: GuidedDenoiser(v, scale, uncond, batched) for k, v in self.models.items()}
         large, small = wrapped.pop("large"), wrapped.pop("small")
         return ModelPair(large, small, sample_shape=self.sample_shape, name=self.name, metric=self.metric, **wrapped)
@@ -132,46 +146,54 @@ class ModelPair:
         if not bool(torch.isfinite(x).all()):
             raise NonFiniteVelocityError("the noise holds NaN/Inf before any model ran; draw it again (e.g. "
                                          "torch.randn) and check what produced it")
-        batch = x.shape[0]
         # Cond shapes are part of the key: a later call whose conditioning differs (another batch,
         # another text width) is checked again, not waved through to fail deep inside a model.
         key = (tuple(x.shape), x.dtype, x.device,
                tuple((k, tuple(v.shape) if isinstance(v, torch.Tensor) else None) for k, v in sorted(cond.items())))
         if key in self._checked:
             return
-        # A tensor whose first dimension is neither the batch nor 1 is passed whole to every row (a
-        # shared table); when a model then fails, that is the likely cause and is named first.
-        misbatched = {k: v.shape[0] for k, v in cond.items()
-                      if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] not in (1, batch)}
-        blame = (f"conditioning {misbatched} (rows per tensor) does not match the noise batch of {batch}: give one "
-                 "row per sample (or a single row shared by all samples). ") if misbatched else ""
-        if self.sample_shape is not None and tuple(x.shape[1:]) != self.sample_shape:
-            raise PairMismatchError(f"noise has per-sample shape {tuple(x.shape[1:])} but the pair expects "
-                                    f"{self.sample_shape}; draw noise of shape (batch, *pair.sample_shape)")
-        row = x[:1]
-        row_cond = first_row(cond, x.shape[0])
-        with torch.no_grad():
-            for name, model in self.models.items():
-                try:
-                    out = model(row, torch.ones(1, device=x.device), **row_cond)
-                except (RuntimeError, TypeError, ValueError) as err:
-                    raise PairMismatchError(
-                        blame + f"model {name!r} failed on a latent of shape {tuple(row.shape)} with conditioning "
-                        f"{sorted(cond)}: {err}." + ("" if blame else " Check that both models take the same "
-                        "channels, patch size and text embedding width (text_dim), and that cond has their "
-                        "argument names")) from err
-                if not isinstance(out, torch.Tensor):
-                    raise PairMismatchError(
-                        f"model {name!r} returned {type(out).__name__}, not a velocity tensor; a denoiser is "
-                        "model(x, sigma, **cond) -> tensor shaped like x (did a function forget `return`?)")
-                if tuple(out.shape) != tuple(row.shape):
-                    raise PairMismatchError(
-                        blame + f"model {name!r} returned shape {tuple(out.shape)} for input {tuple(row.shape)}"
-                        + ("" if blame else "; Large and Small must map a latent to a velocity of the same shape "
-                           "(same in/out channels and patch size)"))
-                if not bool(torch.isfinite(out).all()):
-                    raise NonFiniteVelocityError(
-                        f"model {name!r} returned NaN/Inf in the dry run (one row at sigma 1, before sampling "
-                        "step 0) on finite noise; check its weights and dtype (fp16 overflows: try bf16 or "
-                        "fp32) and its conditioning")
+        check_models(self.models, x, cond, self.sample_shape)
         self._checked.add(key)
+
+
+def check_models(models: Mapping[str, Denoiser], x: torch.Tensor, cond: Mapping[str, Any],
+                 sample_shape: tuple[int, ...] | None = None) -> None:
+    """One dry call of each of ``models`` on ``x[:1]`` at sigma 1 (no cache): a velocity tensor shaped like
+    its input, finite; :class:`PairMismatchError` or :class:`NonFiniteVelocityError` naming the model and the
+    fix otherwise. What :meth:`ModelPair.check` and :meth:`adaptive.Pool.check` run before any real work."""
+    batch = x.shape[0]
+    # A tensor whose first dimension is neither the batch nor 1 is passed whole to every row (a
+    # shared table); when a model then fails, that is the likely cause and is named first.
+    misbatched = {k: v.shape[0] for k, v in cond.items()
+                  if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] not in (1, batch)}
+    blame = (f"conditioning {misbatched} (rows per tensor) does not match the noise batch of {batch}: give one "
+             "row per sample (or a single row shared by all samples). ") if misbatched else ""
+    if sample_shape is not None and tuple(x.shape[1:]) != sample_shape:
+        raise PairMismatchError(f"noise has per-sample shape {tuple(x.shape[1:])} but the pair expects "
+                                f"{sample_shape}; draw noise of shape (batch, *pair.sample_shape)")
+    row = x[:1]
+    row_cond = first_row(cond, x.shape[0])
+    with torch.no_grad():
+        for name, model in models.items():
+            try:
+                out = model(row, torch.ones(1, device=x.device), **row_cond)
+            except (RuntimeError, TypeError, ValueError) as err:
+                raise PairMismatchError(
+                    blame + f"model {name!r} failed on a latent of shape {tuple(row.shape)} with conditioning "
+                    f"{sorted(cond)}: {err}." + ("" if blame else " Check that both models take the same "
+                    "channels, patch size and text embedding width (text_dim), and that cond has their "
+                    "argument names")) from err
+            if not isinstance(out, torch.Tensor):
+                raise PairMismatchError(
+                    f"model {name!r} returned {type(out).__name__}, not a velocity tensor; a denoiser is "
+                    "model(x, sigma, **cond) -> tensor shaped like x (did a function forget `return`?)")
+            if tuple(out.shape) != tuple(row.shape):
+                raise PairMismatchError(
+                    blame + f"model {name!r} returned shape {tuple(out.shape)} for input {tuple(row.shape)}"
+                    + ("" if blame else "; Large and Small must map a latent to a velocity of the same shape "
+                       "(same in/out channels and patch size)"))
+            if not bool(torch.isfinite(out).all()):
+                raise NonFiniteVelocityError(
+                    f"model {name!r} returned NaN/Inf in the dry run (one row at sigma 1, before sampling "
+                    "step 0) on finite noise; check its weights and dtype (fp16 overflows: try bf16 or "
+                    "fp32) and its conditioning")

@@ -37,7 +37,7 @@ import torch
 from adaptive.denoisers import Denoiser, as_denoiser, first_row, with_unguided
 from adaptive.errors import PairMismatchError
 from adaptive.metering import count_flops
-from adaptive.pair import ModelPair
+from adaptive.pair import ModelPair, check_models
 from adaptive.schedule import Schedule, base_of, is_unguided, unguided
 
 REFERENCE_NAMES = ("large", "high")  # the model whose guided call costs 1
@@ -51,15 +51,25 @@ class Pool(Mapping[str, Denoiser]):
     """
 
     def __init__(self, models: Mapping[str, Any], costs: Mapping[str, float]) -> None:
+        if not models:
+            raise PairMismatchError("a pool needs at least one model, e.g. Pool.of({'large': large, 'small': small}, "
+                                    "costs={'large': 1.0, 'small': 0.1})")
         self.models: dict[str, Denoiser] = {k: as_denoiser(v) for k, v in models.items()}
         missing = sorted(set(self.models) - set(costs))
         if missing:
             raise PairMismatchError(f"no cost per call for {missing}; give costs={{name: cost}} for every model "
                                     "(or Pool.of(..., x=latent) to measure them in FLOPs)")
-        bad = {k: v for k, v in costs.items() if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)}
+        bad = {k: v for k, v in costs.items()
+               if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)}
         if bad:
             raise PairMismatchError(f"costs must be positive finite numbers, got {bad}")
         self.costs: dict[str, float] = {k: float(costs[k]) for k in self.models}
+        dearer = {k: (c, self.costs[base_of(k)]) for k, c in self.costs.items()
+                  if is_unguided(k) and base_of(k) in self.costs and c > self.costs[base_of(k)]}
+        if dearer:
+            raise PairMismatchError("a conditional-only variant costs at most its guided model (it makes one of its "
+                                    "two calls), got " + ", ".join(f"{k} {c:g} > {base_of(k)} {b:g}"
+                                                                   for k, (c, b) in dearer.items()))
 
     @classmethod
     def of(cls, models: ModelPair | Mapping[str, Any], costs: Mapping[str, float] | None = None,
@@ -85,6 +95,9 @@ class Pool(Mapping[str, Denoiser]):
             base = base_of(name)
             if name not in costs and base not in costs:
                 raise PairMismatchError(f"no cost per call for {name!r}; costs name {sorted(costs)}")
+            given_cost = costs[name] if name in costs else costs[base]
+            if isinstance(given_cost, bool) or not isinstance(given_cost, (int, float)):
+                raise PairMismatchError(f"costs must be positive finite numbers, got {name!r}: {given_cost!r}")
             skips_a_call = model is not named.get(base)  # a guided model's variant: one call of two
             full[name] = float(costs[name]) if name in costs else float(costs[base]) / (2 if skips_a_call else 1)
         return cls(pool, full)
@@ -113,6 +126,11 @@ class Pool(Mapping[str, Denoiser]):
         """What ``plan`` costs on this grid, in calls of the reference model (its guidance included)."""
         plan.check_models(self.models)
         return plan.cost(sigmas, self.costs)
+
+    def check(self, x: torch.Tensor, **cond: Any) -> None:
+        """One dry call of every member on ``x[:1]`` (:func:`adaptive.pair.check_models`): a wrong latent
+        shape or conditioning is named with its fix before any search runs."""
+        check_models(self.models, x, cond)
 
     def guided(self, name: str) -> bool:
         """Whether ``name`` has guidance to skip: a conditional-only variant that costs less."""

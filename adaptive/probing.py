@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,11 +92,16 @@ def batch_conditions(conds: Sequence[Mapping[str, Any]], seeds: Sequence[int], s
 
     The noise of seed ``s`` is ``torch.randn(shape, generator=torch.Generator().manual_seed(s))``.
     """
-    if not conds or not all(isinstance(c, Mapping) for c in conds):
-        raise CalibrationError("conds must be a non-empty list of dicts of keyword arguments for the models, "
-                               "e.g. [{'encoder_hidden_states': emb}]")
-    if not seeds:
-        raise CalibrationError("seeds must name at least one noise seed, e.g. seeds=[0, 1, 2, 3]")
+    if isinstance(conds, Mapping) or not isinstance(conds, Sequence) or not conds or \
+            not all(isinstance(c, Mapping) for c in conds):
+        got = (f"a list of {type(conds[0]).__name__}" if isinstance(conds, Sequence) and conds
+               else repr(conds) if isinstance(conds, Sequence) else type(conds).__name__)
+        raise CalibrationError("conds must be a non-empty list of dicts of keyword arguments for the models, one per "
+                               f"prompt, e.g. [{{'encoder_hidden_states': emb}}]; got {got}")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray)) or len(seeds) == 0 or \
+            not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in seeds):
+        raise CalibrationError(f"seeds must be a non-empty list of integer noise seeds, e.g. seeds=[0, 1, 2, 3], "
+                               f"got {seeds!r}")
     keys = set(conds[0])
     if any(set(c) != keys for c in conds):
         raise CalibrationError("every cond must have the same keys; got " + str([sorted(c) for c in conds]))
@@ -105,6 +111,11 @@ def batch_conditions(conds: Sequence[Mapping[str, Any]], seeds: Sequence[int], s
     for key in keys:
         values = [c[key] for c in conds]
         if isinstance(values[0], torch.Tensor):
+            several = [i for i, v in enumerate(values) if v.ndim > 1 and v.shape[0] > 1]
+            if several:
+                raise CalibrationError(f"cond {key!r} of prompt {several[0]} has {values[several[0]].shape[0]} rows; "
+                                       "give one dict per prompt, each tensor with one row (batch 1): the seeds make "
+                                       "the batch")
             rows = [v if v.ndim and v.shape[0] == 1 else v.unsqueeze(0) for v in values]
             batched[key] = torch.cat([r for r in rows for _ in seeds]).to(device)
         else:

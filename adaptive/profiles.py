@@ -203,7 +203,7 @@ def check_profile_pair(profile: Profile, models: ModelPair | Mapping[str, Any], 
         return
     if recorded is None and pipeline:
         guided = [_digest({k: GuidedDenoiser(v, guidance_scale, {}, batched=b) for k, v in mapping.items()})
-                  for b in (True, False)] if guidance_scale not in (None, 1.0) else []
+                  for b in (True, False)] if guidance_scale is not None and guidance_scale > 1.0 else []
         if profile.pair_fingerprint in guided:
             return
         if guidance_scale is None:
@@ -322,7 +322,10 @@ class Profile:
         caveat when it was judged in latent space only (no decoder or feature encoder given)."""
         text = self._decision()
         interval = self.guidance_for(self.steps)
-        if interval is not None:
+        if interval is not None and interval.stop <= interval.start:
+            text += (f" No guidance on any step (one conditional call per step): {interval.cost:.2f} of the compute at "
+                     f"quality {interval.quality:.4f}.")
+        elif interval is not None:
             text += (f" Guidance only on steps {interval.start}..{interval.stop - 1} of {interval.steps} (sigma "
                      f"{interval.sigma_lo:.3f} to {interval.sigma_hi:.3f}; one call per step elsewhere): "
                      f"{interval.cost:.2f} of the compute at quality {interval.quality:.4f}")
@@ -429,9 +432,21 @@ class Profile:
                 raise ProfileError(f"{source}: missing field {key!r}")
             if not isinstance(data[key], kind) or isinstance(data[key], bool):
                 raise ProfileError(f"{source}: field {key!r} has the wrong type ({type(data[key]).__name__})")
+        if not (math.isfinite(data["shift"]) and data["shift"] > 0):
+            raise ProfileError(f"{source}: shift must be a positive finite number, got {data['shift']!r}")
+        if data["num_steps"] < 1:
+            raise ProfileError(f"{source}: num_steps must be a positive step count, got {data['num_steps']!r}")
+        kind, _, rest = data["sampler"].partition("-")
+        expected = sampler_signature(kind, data["num_steps"], data["shift"])
+        if rest and data["sampler"] != expected:
+            raise ProfileError(f"{source}: sampler {data['sampler']!r} disagrees with num_steps={data['num_steps']} "
+                               f"and shift={data['shift']} (expected {expected!r}); the file was edited or is corrupt: "
+                               "recalibrate")
         steps = data.get("small_steps", [])
         if not isinstance(steps, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in steps):
             raise ProfileError(f"{source}: small_steps must be a list of step indices")
+        if any(not 0 <= i < data["num_steps"] for i in steps):
+            raise ProfileError(f"{source}: small_steps {steps} must be steps of the grid, 0..{data['num_steps'] - 1}")
         for key in ("pair_name", "note", "version", "created"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise ProfileError(f"{source}: field {key!r} must be a string")

@@ -459,7 +459,11 @@ class Cost(JsonView):
             if not isinstance(phases, Mapping) or not all(isinstance(k, str) and _finite(v) for k, v in phases.items()):
                 raise ProfileError(f"{where}: passes_by_phase must map phase names to numbers, got {phases!r}")
             phases = tuple((str(k), v) for k, v in phases.items())
-        return cls(**{name: _number(where, data, name) for name in names}, passes_by_phase=phases,
+        numbers = {name: _number(where, data, name) for name in names}
+        negative = {k: v for k, v in numbers.items() if v is not None and v < 0}
+        if negative:
+            raise ProfileError(f"{where}: costs are never negative, got {negative}")
+        return cls(**numbers, passes_by_phase=phases,
                    unexplored=_text(where, data, "unexplored"))
 
 

@@ -416,7 +416,11 @@ def _renamed(name: str, rename: Mapping[str, str] | Callable[[str], str] | None)
     if rename is None:
         return name
     if callable(rename):
-        return rename(name)
+        new = rename(name)
+        if not isinstance(new, str) or not new:
+            raise ScheduleError(f"relabel's function returned {new!r} for model {name!r}; it must return a model "
+                                "name (the name itself to keep it)")
+        return new
     if name in rename:
         return rename[name]
     base = base_of(name)  # a mapping of models renames their conditional-only variants alike

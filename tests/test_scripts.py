@@ -408,3 +408,51 @@ def test_wan22_scale_rehearses_every_plan_on_tiny_wan22_pipelines(monkeypatch, t
     assert runs["guidance_interval"]["uncond_skipped"] == skipped > 0
     assert 1.0 < runs["guidance_interval"]["flop_bound"] < runs["both"]["flop_bound"]
     assert json.loads((tmp_path / "wan22.json").read_text())["runs"] == runs
+
+
+def test_train_large_resumes_the_one_schedule_from_fp32_as_if_never_stopped(monkeypatch, tmp_path):
+    """Issue #33's Large recipe at toy width: 3 + 3 steps through the checkpoint equal 6 steps in one run
+    (weights, EMA, optimiser, learning-rate schedule and data streams all resume); the alignment check runs
+    and lands in the record; a resumed run with other settings is refused."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    train = importlib.import_module("train_large")
+    common = ["--tiny", "--check-every", "3", "--budget-s", "600", "--threads", "1"]
+    once = train.main(["--work", str(tmp_path / "once"), "--total-steps", "6", *common])
+    train.main(["--work", str(tmp_path / "twice"), "--total-steps", "6", "--max-steps", "3", *common])
+    twice = train.main(["--work", str(tmp_path / "twice"), "--max-steps", "3", *common])
+    assert once["step"] == twice["step"] == 6 and [c["step"] for c in twice["checks"]] == [3, 6]
+    a = torch.load(tmp_path / "once" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "twice" / "checkpoint.pt", weights_only=False)
+    for part in ("model", "ema"):
+        for key, value in a[part].items():
+            torch.testing.assert_close(b[part][key], value, rtol=1e-5, atol=1e-6)
+    record = json.loads((tmp_path / "twice" / "large" / "training.json").read_text())
+    assert record["steps"] == 6 and len(record["command"]) == 2 and len(record["alignment_curve"]) == 2
+    assert 0.0 <= record["alignment_curve"][-1]["digit"] <= 1.0
+    with pytest.raises(SystemExit, match="continues with its own settings"):
+        train.main(["--work", str(tmp_path / "twice"), "--batch", "8", *common])
+
+
+def test_prompt_gate_reads_what_a_large_draws_and_the_real_ceiling(monkeypatch, tmp_path):
+    """The gate on a tiny random Large (it ignores its prompt: it must not pass) beside the real videos of
+    its data read by the same encoder (the ceiling: far above chance)."""
+    import shutil
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    gate = importlib.import_module("prompt_gate")
+    from diffusers import WanTransformer3DModel
+
+    from adaptive.toy.models import WEIGHTS_DIR
+
+    torch.manual_seed(0)
+    train = importlib.import_module("train_large")
+    WanTransformer3DModel(**train.CONFIGS["tiny"]).save_pretrained(tmp_path / "pair" / "large")
+    for name in ("encoder.safetensors", "encoder.json"):
+        shutil.copy2(WEIGHTS_DIR / name, tmp_path / "pair" / name)
+    result = gate.main([f"tiny={tmp_path / 'pair'}", "--videos", "8", "--steps", "2", "--threads", "1",
+                        "--out", str(tmp_path / "gate")])
+    row, real = result["candidates"][0], result["real"][0]
+    assert not row["passes"] and row["digit"] < 0.5 and real["digit"] >= 0.75 and real["variant"] == "grain"
+    assert (tmp_path / "gate" / "tiny.png").stat().st_size > 0
+    assert "| tiny | grain |" in (tmp_path / "gate" / "gate.md").read_text()
+    assert set(result["seeds"]).isdisjoint(range(20_000, 20_100))  # never the training checks' seeds

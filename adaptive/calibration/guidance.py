@@ -13,6 +13,8 @@ without guidance reaches at that compute.
 
 from __future__ import annotations
 
+import torch
+
 from adaptive.calibration.evaluation import StepSearch
 from adaptive.calibration.segments import GUIDANCE, _refine, _Runs, equal_compute
 from adaptive.detect import boundaries_from_steps
@@ -24,6 +26,7 @@ from adaptive.schedule import Schedule, sigmas
 GUIDANCE_TRIALS = 12  # Optuna trials per plan (the bisection of the two edges takes about 2 log2(steps))
 
 
+@torch.no_grad()
 def guidance_intervals(search: StepSearch, profile: Profile, target: float, n_trials: int = GUIDANCE_TRIALS
                        ) -> tuple[GuidanceInterval, ...]:
     """The guidance intervals of ``profile``'s recommended plan and full-grid window that keep

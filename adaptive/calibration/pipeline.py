@@ -139,62 +139,66 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         >>> p = calibrate(pair, [{}], num_steps=6, seeds=[0], shape=(4,), n_trials=3, quality_target=0.999,
         ...               store=tempfile.mkdtemp(), progress=False)  # doctest: +SKIP
     """
-    _check_inputs(conds, num_steps, seeds, quality_target, n_trials, budget)
-    if len(conds) * len(seeds) < TINY_CALIBRATION:
-        warnings.warn(f"calibrating on {len(conds) * len(seeds)} sample(s) ({len(conds)} prompts x {len(seeds)} seeds): "
-                      "its plan meets the target on them, with no error bars, and may not hold on other prompts; "
-                      f"use at least {TINY_CALIBRATION} (the shipped profile uses 24)", stacklevel=2)
-    if per_prompt and probe_steps is not None:
-        raise CalibrationError("per_prompt=True fits the online controller on every step's divergence; "
-                               "leave probe_steps=None")
-    store = store if isinstance(store, ProfileStore) else ProfileStore(store)
-    metric = metric or pair.metric or LatentStructure()
-    metric_name = getattr(metric, "name", type(metric).__name__)
-    signature = sampler_signature("euler", num_steps, shift)
-    fp = fingerprint(pair)
-    name = study_name or safe_key(f"{fp}__{signature}__{_calibration_key(conds, seeds, quality_target, metric_name, search_steps)}")
-    # Where results go is checked before any model call: the profile store is writable, and the
-    # study opens (folder, driver, write access). The worker that creates the study samples with a
-    # fixed seed (reproducible); each worker that joins it gets a seed of its own (make_study).
-    if save or storage is None:
-        store.check_writable()
-    study = make_study(storage or default_storage(store), name, seed=0)
-    curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
-    proposal = (detector or ChangePointDetector()).fit(curve).predict()
-    ledger = Ledger(len(reference.final), num_steps, budget)
-    small_cost = small_cost_ratio(pair, reference)
-    with ledger.phase("probe"):
-        ledger.charge(curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost, len(reference.final))
-    if budget is not None and ledger.passes >= budget:
-        warnings.warn(f"the probe alone spent {ledger.passes:.2f} Large passes per sample of the budget of {budget:g}: "
-                      "nothing is left to search with, so the profile runs Large alone; give a budget of at least "
-                      f"{ledger.passes + 1:.1f}", stacklevel=2)
-    guided = guidance_interval and guidance_of(pair) not in (None, 1.0)
-    left = 0.0 if budget is None else max(0.0, budget - ledger.passes)
-    # Kept from the search for what follows it: per-prompt windows (half of it also pays the guidance
-    # interval), or the guidance interval alone.
-    ledger.reserve = PER_PROMPT_SHARE * left if per_prompt else GUIDANCE_SHARE * left if guided else 0.0
-    evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger, seeds=len(seeds))
-    search = StepSearch(evaluator, shift)
-    study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
-                   study=study)
-    profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,
-                       metric_name, conds, seeds, name)
-    if guided:
-        ledger.reserve = ledger.reserve / 2 if per_prompt else 0.0  # guidance: its share and what the search left
-        intervals = guidance_intervals(search, profile, quality_target)
-        profile = dataclasses.replace(profile, guidance=intervals,
-                                      cost=dataclasses.replace(profile.cost, **spending(search)))
-    if per_prompt:
-        profile = with_per_prompt(profile, search, study, curve, reference, len(conds), len(seeds),
-                                   quality_target, detector or ChangePointDetector(), progress)
-    if profile.note:
-        warnings.warn(profile.note, stacklevel=2)
-    if progress:
-        print(profile.decision)
-    if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
-        store.save(profile, force=force)
-    return profile
+    with torch.no_grad():  # every model call without autograd (a block, not a decorator: warnings name the caller)
+        _check_inputs(conds, num_steps, seeds, quality_target, n_trials, budget)
+        if len(conds) * len(seeds) < TINY_CALIBRATION:
+            warnings.warn(f"calibrating on {len(conds) * len(seeds)} sample(s) ({len(conds)} prompts x "
+                          f"{len(seeds)} seeds): "
+                          "its plan meets the target on them, with no error bars, and may not hold on other prompts; "
+                          f"use at least {TINY_CALIBRATION} (the shipped profile uses 24)", stacklevel=2)
+        if per_prompt and probe_steps is not None:
+            raise CalibrationError("per_prompt=True fits the online controller on every step's divergence; "
+                                   "leave probe_steps=None")
+        store = store if isinstance(store, ProfileStore) else ProfileStore(store)
+        metric = metric or pair.metric or LatentStructure()
+        metric_name = getattr(metric, "name", type(metric).__name__)
+        signature = sampler_signature("euler", num_steps, shift)
+        fp = fingerprint(pair)
+        key = _calibration_key(conds, seeds, quality_target, metric_name, search_steps)
+        name = study_name or safe_key(f"{fp}__{signature}__{key}")
+        # Where results go is checked before any model call: the profile store is writable, and the
+        # study opens (folder, driver, write access). The worker that creates the study samples with a
+        # fixed seed (reproducible); each worker that joins it gets a seed of its own (make_study).
+        if save or storage is None:
+            store.check_writable()
+        study = make_study(storage or default_storage(store), name, seed=0)
+        curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
+        proposal = (detector or ChangePointDetector()).fit(curve).predict()
+        ledger = Ledger(len(reference.final), num_steps, budget)
+        small_cost = small_cost_ratio(pair, reference)
+        with ledger.phase("probe"):
+            ledger.charge(curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost, len(reference.final))
+        if budget is not None and ledger.passes >= budget:
+            warnings.warn(f"the probe alone spent {ledger.passes:.2f} Large passes per sample of the budget of "
+                          f"{budget:g}: "
+                          "nothing is left to search with, so the profile runs Large alone; give a budget of at least "
+                          f"{ledger.passes + 1:.1f}", stacklevel=2)
+        guided = guidance_interval and guidance_of(pair) not in (None, 1.0)
+        left = 0.0 if budget is None else max(0.0, budget - ledger.passes)
+        # Kept from the search for what follows it: per-prompt windows (half of it also pays the guidance
+        # interval), or the guidance interval alone.
+        ledger.reserve = PER_PROMPT_SHARE * left if per_prompt else GUIDANCE_SHARE * left if guided else 0.0
+        evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger, seeds=len(seeds))
+        search = StepSearch(evaluator, shift)
+        study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
+                       study=study)
+        profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,
+                           metric_name, conds, seeds, name)
+        if guided:
+            ledger.reserve = ledger.reserve / 2 if per_prompt else 0.0  # guidance: its share and what the search left
+            intervals = guidance_intervals(search, profile, quality_target)
+            profile = dataclasses.replace(profile, guidance=intervals,
+                                          cost=dataclasses.replace(profile.cost, **spending(search)))
+        if per_prompt:
+            profile = with_per_prompt(profile, search, study, curve, reference, len(conds), len(seeds),
+                                       quality_target, detector or ChangePointDetector(), progress)
+        if profile.note:
+            warnings.warn(profile.note, stacklevel=2)
+        if progress:
+            print(profile.decision)
+        if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
+            store.save(profile, force=force)
+        return profile
 
 
 def _finished_here(study: optuna.Study) -> bool:
@@ -214,10 +218,18 @@ def _profile(pair: ModelPair, fp: str, signature: str, num_steps: int, shift: fl
     plan_window = boundaries_from_steps(search.at(plan.steps).reference.grid, plan.start, plan.stop)
     note = ""
     if plan.is_large_only and plan.steps == num_steps:
-        tried = [p.quality for p in measured_plans(study) if (p.steps, p.start, p.stop) != (num_steps, 0, 0)]
-        best_tried = max(tried) if tried else float("nan")
-        note = (f"no plan cheaper than Large with all {num_steps} steps met quality_target={target} (best tried: "
-                f"{best_tried:.4f}); the profile runs Large only. Lower the target or give more trials.")
+        tried = [p.quality for p in measured_plans(study)
+                 if (p.steps, p.start, p.stop) != (num_steps, 0, 0) and math.isfinite(p.quality)]
+        best = f"best measured: {max(tried):.4f}" if tried else "none was measured on every sample"
+        ledger = search.ledger
+        if ledger.budget is not None and (ledger.skipped or search.trials_not_run):
+            note = (f"the budget of {ledger.budget:g} Large passes per sample ran out before a plan cheaper than Large "
+                    f"with all {num_steps} steps met quality_target={target} ({best}); the profile runs Large only. "
+                    f"A larger budget explores more (e.g. budget={ledger.budget + 2:g}, --budget "
+                    f"{ledger.budget + 2:g}; budget=None: no limit).")
+        else:
+            note = (f"no plan cheaper than Large with all {num_steps} steps met quality_target={target} ({best}); "
+                    "the profile runs Large only. Lower the target or give more trials.")
     small_cost = search.full.small_cost
     probe_cost = curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost
     frontier = tuple(dataclasses.replace(p, steps=num_steps if p.steps == -1 else p.steps)

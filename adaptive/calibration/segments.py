@@ -129,6 +129,13 @@ class FoundPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FoundPlan:
+        """The record :meth:`to_dict` wrote; a negative or non-finite cost or quality is refused."""
+        for key in ("cost", "reference_cost", "quality", "target"):
+            value = data.get(key) if isinstance(data, Mapping) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+                    value < 0 or (key == "reference_cost" and value == 0):
+                raise CalibrationError(f"a found plan's {key} must be a non-negative finite number"
+                                       + (" (positive)" if key == "reference_cost" else "") + f", got {value!r}")
         return cls(Schedule.from_dict(data["schedule"]), int(data["num_steps"]), float(data["shift"]),
                    float(data["cost"]), float(data["reference_cost"]), float(data["quality"]),
                    float(data["target"]), {k: (int(v[0]), int(v[1])) for k, v in data["windows"].items()},
@@ -275,6 +282,7 @@ def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal
             return cost
         return best["cost"] + (target - quality)  # infeasible: worse than any plan that meets the target
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial drowns the result, as in refine
     study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed))
     spent = [0]
@@ -323,6 +331,7 @@ def _refine(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis, proposal
     return best["plan"], best["window"], len(study.trials), best["quality"]
 
 
+@torch.no_grad()
 def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axis], *,
               num_steps: int | Sequence[int], shift: float = 1.0, seeds: Sequence[int] = (0, 1),
               shape: Sequence[int], reference: Schedule | None = None, metric: Metric | None = None,
@@ -341,17 +350,26 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
     counts = [num_steps] if isinstance(num_steps, int) else list(num_steps)
     if not counts or not all(isinstance(k, int) and k >= 1 for k in counts):
         raise CalibrationError(f"num_steps must be a positive integer or a list of them, got {num_steps!r}")
-    if not (0.0 < target <= 1.0):
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not (0.0 < target <= 1.0):
         raise CalibrationError(f"target must be a quality in (0, 1], got {target!r}")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
+        raise CalibrationError(f"n_trials must be a non-negative integer (Optuna trials per axis and step count), "
+                               f"got {n_trials!r}")
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise CalibrationError(f"shape is the latent of one sample as positive integers, e.g. (16, 21, 60, 104), "
+                               f"got {shape!r}")
     reference = reference or Schedule.large_only(pool.reference)
     reference.check_models(pool)
     for axis in axes:
         if not any(pool.costs[axis.cheaper(n, pool)] < pool.costs[n] for n in pool):
             raise CalibrationError(f"axis {axis.name!r} changes no model of the pool {sorted(pool)}; "
                                    "a guidance axis needs a guided pool (ModelPair.guided), a window axis its model")
+    batch_conditions(conds, seeds, (1,))  # the conds and seeds checked, with a clear error, before any model call
     device = next((t.device for t in [*(v for c in conds for v in c.values() if isinstance(v, torch.Tensor))]),
                   torch.device("cpu"))
     noise, cond = batch_conditions(conds, seeds, shape, device)
+    pool.check(noise, **cond)
     runs = _Runs(pool, noise, cond, metric or LatentStructure())
     caller = sigmas(counts[0], shift).tolist()
     with torch.no_grad():

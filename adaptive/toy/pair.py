@@ -91,8 +91,8 @@ def load_pair(pair: Path | str | None = None, device: str | torch.device = "cpu"
               ) -> tuple[ModelPair, Callable[[list[str]], torch.Tensor]]:
     """An embedded pair with classifier-free guidance, and the shared text encoder.
 
-    ``pair`` is a name in :data:`PAIRS` (None: :data:`DEFAULT_PAIR`, the pair where a blend pays;
-    ``"toy-moving-digits"`` is the one where fewer Large steps pay) or a folder of weights.
+    ``pair`` is a name in :data:`PAIRS` (None: :data:`DEFAULT_PAIR`, today ``"toy-moving-digits"``, a pair
+    where Large with fewer steps pays, not a blend) or a folder of weights.
 
     The pair's calibration metric is the worse, per video, of the toy video encoder's feature
     similarity (same content) and per-frame SSIM (same structure): the pooled features alone scored
