@@ -96,7 +96,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import functools
 
     from adaptive.metering import interleaved
-    from adaptive.toy import generate, load_pair
+    from adaptive.toy import generate, load_pair, parse_prompt
+    from adaptive.toy.pair import pair_harness
     from adaptive.toy.video import save_side_by_side
 
     if isinstance(args.schedule, str):
@@ -125,20 +126,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
                       [f"{p} (seed {s})" for p, s in zip(prompts[:8], seeds[:8])])
     reference = videos[runs[0].label]
     metric = pair.metric
-    print(f"{'':34s} {'s/batch':>8s} {'speed-up':>8s} {'compute':>8s} {getattr(metric, 'name', 'quality')}")
+    harness = pair_harness(args.pair)  # what users check first: does it draw what was asked?
+    labels = [parse_prompt(p) for p in prompts]
+    digits, directions = [d for d, _ in labels], [m for _, m in labels]
+    print(f"{'':34s} {'s/batch':>8s} {'speed-up':>8s} {'compute':>8s} {'prompt digit/direction':>22s} "
+          f"{getattr(metric, 'name', 'quality')}")
     for run in runs:
         parts = metric.parts(videos[run.label], reference) if hasattr(metric, "parts") else {}
         quality = float(metric(videos[run.label], reference).mean())
         detail = ", ".join(f"{k} {float(v.mean()):.3f}" for k, v in parts.items())
+        digit, direction = harness.alignment(videos[run.label], digits, directions)
         print(f"{run.label + ':':34s} {seconds[run.label] / args.repeats:8.2f} "
-              f"{seconds[runs[0].label] / seconds[run.label]:7.2f}x {run.cost:8.2f} {quality:.3f}"
-              + (f"  ({detail})" if detail else ""))
+              f"{seconds[runs[0].label] / seconds[run.label]:7.2f}x {run.cost:8.2f} "
+              f"{f'{digit:.2f} / {direction:.2f}':>22s} {quality:.3f}" + (f"  ({detail})" if detail else ""))
     bound = 1 / runs[1].cost if runs[1].cost > 0 else float("inf")
     speedup = seconds[runs[0].label] / seconds[runs[1].label]
     caveat = "" if speedup <= bound * 1.05 else \
         f" (above its FLOP bound {bound:.2f}x: timing noise on {args.num} videos, {args.repeats} repeats)"
     print(f"speed-up: {speedup:.2f}x for the chosen plan (same run, interleaved, {args.repeats} repeats){caveat}; "
-          f"quality is against {runs[0].label}, same noise and prompt, measured on these {args.num} videos")
+          f"quality is against {runs[0].label}, same noise and prompt, measured on these {args.num} videos; prompt "
+          "digit/direction: the share of videos whose prompted digit and direction the pair's encoder reads")
     if len(runs) > 2:
         print("verdict: " + _verdict(metric, videos, runs))
     for name in _other_pairs(args.pair):
@@ -454,7 +461,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from adaptive.profiles import ProfileStore
     from adaptive.toy import load_pair, seeded_noise
     from adaptive.toy.data import DIRECTION_NAMES, encode_prompts, prompt_for
-    from adaptive.toy.harness import Harness
+    from adaptive.toy.pair import pair_harness
     from adaptive.toy.video import save_strip
 
     n = args.num or (4 if args.quick else 32)
@@ -481,7 +488,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       oracle=_oracle_window(args.oracle) if args.oracle else None,
                       other_noise=seeded_noise(range(5000, 5000 + n), device=args.device),
                       cache_threshold=args.cache_threshold)
-    harness = Harness()
+    harness = pair_harness(args.pair)  # the pair's own encoder, real videos of its own data
     result = run_bench(pair, rows, noise, cond, args.shift,
                        lambda videos, reference: harness.report(videos, digits, directions, reference), repeats=repeats)
     out = Path(args.out)
@@ -546,8 +553,35 @@ def cmd_frontier(args: argparse.Namespace) -> int:
     print(frontier.table())
     if profile is not None and extra:
         print(f"the stored profile's plan ({profile.decision.split(';')[0]}) is {frontier.verdict(*extra[0])}")
+    if not (args.large or args.small):  # an embedded pair: does each plan draw what was asked?
+        points = [frontier.find(args.steps, 0, 0), frontier.large_fewer()[max(1, args.steps // 3)]]
+        if plan is not None:
+            points += [plan, frontier.large_bought(plan)]
+        print(_prompt_alignment(args, pair, [p for p in points if p is not None]))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def _prompt_alignment(args: argparse.Namespace, pair, points: list) -> str:
+    """Prompt alignment of frontier points on the frontier's own prompts and seeds: the share of videos whose
+    prompted digit and direction the pair's encoder reads (the CLIP-score analogue), beside their similarity to
+    Large (calibration's target stays that similarity)."""
+    from adaptive.sampling import sigmas
+    from adaptive.toy import generate, parse_prompt
+    from adaptive.toy.pair import pair_harness
+
+    harness = pair_harness(args.pair)
+    prompts = [p for p in _prompts(args, args.num_prompts) for _ in range(args.seeds)]
+    seeds = [s for _ in range(args.num_prompts) for s in range(args.seeds)]
+    labels = [parse_prompt(p) for p in prompts]
+    lines = [f"prompt alignment on these {len(prompts)} videos (digit / direction read by the pair's encoder):"]
+    for point in points:
+        schedule = Schedule.from_steps(sigmas(point.steps, args.shift), ["small" if point.start <= i < point.stop
+                                                                         else "large" for i in range(point.steps)])
+        videos = generate(pair, prompts, seeds, schedule, num_steps=point.steps, shift=args.shift)
+        digit, direction = harness.alignment(videos, [d for d, _ in labels], [m for _, m in labels])
+        lines.append(f"  {point.label():32s} compute {point.cost:.2f}: {digit:.2f} / {direction:.2f}")
+    return "\n".join(lines)
 
 
 def cmd_oracle(args: argparse.Namespace) -> int:

@@ -40,6 +40,12 @@ def test_demo_and_sample(tmp_path, capsys):
     assert main(["demo", "--num", "2", "--steps", "4", "--repeats", "1", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "speed-up:" in printed and (tmp_path / "demo.png").exists()
+    # Issue #33 item 3: each run's prompt alignment (the pair's encoder reading the prompted digit and
+    # direction), the CLIP-score analogue, beside its similarity to Large.
+    import re
+
+    assert "prompt digit/direction" in printed
+    assert len(re.findall(r"(?m)^(Large, 4 steps|chosen|Large, \d+ steps \().*\d\.\d\d / \d\.\d\d ", printed)) == 3
     # Issue #26 item 7: each figure says where it was measured (calibration's choice on its own prompts,
     # the table on held-out prompts and seeds), and the plan is judged against its alternative.
     assert "held-out prompts and seeds" in printed and "chosen (by calibration, on its own prompts)" in printed
@@ -146,3 +152,18 @@ def test_bad_schedule_text_is_explained():
         parse_schedule("lsl:0.3")
     with pytest.raises(SystemExit):
         main(["sample", "--schedule", "nonsense"])
+
+
+def test_frontier_of_the_embedded_pair_prints_each_plans_prompt_alignment(tmp_path, capsys):
+    """Issue #33 item 3: beside the similarity to Large, what users check first: the share of videos whose
+    prompted digit and direction the pair's encoder reads, for Large, Large with a third of the steps (and the
+    stored plan with its Large-fewer when a profile exists)."""
+    import re
+
+    assert main(["frontier", "--steps", "3", "--num-prompts", "1", "--seeds", "2", "--blend-steps", "3",
+                 "--store", str(tmp_path / "store"), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "prompt alignment on these 2 videos" in printed
+    rows = re.findall(r"(?m)^  (Large, \d steps?) +compute (\d\.\d\d): (\d\.\d\d) / (\d\.\d\d)$", printed)
+    assert [r[0] for r in rows] == ["Large, 3 steps", "Large, 1 step"] and rows[0][1] == "1.00"
+    assert all(0.0 <= float(r[2]) <= 1.0 and 0.0 <= float(r[3]) <= 1.0 for r in rows)

@@ -86,6 +86,20 @@ def load_transformers(weights: Path | str | None = None, device: str | torch.dev
     return models[0], models[1]
 
 
+def pair_harness(pair: Path | str | None = None):
+    """The quality :class:`~adaptive.toy.harness.Harness` of an embedded pair (a name in :data:`PAIRS`, None:
+    :data:`DEFAULT_PAIR`) or a weights folder: its own encoder, judging against real videos of its own data.
+
+    Example:
+        >>> pair_harness().variant
+        'grain'
+    """
+    from adaptive.toy.harness import Harness, load_encoder
+
+    root = pair_spec(pair).weights
+    return Harness(load_encoder(root / "encoder.safetensors"), variant=variant_of(root))
+
+
 def load_pair(pair: Path | str | None = None, device: str | torch.device = "cpu",
               dtype: torch.dtype = torch.float32, guidance_scale: float = GUIDANCE_SCALE
               ) -> tuple[ModelPair, Callable[[list[str]], torch.Tensor]]:
@@ -100,13 +114,10 @@ def load_pair(pair: Path | str | None = None, device: str | torch.device = "cpu"
 
     Conditioning for a prompt is ``{"encoder_hidden_states": encode([prompt])}``.
     """
-    from adaptive.toy.harness import Harness, load_encoder
-
     spec = pair_spec(pair)
     large, small = load_transformers(spec.weights, device, dtype)
     root = spec.weights
-    # The pair's own DINO-similarity analogue.
-    features = Harness(load_encoder(root / "encoder.safetensors"), variant=variant_of(root)).similarity
+    features = pair_harness(root).similarity  # the pair's own DINO-similarity analogue
     metric = WorstOf(features, StructuralSimilarity(data_range=2.0))
     name = PAIR_NAME if root == WEIGHTS_DIR else spec.name
     model_pair = ModelPair(large, small, sample_shape=SAMPLE_SHAPE, name=name, metric=metric)
