@@ -123,7 +123,8 @@ def batch_conditions(conds: Sequence[Mapping[str, Any]], seeds: Sequence[int], s
     return noise, batched
 
 
-def _shape(pair: ModelPair, shape: Sequence[int] | None) -> tuple[int, ...]:
+def latent_shape(pair: ModelPair, shape: Sequence[int] | None) -> tuple[int, ...]:
+    """The per-sample latent shape: ``shape`` if given, else the pair's ``sample_shape``."""
     if shape is not None:
         return tuple(int(s) for s in shape)
     if pair.sample_shape is None:
@@ -132,7 +133,8 @@ def _shape(pair: ModelPair, shape: Sequence[int] | None) -> tuple[int, ...]:
     return pair.sample_shape
 
 
-def _device(pair: ModelPair) -> torch.device:
+def model_device(pair: ModelPair) -> torch.device:
+    """The device of the pair's first model with weights (CPU for plain functions)."""
     for module in pair.modules().values():
         tensor = None if module is None else next(iter([*module.parameters(), *module.buffers()]), None)
         if tensor is not None:
@@ -174,7 +176,7 @@ def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     steps = list(range(num_steps)) if probe_steps is None else sorted(set(int(i) for i in probe_steps))
     if not steps or steps[0] < 0 or steps[-1] >= num_steps:
         raise CalibrationError(f"probe_steps must be step indices in [0, {num_steps - 1}]")
-    noise, cond = batch_conditions(conds, seeds, _shape(pair, shape), _device(pair))
+    noise, cond = batch_conditions(conds, seeds, latent_shape(pair, shape), model_device(pair))
     pair.check(noise, **cond)
     v_large_at: dict[int, torch.Tensor] = {}
     v_small_at: dict[int, torch.Tensor] = {}

@@ -119,9 +119,12 @@ def test_a_budget_that_cannot_pay_for_the_probe_is_refused_before_any_model_call
     assert large.rows == 0
 
 
-def test_a_budget_the_probe_spends_whole_says_so(tmp_path):
-    pair, _, _ = _middle_pair()
-    with pytest.warns(UserWarning, match=r"the probe alone spent 1\.\d\d Large passes per sample of the budget of 1.05"):
-        profile = calibrate(pair, [{}], 30, seeds=[0, 1, 2, 3], shift=3.0, quality_target=0.98, n_trials=5,
-                            store=tmp_path, progress=False, budget=1.05)
-    assert profile.plan["start"] == profile.plan["stop"] and profile.steps == 30  # nothing was searched
+def test_a_budget_the_probe_would_spend_whole_is_refused_before_the_probe(tmp_path):
+    """Issue #38 (low) and #34: a budget of 1.05 passes was accepted, the probe (1 + Small's cost) spent it
+    and the profile ran Large alone; now it is refused before the probe, with the probe's price and the
+    least budget that leaves something to search with (one dry call per model prices Small)."""
+    pair, large, _ = _middle_pair()
+    with pytest.raises(CalibrationError, match=r"budget=1.05 .* cannot pay for the probe alone \(1\.\d\d.*budget >= 2\.\d"):
+        calibrate(pair, [{}], 30, seeds=[0, 1, 2, 3], shift=3.0, quality_target=0.98, n_trials=5,
+                  store=tmp_path, progress=False, budget=1.05)
+    assert large.rows <= 1  # the one-row dry call that prices Small, no probe

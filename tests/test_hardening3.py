@@ -174,9 +174,9 @@ def test_a_budget_that_stops_the_search_is_named_in_the_note(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         profile = calibrate(pair, [{}], num_steps=20, seeds=[0, 1, 2, 3], quality_target=0.999, n_trials=12,
-                            budget=1.3, store=tmp_path, progress=False)
+                            budget=2.0, store=tmp_path, progress=False)
     assert profile.steps == 20 and profile.note
-    assert "nan" not in profile.note and "budget of 1.3" in profile.note and "give more trials" not in profile.note
+    assert "nan" not in profile.note and "budget of 2" in profile.note and "give more trials" not in profile.note
 
 
 # Medium 9: find_plan checks its inputs as calibrate does -----------------------------------------------------

@@ -396,8 +396,14 @@ class StepSearch:
         return self.ledger.total
 
 
-def small_cost_ratio(pair: ModelPair, reference: Reference) -> float:
-    flops = flops_per_row(pair, reference.states[0], **reference.cond)
+def small_cost_ratio(pair: ModelPair, reference: Reference | torch.Tensor, **cond: Any) -> float:
+    """Small's FLOPs per call relative to Large's on the reference's first state (or on the latent ``x`` given
+    with its ``cond``)."""
+    if isinstance(reference, torch.Tensor):
+        x = reference
+    else:
+        x, cond = reference.states[0], reference.cond
+    flops = flops_per_row(pair, x, **cond)
     return flops["small"] / flops["large"] if flops.get("large") else _FALLBACK_SMALL_COST
 
 

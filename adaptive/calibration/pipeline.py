@@ -30,7 +30,7 @@ from adaptive.detect import Boundaries, ChangePointDetector, boundaries_from_ste
 from adaptive.errors import CalibrationError
 from adaptive.metrics import LatentStructure, Metric
 from adaptive.pair import ModelPair
-from adaptive.probing import DivergenceCurve, run_probe
+from adaptive.probing import DivergenceCurve, batch_conditions, latent_shape, model_device, run_probe
 from adaptive.profiles import Profile, ProfileStore, fingerprint, guidance_of, models_fingerprint, safe_key, sampler_signature
 from adaptive.records import CalibrationInfo, Cost, CurveSummary, Proposal, Quality
 
@@ -161,11 +161,17 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         # fixed seed (reproducible); each worker that joins it gets a seed of its own (make_study).
         if save or storage is None:
             store.check_writable()
+        small_cost = _small_cost(pair, conds, seeds, shape)
+        probe_passes = 1.0 + small_cost * (len(probe_steps) if probe_steps is not None else num_steps) / num_steps
+        if budget is not None and budget <= probe_passes:  # said before the probe spends it
+            raise CalibrationError(
+                f"budget={budget:g} Large passes per sample cannot pay for the probe alone ({probe_passes:.2f}: Large "
+                f"on every step, Small at {small_cost:.2f} of a Large call on the probed steps), let alone a "
+                f"candidate; give budget >= {probe_passes + 1:.1f} (the default is {DEFAULT_BUDGET:g}) or budget=None")
         study = make_study(storage or default_storage(store), name, seed=0)
         curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
         proposal = (detector or ChangePointDetector()).fit(curve).predict()
         ledger = Ledger(len(reference.final), num_steps, budget)
-        small_cost = small_cost_ratio(pair, reference)
         with ledger.phase("probe"):
             ledger.charge(curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost, len(reference.final))
         if budget is not None and ledger.passes >= budget:
@@ -199,6 +205,14 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
             store.save(profile, force=force)
         return profile
+
+
+def _small_cost(pair: ModelPair, conds: Sequence[Mapping[str, Any]], seeds: Sequence[int],
+                shape: Sequence[int] | None) -> float:
+    """Small's cost per call relative to Large's, in FLOPs on the first calibration sample (one dry call each,
+    before the probe): what the budget check and the ledger price Small at."""
+    noise, cond = batch_conditions(conds[:1], list(seeds)[:1], latent_shape(pair, shape), model_device(pair))
+    return small_cost_ratio(pair, noise, **cond)
 
 
 def _finished_here(study: optuna.Study) -> bool:
