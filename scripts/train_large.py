@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from adaptive.toy.data import DIRECTION_NAMES, VARIANTS, encode_prompts, prompt_for
 from adaptive.toy.models import LARGE_CONFIG, WEIGHTS_DIR, _SHARED
-from adaptive.toy.train import NUM_TRAIN_TIMESTEPS, noised_batch, save_transformer
+from adaptive.toy.train import NUM_TRAIN_TIMESTEPS, noised_batch, optimizer_step, save_transformer
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "large": LARGE_CONFIG,  # the shipped Large: 256 tokens, 6.1 M parameters
@@ -52,14 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECK_SEED_START = 20_000  # noise seeds of the training checks; the gate uses HELDOUT_SEED_START (10000) on
 WARMUP = 100
 EMA_DECAY = 0.998
-
-
-def _lr_factor(step: int, total: int) -> float:
-    """Linear warm-up over WARMUP steps, then cosine to 0.1 at ``total``; a function of the step alone."""
-    if step < WARMUP:
-        return (step + 1) / WARMUP
-    progress = min(1.0, (step - WARMUP) / max(1, total - WARMUP))
-    return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress))
 
 
 def check_set(n: int) -> tuple[list[str], list[int]]:
@@ -202,15 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     while step < last and time.time() - started < args.budget_s:
         x, sigma, cond, target, _ = noised_batch(run["batch"], rng, gen, run["data"], "cpu")
         loss = F.mse_loss(model(x, sigma * NUM_TRAIN_TIMESTEPS, cond, return_dict=False)[0], target)
-        for group in opt.param_groups:
-            group["lr"] = run["lr"] * _lr_factor(step, run["total_steps"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(EMA_DECAY, (1 + step) / (10 + step))
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+        optimizer_step(model, ema, opt, loss, run["lr"], step, run["total_steps"], EMA_DECAY, WARMUP)
         step += 1
         value = loss.item()
         smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value

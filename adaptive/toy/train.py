@@ -66,10 +66,11 @@ def noised_batch(batch: int, rng: np.random.Generator, gen: torch.Generator, dat
 
 
 def optimizer_step(model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
-                   lr: float, step: int, total: int, ema_decay: float) -> None:
-    """Warm-up/cosine learning rate, clipped AdamW step and EMA update, as every toy model trains."""
+                   lr: float, step: int, total: int, ema_decay: float, warmup: int = 50) -> None:
+    """Warm-up/cosine learning rate (a function of ``step`` alone, so a resumed run continues it), clipped AdamW
+    step and EMA update, as every toy model trains."""
     for group in opt.param_groups:
-        group["lr"] = lr * _lr_factor(step, total)
+        group["lr"] = lr * _lr_factor(step, total, warmup)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
