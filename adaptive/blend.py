@@ -400,7 +400,7 @@ def _plan_of(pipe: Any, large: nn.Module, small: nn.Module | None, schedule_or_p
     shift = None
     if isinstance(schedule_or_profile, str):  # a stored profile: keyed by the pair and the scheduler's grid
         models, shift = ModelPair(large, small), scheduler_shift(pipe.scheduler)
-        if guidance_scale is not None and guidance_scale != 1.0:
+        if guidance_scale is not None and guidance_scale > 1.0:  # diffusers guides only above 1
             models = models.guided(guidance_scale)
     plan = resolve_plan(models, schedule_or_profile, None if steps is None else steps.sigmas, pipeline=True,
                         shift=shift, num_steps=num_inference_steps, store=store, guidance_scale=guidance_scale)

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -60,7 +61,7 @@ class Pool(Mapping[str, Denoiser]):
             raise PairMismatchError(f"no cost per call for {missing}; give costs={{name: cost}} for every model "
                                     "(or Pool.of(..., x=latent) to measure them in FLOPs)")
         bad = {k: v for k, v in costs.items()
-               if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0)}
+               if isinstance(v, bool) or not (isinstance(v, numbers.Real) and math.isfinite(v) and v > 0)}
         if bad:
             raise PairMismatchError(f"costs must be positive finite numbers, got {bad}")
         self.costs: dict[str, float] = {k: float(costs[k]) for k in self.models}
@@ -96,7 +97,7 @@ class Pool(Mapping[str, Denoiser]):
             if name not in costs and base not in costs:
                 raise PairMismatchError(f"no cost per call for {name!r}; costs name {sorted(costs)}")
             given_cost = costs[name] if name in costs else costs[base]
-            if isinstance(given_cost, bool) or not isinstance(given_cost, (int, float)):
+            if isinstance(given_cost, bool) or not isinstance(given_cost, numbers.Real):
                 raise PairMismatchError(f"costs must be positive finite numbers, got {name!r}: {given_cost!r}")
             skips_a_call = model is not named.get(base)  # a guided model's variant: one call of two
             full[name] = float(costs[name]) if name in costs else float(costs[base]) / (2 if skips_a_call else 1)

@@ -111,7 +111,8 @@ def batch_conditions(conds: Sequence[Mapping[str, Any]], seeds: Sequence[int], s
     for key in keys:
         values = [c[key] for c in conds]
         if isinstance(values[0], torch.Tensor):
-            several = [i for i, v in enumerate(values) if v.ndim > 1 and v.shape[0] > 1]
+            # (L, D) is one prompt's sequence (a batch row is added); (B, L, D) with B > 1 is several prompts
+            several = [i for i, v in enumerate(values) if v.ndim > 2 and v.shape[0] > 1]
             if several:
                 raise CalibrationError(f"cond {key!r} of prompt {several[0]} has {values[several[0]].shape[0]} rows; "
                                        "give one dict per prompt, each tensor with one row (batch 1): the seeds make "

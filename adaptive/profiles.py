@@ -202,7 +202,8 @@ def check_profile_pair(profile: Profile, models: ModelPair | Mapping[str, Any], 
                           stacklevel=4)
         return
     if recorded is None and pipeline:
-        guided = [_digest({k: GuidedDenoiser(v, guidance_scale, {}, batched=b) for k, v in mapping.items()})
+        guided = [_digest({k: GuidedDenoiser(v.model if isinstance(v, GuidedDenoiser) else v, guidance_scale, {},
+                                             batched=b) for k, v in mapping.items()})
                   for b in (True, False)] if guidance_scale is not None and guidance_scale > 1.0 else []
         if profile.pair_fingerprint in guided:
             return

@@ -92,17 +92,18 @@ def run(candidates: list[tuple[str, Path, Path]], videos: int, prompt_seed: int,
     prompts, seeds = heldout_prompts(videos, seed=prompt_seed)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
-    real_rows: dict[str, dict[str, Any]] = {}
+    real_rows: dict[tuple[str, str], dict[str, Any]] = {}  # by (variant, encoder): each encoder's own ceiling
     for name, folder, encoder_folder in candidates:
         started = time.perf_counter()
         variant = variant_of(encoder_folder)
         harness = Harness(load_encoder(encoder_folder / "encoder.safetensors"), variant=variant)
-        if variant not in real_rows:  # the ceiling: real videos of the variant, the same prompts, the same encoder
+        if (variant, str(encoder_folder)) not in real_rows:  # the ceiling: real videos, same prompts and encoder
             labels = np.array([parse_prompt(p) for p in prompts])
             real = make_videos(videos, np.random.default_rng(prompt_seed + 777), "heldout", labels[:, 0],
                                labels[:, 1], variant=variant)
-            real_rows[variant] = {"name": f"real {variant} videos", "variant": variant,
-                                  **measure(harness, torch.from_numpy(real.videos), prompts)}
+            real_rows[(variant, str(encoder_folder))] = {
+                "name": f"real {variant} videos", "variant": variant, "encoder": str(encoder_folder),
+                **measure(harness, torch.from_numpy(real.videos), prompts)}
         scores, generated, seen = judge(_large(folder), harness, prompts, seeds, steps)
         captions = [f"{p} -> read {d} {DIRECTION_NAMES[m]}" for p, (d, m) in zip(prompts, seen)]
         save_strip(out / f"{name}.png", {name: generated[:16]}, captions[:16])

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--data", choices=VARIANTS, default=None, help="data variant (new run: texture)")
     parser.add_argument("--config", choices=sorted(CONFIGS), default=None, help="new run: wide")
-    parser.add_argument("--init", default="shipped", help="shipped, none, or a folder with large/ (new run only)")
+    parser.add_argument("--init", default=None, help="shipped, none, or a folder with large/ (new run: shipped)")
     parser.add_argument("--batch", type=int, default=None, help="new run: 32")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (new run: 5e-4)")
     parser.add_argument("--total-steps", type=int, default=None, help="the cosine schedule's length (new run)")
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="the variant's encoder.safetensors (default: docs/pair_design/candidates/multi's)")
     parser.add_argument("--save-every-s", type=float, default=120.0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=None, help="data and noise streams (new run: 3)")
     parser.add_argument("--tiny", action="store_true", help="rehearsal widths (config tiny, 2 check videos, 3 steps)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
     asked = {"data": args.data, "config": "tiny" if args.tiny else args.config, "batch": args.batch, "lr": args.lr,
-             "total_steps": args.total_steps}
+             "total_steps": args.total_steps, "init": args.init, "seed": args.seed}
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
         run = ckpt["run"]
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.total_steps is None:
             raise SystemExit("a new run needs --total-steps (the length of its learning-rate schedule)")
         run = {"data": args.data or "texture", "config": asked["config"] or "wide", "batch": args.batch or 32,
-               "lr": args.lr or 5e-4, "total_steps": args.total_steps, "init": args.init, "seed": args.seed,
-               "commands": []}
+               "lr": args.lr or 5e-4, "total_steps": args.total_steps, "init": args.init or "shipped",
+               "seed": 3 if args.seed is None else args.seed, "commands": []}
     run["commands"] = [*run["commands"], "python scripts/train_large.py " + " ".join(sys.argv[1:] if argv is None
                                                                                       else argv)]
     torch.manual_seed(run["seed"])  # the fresh tensors of a new run (a resumed one loads them)
@@ -165,13 +165,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         opt.load_state_dict(ckpt["opt"])
         rng.bit_generator.state = ckpt["numpy_rng"]
         gen.set_state(ckpt["torch_rng"])
-        step, losses, checks = ckpt["step"], ckpt["losses"], ckpt["checks"]
+        step, losses, checks, smoothed = ckpt["step"], ckpt["losses"], ckpt["checks"], ckpt.get("smoothed")
     else:
         fresh = _initialise(model, "none" if run["config"] == "tiny" else run["init"])
         run["fresh_tensors"] = fresh if len(fresh) < 20 else f"{len(fresh)} (all)"
         print(f"initialised from {run['init']}; fresh: {run['fresh_tensors']}", flush=True)
         ema.load_state_dict(model.state_dict())
-        step, losses, checks = 0, [], []
+        step, losses, checks, smoothed = 0, [], [], None
     encoder = args.encoder or ROOT / "docs/pair_design/candidates/multi/encoder.safetensors"
     n_check = 2 if args.tiny else args.check_videos
     prompts, seeds = check_set(n_check)
@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def save() -> None:
         _atomic_save({"run": run, "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                       "numpy_rng": rng.bit_generator.state, "torch_rng": gen.get_state(), "step": step,
-                      "losses": losses, "checks": checks}, ckpt_path)
+                      "losses": losses, "checks": checks, "smoothed": smoothed}, ckpt_path)
+        # The checks as of the checkpoint (a killed run's later checks are redone on resume, not repeated here).
+        (work / "alignment.jsonl").write_text("".join(json.dumps(c) + "\n" for c in checks))
         record = {"command": run["commands"], "steps": step, "batch": run["batch"], "lr": run["lr"],
                   "total_steps": run["total_steps"], "data": run["data"], "init": run["init"],
                   "config": CONFIGS[run["config"]], "final_loss": losses[-1][1] if losses else None,
@@ -189,7 +191,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model.train()
     started = last_save = time.time()
-    smoothed = losses[-1][1] if losses else None
     last = run["total_steps"] if args.max_steps is None else min(run["total_steps"], step + args.max_steps)
     while step < last and time.time() - started < args.budget_s:
         x, sigma, cond, target, _ = noised_batch(run["batch"], rng, gen, run["data"], "cpu")
@@ -205,8 +206,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             check = {"step": step, **alignment(ema, encoder, run["data"], prompts, seeds, check_steps)}
             checks.append(check)
             print("check " + json.dumps(check), flush=True)
-            with open(work / "alignment.jsonl", "a") as f:
-                f.write(json.dumps(check) + "\n")
         if time.time() - last_save > args.save_every_s:
             save()
             last_save = time.time()

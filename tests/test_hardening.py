@@ -167,7 +167,7 @@ def test_one_corrupt_or_foreign_file_does_not_hide_the_other_profiles(tmp_path):
     store = ProfileStore(tmp_path)
     store.save(_rich_profile())
     (tmp_path / "zzz__euler-30-shift3.json").write_text("{not json")  # another pair's file, corrupt
-    foreign = dataclasses.replace(_rich_profile(), pair_fingerprint="other", sampler="euler-16-shift3")
+    foreign = dataclasses.replace(_rich_profile(), pair_fingerprint="other", sampler="euler-16-shift3", num_steps=16)
     foreign.save(tmp_path / "abc__euler-16-shift3.json")  # copied by hand under this pair's name
     with pytest.warns(UserWarning) as seen:  # before: ProfileError from the unrelated files
         found = store.find("abc", "euler-20-shift3")

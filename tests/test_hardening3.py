@@ -185,7 +185,7 @@ def test_a_budget_that_stops_the_search_is_named_in_the_note(tmp_path):
     (dict(conds=[torch.zeros(1, 1)]), "conds must be a non-empty list of dicts.*list of Tensor"),
     (dict(shape=(5,)), "model 'large' failed on a latent of shape"),
     (dict(shape="4"), "shape is the latent of one sample"),
-    (dict(conds=[{"c": torch.zeros(2, 1)}]), "has 2 rows; give one dict per prompt"),
+    (dict(conds=[{"c": torch.zeros(2, 1, 1)}]), "has 2 rows; give one dict per prompt"),
     (dict(n_trials=-1), "n_trials must be a non-negative integer"),
     (dict(seeds=3), "seeds must be a non-empty list"),
 ])

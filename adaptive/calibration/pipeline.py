@@ -27,6 +27,7 @@ from adaptive.calibration.guidance import guidance_intervals
 from adaptive.calibration.per_prompt import with_per_prompt
 from adaptive.calibration.search import _trials_done, best_plan, spending, best_window, default_storage, make_study, measured_plans, refine
 from adaptive.detect import Boundaries, ChangePointDetector, boundaries_from_steps
+from adaptive.denoisers import first_row
 from adaptive.errors import CalibrationError
 from adaptive.metrics import LatentStructure, Metric
 from adaptive.pair import ModelPair
@@ -161,6 +162,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         # fixed seed (reproducible); each worker that joins it gets a seed of its own (make_study).
         if save or storage is None:
             store.check_writable()
+        study = make_study(storage or default_storage(store), name, seed=0)
         small_cost = _small_cost(pair, conds, seeds, shape)
         probe_passes = 1.0 + small_cost * (len(probe_steps) if probe_steps is not None else num_steps) / num_steps
         if budget is not None and budget <= probe_passes:  # said before the probe spends it
@@ -168,17 +170,11 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
                 f"budget={budget:g} Large passes per sample cannot pay for the probe alone ({probe_passes:.2f}: Large "
                 f"on every step, Small at {small_cost:.2f} of a Large call on the probed steps), let alone a "
                 f"candidate; give budget >= {probe_passes + 1:.1f} (the default is {DEFAULT_BUDGET:g}) or budget=None")
-        study = make_study(storage or default_storage(store), name, seed=0)
         curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
         proposal = (detector or ChangePointDetector()).fit(curve).predict()
         ledger = Ledger(len(reference.final), num_steps, budget)
         with ledger.phase("probe"):
             ledger.charge(curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost, len(reference.final))
-        if budget is not None and ledger.passes >= budget:
-            warnings.warn(f"the probe alone spent {ledger.passes:.2f} Large passes per sample of the budget of "
-                          f"{budget:g}: "
-                          "nothing is left to search with, so the profile runs Large alone; give a budget of at least "
-                          f"{ledger.passes + 1:.1f}", stacklevel=2)
         guided = guidance_interval and guidance_of(pair) not in (None, 1.0)
         left = 0.0 if budget is None else max(0.0, budget - ledger.passes)
         # Kept from the search for what follows it: per-prompt windows (half of it also pays the guidance
@@ -210,9 +206,12 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
 def _small_cost(pair: ModelPair, conds: Sequence[Mapping[str, Any]], seeds: Sequence[int],
                 shape: Sequence[int] | None) -> float:
     """Small's cost per call relative to Large's, in FLOPs on the first calibration sample (one dry call each,
-    before the probe): what the budget check and the ledger price Small at."""
-    noise, cond = batch_conditions(conds[:1], list(seeds)[:1], latent_shape(pair, shape), model_device(pair))
-    return small_cost_ratio(pair, noise, **cond)
+    before the probe): what the budget check and the ledger price Small at. The pair is checked first on the
+    probe's own batch (the probe's check is then a cache hit), so a wrong shape or conditioning is named with
+    its fix rather than met inside a FLOP count."""
+    noise, cond = batch_conditions(conds, seeds, latent_shape(pair, shape), model_device(pair))
+    pair.check(noise, **cond)
+    return small_cost_ratio(pair, noise[:1], **first_row(cond, noise.shape[0]))
 
 
 def _finished_here(study: optuna.Study) -> bool:

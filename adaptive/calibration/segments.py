@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -356,7 +357,7 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
         raise CalibrationError(f"n_trials must be a non-negative integer (Optuna trials per axis and step count), "
                                f"got {n_trials!r}")
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or \
-            not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            not all(isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape):
         raise CalibrationError(f"shape is the latent of one sample as positive integers, e.g. (16, 21, 60, 104), "
                                f"got {shape!r}")
     reference = reference or Schedule.large_only(pool.reference)
