@@ -5,8 +5,9 @@
         --videos 32 --out docs/pair_design/gate
 
 Each argument is ``NAME=FOLDER[:ENCODER_FOLDER]``: ``FOLDER/large`` (or ``FOLDER`` itself when it holds a
-``config.json``) is the Large; the encoder (``encoder.safetensors`` + ``encoder.json``, which names the data
-variant) is ``FOLDER``'s unless a second folder is given. On ``--videos`` prompts and noise seeds that neither
+``config.json``) is the Large; the encoder (``encoder.safetensors`` + ``encoder.json``) is ``FOLDER``'s unless a
+second folder is given. The data variant (whose real videos are the ceiling and the Frechet reference) is the
+one the Large's ``training.json`` records, else the encoder's. On ``--videos`` prompts and noise seeds that neither
 training checks (seeds 20000+, ``scripts/train_large.py``) nor any default calibration use
 (:func:`adaptive.toy.heldout_prompts` with ``--prompt-seed``, seeds 10000+), 30 Euler steps at shift 3,
 guidance 4, the variant's encoder reads the prompted digit and direction (``Harness.alignment``: the
@@ -49,6 +50,13 @@ def _large(folder: Path) -> torch.nn.Module:
     model = WanTransformer3DModel.from_pretrained(path, torch_dtype=torch.float32, local_files_only=True,
                                                   use_safetensors=True)
     return model.eval().requires_grad_(False)
+
+
+def data_of(folder: Path) -> str | None:
+    """The data variant the Large in ``folder`` was trained on (its ``training.json`` says), if recorded."""
+    path = folder if (folder / "config.json").exists() else folder / "large"
+    record = path / "training.json"
+    return json.loads(record.read_text()).get("data") if record.exists() else None
 
 
 def parse_candidate(text: str) -> tuple[str, Path, Path]:
@@ -95,7 +103,7 @@ def run(candidates: list[tuple[str, Path, Path]], videos: int, prompt_seed: int,
     real_rows: dict[tuple[str, str], dict[str, Any]] = {}  # by (variant, encoder): each encoder's own ceiling
     for name, folder, encoder_folder in candidates:
         started = time.perf_counter()
-        variant = variant_of(encoder_folder)
+        variant = data_of(folder) or variant_of(encoder_folder)
         harness = Harness(load_encoder(encoder_folder / "encoder.safetensors"), variant=variant)
         if (variant, str(encoder_folder)) not in real_rows:  # the ceiling: real videos, same prompts and encoder
             labels = np.array([parse_prompt(p) for p in prompts])
