@@ -6,9 +6,11 @@
 
 Everything that training depends on lives in ``WORK/checkpoint.pt`` (fp32 weights, EMA, AdamW state, the step,
 the total the cosine schedule runs to, and both random streams), written atomically every ``--save-every-s``:
-a resumed run continues the one warm-up + cosine schedule where it stopped, from fp32, with its optimiser,
-and draws the batches the uninterrupted run would have drawn. Arguments that would change the run (data,
-config, batch, lr, total) are taken from the checkpoint; giving other values is refused.
+a resumed run (after ``--budget-s``, ``--max-steps`` or a SIGTERM, each of which saves) continues the one
+warm-up + cosine schedule where it stopped, from fp32, with its optimiser,
+and draws the batches the uninterrupted run would have drawn. Arguments that would change the run (data, init,
+config, batch, lr, total, seed) are taken from the checkpoint; giving other values is refused. The checkpoint of
+the shipped Large is about 100 MB (weights, EMA and two AdamW moments in fp32): it stays in WORK, not in git.
 
 Every ``--check-every`` steps the EMA samples ``--check-videos`` videos (30 Euler steps, shift 3, guidance 4)
 from prompts and noise seeds of the check set (seeds 20000+, never the gate's :func:`heldout_prompts` seeds)
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -189,10 +192,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "loss_curve": losses, "alignment_curve": checks}
         save_transformer(ema, work / "large", record)
 
+    stopping: list[int] = []  # SIGTERM (kill, a CI's timeout) ends the run after its current step, saved
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
     model.train()
     started = last_save = time.time()
     last = run["total_steps"] if args.max_steps is None else min(run["total_steps"], step + args.max_steps)
-    while step < last and time.time() - started < args.budget_s:
+    while step < last and time.time() - started < args.budget_s and not stopping:
         x, sigma, cond, target, _ = noised_batch(run["batch"], rng, gen, run["data"], "cpu")
         loss = F.mse_loss(model(x, sigma * NUM_TRAIN_TIMESTEPS, cond, return_dict=False)[0], target)
         optimizer_step(model, ema, opt, loss, run["lr"], step, run["total_steps"], EMA_DECAY, WARMUP)
