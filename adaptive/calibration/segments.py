@@ -366,10 +366,10 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
         if not any(pool.costs[axis.cheaper(n, pool)] < pool.costs[n] for n in pool):
             raise CalibrationError(f"axis {axis.name!r} changes no model of the pool {sorted(pool)}; "
                                    "a guidance axis needs a guided pool (ModelPair.guided), a window axis its model")
-    batch_conditions(conds, seeds, (1,))  # the conds and seeds checked, with a clear error, before any model call
-    device = next((t.device for t in [*(v for c in conds for v in c.values() if isinstance(v, torch.Tensor))]),
-                  torch.device("cpu"))
-    noise, cond = batch_conditions(conds, seeds, shape, device)
+    device = next((v.device for c in (conds if isinstance(conds, Sequence) else ()) if isinstance(c, Mapping)
+                   for v in c.values()
+                   if isinstance(v, torch.Tensor)), torch.device("cpu"))
+    noise, cond = batch_conditions(conds, seeds, shape, device)  # checks conds and seeds, before any model call
     pool.check(noise, **cond)
     runs = _Runs(pool, noise, cond, metric or LatentStructure())
     caller = sigmas(counts[0], shift).tolist()
