@@ -36,7 +36,7 @@ from adaptive.detect import boundaries_from_steps
 from adaptive.metering import flops_per_row
 from adaptive.metrics import Metric
 from adaptive.pair import ModelPair
-from adaptive.probing import Reference
+from adaptive.probing import DivergenceCurve, Reference
 from adaptive.schedule import sigmas
 from adaptive.solvers import euler
 from adaptive.solvers import trajectory as euler_states
@@ -362,6 +362,8 @@ class StepSearch:
         self.evaluators: dict[int, Evaluator] = {full.n: full}
         self.least_steps = 1  # step counts below it were measured to fail with Large alone (refine sets it)
         self.trials_not_run = 0  # search trials the budget left out (refine sets it)
+        self.curve: DivergenceCurve | None = None  # the probe's divergence, which predicts windows (calibrate sets it)
+        self._replayed: dict[int, float] = {}
 
     @property
     def ledger(self) -> Ledger:
@@ -389,6 +391,50 @@ class StepSearch:
         grid = sigmas(steps, self.shift).tolist()
         small = [i for i in range(steps) if window.sigma_out < grid[i] <= window.sigma_in]
         return (small[0], small[-1] + 1) if small else (0, 0)
+
+    def replayed_quality(self, steps: int) -> float:
+        """Large alone's quality with ``steps`` steps predicted at no model call: an Euler run on that grid
+        whose velocities are Large's along the probe's path (recovered from its states, interpolated
+        in sigma), judged against Large with all steps on the first group of samples. It misses the
+        feedback of the coarse path's own states, so it is a guess to start from (close on smooth
+        flows), never a measurement.
+
+        Example:
+            >>> import torch
+            >>> from adaptive import ModelPair
+            >>> from adaptive.calibration import Evaluator
+            >>> from adaptive.probing import Reference
+            >>> from adaptive.solvers import trajectory
+            >>> from adaptive.schedule import sigmas
+            >>> pair = ModelPair(lambda x, s: -x, lambda x, s: -x)
+            >>> grid = sigmas(8).tolist()
+            >>> x = torch.ones(2, 3)
+            >>> ref = Reference(grid, trajectory(pair.large, x, grid), {})
+            >>> search = StepSearch(Evaluator(pair, ref, lambda a, b: -(a - b).flatten(1).norm(dim=1), 0.5), 1.0)
+            >>> search.replayed_quality(8), search.replayed_quality(4) < 0
+            (0.0, True)
+        """
+        if steps not in self._replayed:
+            full = self.full
+            rows = torch.as_tensor(full.chunks[0], dtype=torch.long).to(full.target.device)
+            grid = torch.as_tensor(full.grid, dtype=torch.float64)
+            states = [state[rows] for state in full.reference.states]
+            velocities = [(b - a) / (grid[i + 1] - grid[i]).item() for i, (a, b) in enumerate(zip(states, states[1:]))]
+            coarse = sigmas(steps, self.shift).double()
+            x = states[0]
+            for j in range(steps):
+                sigma = float(coarse[j])
+                # the fine steps i, i + 1 around sigma (descending grid): v interpolated linearly between them
+                i = min(max(int(torch.searchsorted(-grid[:-1], torch.tensor(-sigma), right=True)) - 1, 0), full.n - 1)
+                if i + 1 < full.n:
+                    w = (float(grid[i]) - sigma) / float(grid[i] - grid[i + 1])
+                    v = (1 - w) * velocities[i] + w * velocities[i + 1]
+                else:
+                    v = velocities[i]
+                x = x + (float(coarse[j + 1]) - sigma) * v
+            values = full.metric(x, full.target[rows]).detach().float().cpu().numpy()
+            self._replayed[steps] = float(np.mean(values))
+        return self._replayed[steps]
 
     @property
     def large_equivalents(self) -> float:

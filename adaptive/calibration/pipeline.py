@@ -122,7 +122,9 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         budget: what calibration may spend, in Large passes per calibration sample (one pass: Large
             with all ``num_steps`` steps on one sample), probe included; default 3. Candidates are
             judged on a group of samples first and dropped when they cannot meet the target or cost
-            as much as a plan already known to meet it; when the budget is spent the search stops,
+            as much as a plan already known to meet it; the plans the probe predicts (Large with fewer
+            steps from its replayed trajectory, windows from Small's divergence along it) are judged
+            cheapest first, before Optuna's trials; when the budget is spent the search stops,
             and the profile's ``cost`` says what it spent by phase and what it left unexplored
             (``cost.unexplored``). ``None``: no limit (``n_trials`` alone bounds the search).
         guidance_interval: for a guided pair, also search where guidance pays on the recommended plan
@@ -182,6 +184,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         ledger.reserve = PER_PROMPT_SHARE * left if per_prompt else GUIDANCE_SHARE * left if guided else 0.0
         evaluator = Evaluator(pair, reference, metric, small_cost, ledger=ledger, seeds=len(seeds))
         search = StepSearch(evaluator, shift)
+        search.curve = curve
         study = refine(search, proposal, quality_target, n_trials, None, name, progress, search_steps=search_steps,
                        study=study)
         profile = _profile(pair, fp, signature, num_steps, shift, curve, proposal, study, search, quality_target,

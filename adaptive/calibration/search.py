@@ -1,7 +1,8 @@
 """The Optuna search over plans: the study (shared by every worker that names it), its objective
 (least compute that keeps the quality target), the proposal and Large-alone ladder it starts from,
-the bisection of Large-alone step counts, and what is read back from it (measured plans, the best
-plan and window). :func:`sweep` is the exhaustive oracle the search is checked against.
+the bisection of Large-alone step counts, the plans predicted from the probe and confirmed cheapest
+first, and what is read back from it (measured plans, the best plan and window). :func:`sweep` is the
+exhaustive oracle the search is checked against (and :mod:`adaptive.toy.exact` the known-answer suite).
 
 Example:
     >>> _value(0.97, 0.4, target=0.75), _value(0.5, 0.4, target=0.75)  # feasible: its compute; else after 1.0
@@ -222,9 +223,14 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
     """Run (or join) the Optuna study seeded with the detector's proposal, within the budget of the
     evaluator's :class:`~adaptive.calibration.evaluation.Ledger`.
 
-    The proposal is judged first; with ``search_steps`` (give a :class:`StepSearch`) the least step
-    count with which Large alone meets the target is then pinned down (:func:`_fewer_steps`, recorded
-    in the study), and the step count is a parameter of the trials that follow, from that count up.
+    The proposal is judged first (unless it saves less than Large alone with the fewest steps the
+    probe's replay predicts). With ``search_steps`` (give a :class:`StepSearch`), cheapest first: the
+    least step count with which Large alone meets the target is screened on a group of samples
+    (:func:`_fewer_steps`, starting where the probe's replay predicts); the plans predicted from the
+    probe's divergence and what was measured are judged cheapest first until one meets the target
+    (:func:`_predicted_plans`); Large alone with that count is judged on every sample only if still
+    the cheapest; the step count is a parameter of the trials that follow, from that count up, and
+    their measurements predict plans once more at the end. Every measurement is recorded in the study.
     Every trial is judged on a group of samples first and pruned (Optuna's ``ThresholdPruner`` on an
     optimistic bound of its quality) as soon as it cannot meet the target; a trial that costs as
     much as a plan already known to meet it is pruned before any model call. ``n_trials`` counts
@@ -248,15 +254,26 @@ def refine(evaluator: Evaluator | StepSearch, proposal: Boundaries | None, quali
         if count > 0:
             study.optimize(objective, n_trials=count, callbacks=[_StopAt(n_trials)], show_progress_bar=progress)
 
-    if n_trials > 0 and not study.trials and proposal is not None and not proposal.is_large_only:
+    if n_trials > 0 and not study.trials and proposal is not None and not proposal.is_large_only and \
+            not (search_steps and search.full.cost(proposal.start, proposal.stop) >= _replayed_least(search, quality_target) / n):
+        # (a proposal that saves less than Large with the fewer steps the probe's replay predicts is not worth its run)
         study.enqueue_trial({**full, "start": proposal.start, "length": proposal.stop - proposal.start})
         with ledger.phase("window trials"):
             run(1)  # a window that meets the target bounds what the step counts must beat
     if n_trials > 0 and search_steps:
         with ledger.phase("fewer steps"):
             search.least_steps = _fewer_steps(study, search, quality_target)
+        # Cheapest first: the plans predicted from the probe and what was measured, then Large alone with
+        # the fewest steps that passed their screening, confirmed on every sample only if still the cheapest.
+        with ledger.phase("predicted plans"):
+            _predicted_plans(study, search, quality_target)
+        with ledger.phase("fewer steps"):
+            _confirm_fewer_steps(study, search, quality_target)
     with ledger.phase("window trials"):
         run(n_trials)
+    if n_trials > 0 and search_steps:
+        with ledger.phase("predicted plans"):
+            _predicted_plans(study, search, quality_target)
     search.trials_not_run = max(0, n_trials - _trials_done(study))
     return study
 
@@ -294,21 +311,9 @@ def _record(study: optuna.Study, search: StepSearch, steps: int, quality: float,
                     "cost": cost, "samples": samples, "of": of, "record": "fewer steps", "outcome": outcome}))
 
 
-def _fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> int:
-    """Pin down the least step count with which Large alone meets ``target`` among those cheaper than
-    the best plan known; return the least step count not measured to fail.
-
-    Step counts are screened on the first group of samples: between the most steps that fail and
-    the fewest that pass, the next count tried is where the error of the last one measured, scaled as
-    Euler's error is (by ``k_last / k``), predicts the target is met (halving when that prediction
-    does not narrow the bracket), until the two are adjacent. The least passing count is then judged
-    on every sample (and the next one, if it fails there). Quality is taken to rise with steps; a
-    non-finite quality fails; every measurement is recorded in the study."""
-    n = search.full.n
-    ledger = search.ledger
-    group = search.full.chunks[0]
-    best = best_plan(study, target, n).cost
-    cap = min(n - 1, math.ceil(best * n - 1e-9) - 1)  # more steps cost as much as a known plan
+def _counts(study: optuna.Study, n: int, target: float) -> tuple[set[int], set[int]]:
+    """The step counts below ``n`` with which Large alone was measured to pass and to fail (screened on a
+    group by :func:`_fewer_steps`, or judged on every sample by any trial)."""
     passed: set[int] = set()
     failed: set[int] = set()
     for t in study.get_trials(deepcopy=False):  # this study's earlier step counts (another worker's, a re-run's)
@@ -321,6 +326,24 @@ def _fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> int:
     for plan in measured_plans(study):  # Large alone judged in full by any trial
         if plan.is_large_only and 0 < plan.steps < n and plan.samples is None:
             (passed if plan.quality >= target else failed).add(plan.steps)
+    return passed, failed
+
+
+def _fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> int:
+    """Pin down, on the first group of samples, the least step count with which Large alone meets
+    ``target`` among those cheaper than the best plan known; return the least step count not measured
+    to fail. :func:`_confirm_fewer_steps` judges it on every sample, once cheaper plans had their turn.
+
+    Between the most steps that fail and the fewest that pass, the next count screened is the least
+    one predicted to pass (:func:`_guess`: the probe's replay, scaled by the last count measured), until
+    the two are adjacent. Quality is taken to rise with steps; a non-finite quality fails; every
+    measurement is recorded in the study."""
+    n = search.full.n
+    ledger = search.ledger
+    group = search.full.chunks[0]
+    best = best_plan(study, target, n).cost
+    cap = min(n - 1, math.ceil(best * n - 1e-9) - 1)  # more steps cost as much as a known plan
+    passed, failed = _counts(study, n, target)
     measured: list[int] = []
     while True:
         low = max(failed | {0})
@@ -337,48 +360,232 @@ def _fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> int:
         _record(study, search, steps, float(np.mean(evaluator.qualities(0, 0, group))), len(group), target, outcome)
         (passed if outcome == "pass" else failed).add(steps)
         measured.append(steps)
+    return max(failed | {0}) + 1
+
+
+def _confirm_fewer_steps(study: optuna.Study, search: StepSearch, target: float) -> None:
+    """Judge on every sample the least step count that passed its screening (and the next ones, while
+    they fail there), when it is cheaper than the best plan known."""
+    n = search.full.n
+    passed, failed = _counts(study, n, target)
+    cap = min(n - 1, math.ceil(best_plan(study, target, n).cost * n - 1e-9) - 1)
     steps = min([k for k in passed if k > max(failed | {0})] + [cap + 1])
-    while steps <= cap:  # confirm on every sample
+    while steps <= cap:
         evaluator = search.at(steps)
         quality, seen, cut = evaluator.screen(0, 0, target, budgeted=True)
         met = seen == evaluator.samples and quality >= target
         _record(study, search, steps, quality, seen, target, "budget" if cut else "pass" if met else "fail")
         if cut:
-            ledger.skip()
-            break
+            search.ledger.skip()
+            return
         if met:
-            break
-        failed.add(steps)
+            return
         steps += 1
-    return max(failed | {0}) + 1
+
+
+PREDICTED_MISSES = 4  # predicted plans that miss the target before the phase gives up
+
+
+def _large_losses(study: optuna.Study, n: int) -> dict[int, float]:
+    """Large alone's measured loss (1 - mean quality on the samples judged) per step count; 0 at ``n``."""
+    losses = {n: 0.0}
+    for plan in measured_plans(study):
+        if plan.is_large_only and 0 < plan.steps < n and math.isfinite(plan.quality):
+            losses[plan.steps] = 1.0 - plan.quality
+    return losses
+
+
+def predicted_large_loss(search: StepSearch, k: int, losses: dict[int, float]) -> float:
+    """Large alone's loss (1 - quality) with ``k`` steps: measured, else its replay's
+    (:meth:`StepSearch.replayed_quality`) scaled by how the measured count nearest to ``k`` compared
+    with its own replay (unscaled before any count is measured).
+    """
+    if k in losses:
+        return losses[k]
+    n = search.full.n
+    near = min((j for j in losses if j < n), key=lambda j: abs(j - k), default=None)
+    replayed = 1.0 - search.replayed_quality(k)
+    if near is None:
+        return replayed
+    replayed_near = 1.0 - search.replayed_quality(near)
+    if not replayed_near > 1e-12:
+        return replayed
+    return max(0.0, replayed * losses[near] / replayed_near)
+
+
+def _window_divergence(search: StepSearch, steps: int) -> np.ndarray:
+    """``U[a, b]``: Small's divergence from Large summed over steps ``a .. b - 1`` of the grid of ``steps``
+    (each step's sigma span times ``||v_small - v_large|| / ||x_final||``, the probe's ``weighted``
+    divergence per unit sigma, interpolated in sigma from the probed steps), mean over samples: to
+    first order, the error a window adds to the final sample, relative to its size."""
+    curve = search.curve
+    assert curve is not None
+    spans = np.abs(np.diff(curve.grid))[curve.steps]
+    density = curve.weighted.mean(axis=1) / np.maximum(spans, 1e-12)
+    order = np.argsort(curve.sigmas)
+    grid = np.asarray(search.at(steps).grid, float)
+    per_step = np.abs(np.diff(grid)) * np.interp(grid[:-1], curve.sigmas[order], density[order])
+    total = np.concatenate([[0.0], np.cumsum(per_step)])
+    return np.maximum(total[None, :] - total[:, None], 0.0)
+
+
+def _divergence_scale(study: optuna.Study, search: StepSearch, large: dict[int, float]) -> float:
+    """How much of a window's summed divergence shows as loss: the median ratio of a measured window's
+    loss (less Large alone's on its grid) to its divergence (1 before any window is measured; each
+    predicted plan that misses adds its own, larger ratio)."""
+    n = search.full.n
+    ratios = []
+    for plan in measured_plans(study):
+        if plan.is_large_only or not math.isfinite(plan.quality):
+            continue
+        steps = n if plan.steps == -1 else plan.steps
+        divergence = _window_divergence(search, steps)[plan.start, plan.stop]
+        if divergence > 0:
+            ratios.append(max(0.0, 1.0 - plan.quality - predicted_large_loss(search, steps, large)) / divergence)
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+def _predictions(study: optuna.Study, search: StepSearch, target: float) -> list[tuple[float, float, int, int, int]]:
+    """``(cost, predicted quality, steps, start, stop)`` of every window on every grid from
+    ``search.least_steps`` up that is predicted to meet ``target``, is cheaper than the best plan known
+    and has not been measured, cheapest first."""
+    n = search.full.n
+    passed, failed = _counts(study, n, target)
+    screened = [k for k in passed if k > max(failed | {0})]  # Large alone's least passing count, if screened
+    best = best_plan(study, target, n).cost
+    if screened:
+        best = min(best, search.at(min(screened)).cost(0, 0))
+    large = _large_losses(study, n)
+    scale = _divergence_scale(study, search, large)
+    measured = {(n if p.steps == -1 else p.steps, p.start, p.stop) for p in measured_plans(study)}
+    found = []
+    for k in range(max(1, search.least_steps), n + 1):
+        evaluator = search.at(k)
+        room = 1.0 - target - predicted_large_loss(search, k, large)
+        if not room > 0 or evaluator.cost(0, k) >= best - 1e-12:
+            continue
+        divergence = _window_divergence(search, k)
+        starts, stops = np.nonzero(np.triu(scale * divergence <= room, 1))
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            cost = evaluator.cost(a, b)
+            if cost < best - 1e-12 and (k, a, b) not in measured:
+                found.append((cost, target + room - scale * float(divergence[a, b]), k, a, b))
+    return sorted(found, key=lambda c: (c[0], -c[1]))
+
+
+def _predicted_plans(study: optuna.Study, search: StepSearch, target: float) -> None:
+    """Predict every plan's quality from what was measured and confirm the cheapest predicted to pass.
+
+    A plan's loss is predicted as Large alone's on its grid (measured, or scaled from the nearest
+    count measured, :func:`predicted_large_loss`) plus its window's divergence from the probe
+    (:func:`_window_divergence`) times the median ratio of loss to divergence the measured windows
+    showed (:func:`_divergence_scale`). The cheapest plan predicted to meet the target is judged
+    group by group; a miss raises the ratio and the predictions are made again, until a plan meets
+    the target on every sample. Its neighbours are then tried (:func:`_neighbours`), cheapest first,
+    moving to each that meets it, until :data:`PREDICTED_MISSES` plans missed or the budget is spent. Each plan
+    judged is recorded in the study. Nothing runs without the probe's curve (``search.curve``)."""
+    if search.curve is None:
+        return
+    n = search.full.n
+    misses = 0
+    confirmed: tuple[int, int, int] | None = None
+    while misses < PREDICTED_MISSES:
+        if confirmed is None:
+            predictions = [p[2:] for p in _predictions(study, search, target)]
+        else:  # one step more for Small, or one step fewer in all, while that still meets the target
+            predictions = _neighbours(study, search, target, *confirmed)
+        if not predictions:
+            return
+        k, first, last = predictions[0]
+        evaluator = search.at(k)
+        quality, seen, cut = evaluator.screen(first, last, target, budgeted=True)
+        _record_plan(study, search, k, _full_grid_window(search, k, first, last), (first, last), quality, seen,
+                     target, "predicted")
+        if cut:
+            search.ledger.skip()
+            return
+        if seen == evaluator.samples and quality >= target:
+            confirmed = (k, first, last)
+        else:
+            misses += 1
+
+
+def _neighbours(study: optuna.Study, search: StepSearch, target: float, steps: int, first: int, last: int
+                ) -> list[tuple[int, int, int]]:
+    """The plans next to a confirmed one that are cheaper than the best known and not measured, cheapest
+    first: Small one step earlier or later, or the same window in sigma on one step fewer."""
+    best = best_plan(study, target, search.full.n).cost
+    measured = {(p.steps, p.start, p.stop) for p in measured_plans(study)}
+    found = {(steps, first - 1, last), (steps, first, last + 1)}
+    if steps > max(1, search.least_steps):
+        full = _full_grid_window(search, steps, first, last)
+        found.add((steps - 1, *search.window_on(steps - 1, *full)))
+    found = {(k, a, b) for k, a, b in found if 0 <= a < b <= k and (k, a, b) not in measured
+             and search.at(k).cost(a, b) < best - 1e-12}
+    return sorted(found, key=lambda p: search.at(p[0]).cost(p[1], p[2]))
+
+
+def _full_grid_window(search: StepSearch, steps: int, first: int, last: int) -> tuple[int, int]:
+    """The full grid's steps whose sigmas lie in the window ``first .. last - 1`` of the grid of ``steps``
+    (the trial parameters that place it back there by sigma)."""
+    if first >= last:
+        return 0, 0
+    grid = search.at(steps).grid
+    full = search.full.grid
+    sigma_in, sigma_out = grid[first], grid[last]
+    inside = [i for i in range(search.full.n) if sigma_out < full[i] <= sigma_in]
+    return (inside[0], inside[-1] + 1) if inside else (0, 0)
+
+
+def _record_plan(study: optuna.Study, search: StepSearch, steps: int, window: tuple[int, int],
+                 on_grid: tuple[int, int], quality: float, samples: int, target: float, record: str) -> None:
+    """Add a plan judged outside the Optuna trials (full-grid ``window``, placed on the grid of ``steps``
+    at ``on_grid``) to the study: complete when judged on every sample, pruned otherwise."""
+    if samples < 1:
+        return
+    n, of = search.full.n, search.full.samples
+    cost = search.at(steps).cost(*on_grid)
+    complete = samples >= of
+    study.add_trial(optuna.trial.create_trial(
+        params={"steps": steps, "start": window[0], "length": window[1] - window[0]},
+        distributions={"steps": optuna.distributions.IntDistribution(1, n),
+                       "start": optuna.distributions.IntDistribution(0, n - 1),
+                       "length": optuna.distributions.IntDistribution(0, n)},
+        value=_value(quality, cost, target) if complete else None,
+        state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
+        user_attrs={"worker_pid": os.getpid(), "stop": window[1], "steps": steps, "window": list(on_grid),
+                    "quality": quality, "cost": cost, "samples": samples, "of": of, "record": record}))
+
+
+def _replayed_least(search: StepSearch, target: float) -> int:
+    """The least step count whose replayed quality (:meth:`StepSearch.replayed_quality`) meets ``target``
+    (by halving: taken to rise with steps); the full count when none below it does."""
+    lo, hi = 0, search.full.n
+    while hi - lo > 1:
+        k = (lo + hi) // 2
+        if search.replayed_quality(k) >= target:
+            hi = k
+        else:
+            lo = k
+    return hi
 
 
 def _guess(search: StepSearch, target: float, low: int, high: int, measured: list[int], group: list[int]) -> int:
-    """The next step count to screen in ``(low, high)``.
-
-    The first is the most steps that could still beat the best plan known (when a plan is known, one
-    measurement may settle it), else the middle. After that: Euler's error shrinks as a power of the
-    step count, so the last measured error, scaled by ``(k_last / k) ** p``, predicts each count's
-    quality (``p`` fitted to the last two measurements' error sizes, 1 after one); the least count
-    predicted to meet the target is tried (one below the bracket's top when none is: if it fails, the
-    count is pinned)."""
-    if not measured:
-        return high - 1 if high <= search.full.n - 1 else (low + high) // 2
-    last = measured[-1]
-    evaluator = search.at(last)
-    index = torch.as_tensor(group, dtype=torch.long).to(evaluator.target.device)
-    reference = evaluator.target[index]
-    error = evaluator.path.at(last, group) - reference
-    power = 1.0
-    if len(measured) > 1 and measured[-2] != last:
-        before = search.at(measured[-2]).path.at(measured[-2], group) - reference
-        ratio = float(before.norm() / error.norm().clamp_min(1e-30))
-        if math.isfinite(ratio) and ratio > 0:
-            power = min(4.0, max(0.5, math.log(ratio) / math.log(last / measured[-2])))
+    """The next step count to screen in ``(low, high)``: the least count whose predicted quality meets
+    the target. Before any count is measured the prediction is the probe's replay
+    (:meth:`StepSearch.replayed_quality`); after, the replay's loss scaled by how the last count measured
+    compared with its own replay. When no count in the bracket is predicted to pass, the one just
+    below its top (if that fails, the count is pinned)."""
+    losses = {}
+    if measured:
+        last = measured[-1]
+        evaluator = search.at(last)
+        index = torch.as_tensor(group, dtype=torch.long).to(evaluator.target.device)
+        values = evaluator.metric(evaluator.path.at(last, group), evaluator.target[index])
+        losses[last] = 1.0 - float(np.mean(values.detach().float().cpu().numpy()))
 
     def predicted(k: int) -> float:
-        x = reference + error * (last / k) ** power
-        return float(np.mean(evaluator.metric(x, reference).detach().float().cpu().numpy()))
+        return 1.0 - predicted_large_loss(search, k, losses)
 
     lo, hi = low, high  # least k in (lo, hi] predicted to pass, by halving (prediction rises with k)
     while hi - lo > 1:
@@ -389,7 +596,7 @@ def _guess(search: StepSearch, target: float, low: int, high: int, measured: lis
             lo = k
     if hi >= high:  # none predicted to pass: the count just below the fewest known to pass pins it,
         # unless that was just tried (and passed): then halve, not walk down one count at a time
-        return high - 1 if measured[-1] != high else (low + high) // 2
+        return high - 1
     return hi if hi > low + 1 else low + 1
 
 

@@ -1,0 +1,255 @@
+"""Exact flows with known answers: the plan calibration should find, found by sweeping every plan.
+
+Data is ``N(0, diag(spectrum))`` in ``DIM`` dimensions, so Large's velocity ``E[noise - x0 | x_sigma]``
+is known in closed form and linear in ``x``: every Euler step is a per-dimension affine map, and so is
+every plan (Large alone on a grid of ``k`` steps, or Small on steps ``a .. b - 1`` of it). The sweep
+composes those maps for every plan on every grid ``k <= n`` at once, which is exact (the same Euler
+steps the sampler takes) and takes well under a second at 50 steps.
+
+Small is Large's velocity inside a sigma band ``exact_in`` and, outside it, the exact velocity of data
+whose variances are off by a factor ``exp(+-misfit)`` (a model that learnt the data less well: its error
+grows with the state, direction by direction) plus a constant ``error`` on every component; FLOPs are ballast matmuls (``work``), so Small costs
+``small_work / large_work`` of Large. A :class:`Case` is one such pair with its grid and target; the
+:data:`SUITE` spans step counts 12-50, shifts 1-8 and targets 0.95-0.99, with cases where a blend
+pays, where only Large with fewer steps does and where nothing does.
+
+Example:
+    >>> case = Case("blend", steps=20, shift=3.0, target=0.97, exact_in=(0.25, 0.8))
+    >>> best = case.optimum()
+    >>> best.steps, best.is_large_only, best.cost < 0.8
+    (20, False, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+
+from adaptive.pair import ModelPair
+from adaptive.probing import batch_conditions
+from adaptive.records import MeasuredPlan
+from adaptive.schedule import sigmas
+
+DIM = 64
+SPECTRUM = torch.arange(1, DIM + 1, dtype=torch.float64) ** -1.0
+SPECTRUM = SPECTRUM / SPECTRUM.mean() * 0.25  # data variances: a few wide directions, many narrow ones
+
+
+MISFIT_SIGNS = torch.where(torch.arange(DIM) % 3 == 1, -1.0, 1.0).double()  # which variances Small over-/underrates
+
+
+def velocity_factor(sigma: torch.Tensor, spectrum: torch.Tensor = SPECTRUM) -> torch.Tensor:
+    """``c`` with the exact velocity ``v = c * x`` at ``sigma`` (per component; ``sigma`` broadcast on
+    the last axis)."""
+    s = sigma.double().unsqueeze(-1)
+    return (s - (1 - s) * spectrum) / ((1 - s) ** 2 * spectrum + s**2)
+
+
+class ExactVelocity(torch.nn.Module):
+    """The exact velocity, plus ``error`` on every component outside ``exact_in`` (``lo < sigma <= hi``);
+    ``work`` identity matmuls make its FLOPs (what calibration counts as cost) proportional to ``work``."""
+
+    def __init__(self, work: int, error: float = 0.0, exact_in: tuple[float, float] = (0.0, 1.0),
+                 misfit: float = 0.0) -> None:
+        super().__init__()
+        self.work, self.error, self.exact_in = work, float(error), exact_in
+        self.spectrum = SPECTRUM * torch.exp(misfit * MISFIT_SIGNS)
+        self.register_buffer("eye", torch.eye(DIM), persistent=False)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        ballast = x
+        for _ in range(self.work):
+            ballast = ballast @ self.eye
+        sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+        lo, hi = self.exact_in
+        outside = (~((sigma > lo) & (sigma <= hi))).view(-1, 1)
+        factor = torch.where(outside, velocity_factor(sigma, self.spectrum), velocity_factor(sigma))
+        return (factor * x.double()).float() + self.error * outside.float() + 0.0 * ballast
+
+
+class OneMinusRelL2:
+    """A similarity that sees every component alike: ``1 - ||a - b|| / ||b||`` per sample."""
+
+    name = "one_minus_rel_l2"
+
+    def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        from adaptive.metrics import rel_l2
+
+        return 1 - rel_l2(generated, reference)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One known-answer case: an exact pair, its Euler grid (``steps``, ``shift``), the quality target
+    and the calibration samples (one prompt, ``seeds``)."""
+
+    name: str
+    steps: int
+    shift: float
+    target: float
+    exact_in: tuple[float, float] = (0.0, 0.0)  # Small exact in this sigma band; (0, 0): nowhere
+    error: float = 0.0
+    misfit: float = 0.5
+    large_work: int = 10
+    small_work: int = 1
+    seeds: tuple[int, ...] = tuple(range(16))
+
+    def pair(self) -> ModelPair:
+        return ModelPair(ExactVelocity(self.large_work), ExactVelocity(self.small_work, self.error, self.exact_in, self.misfit),
+                         sample_shape=(DIM,), metric=OneMinusRelL2())
+
+    @property
+    def small_cost(self) -> float:
+        return self.small_work / self.large_work
+
+    def cost(self, steps: int, length: int) -> float:
+        """A plan's compute as a fraction of Large with all steps: ``steps`` calls, ``length`` of them Small's."""
+        return (steps - length * (1 - self.small_cost)) / self.steps
+
+    def noise(self) -> torch.Tensor:
+        """The calibration samples' noise, as calibration draws it."""
+        return batch_conditions([{}], list(self.seeds), (DIM,))[0].double()
+
+    def table(self) -> list[tuple[int, int, int, float, float]]:
+        """Every plan on every grid ``k <= steps``: ``(k, start, stop, quality, cost)`` for Large alone
+        (``start = stop = 0``) and Small on steps ``start .. stop - 1``, its quality the exact mean
+        similarity to Large with all steps on the calibration samples, cheapest first."""
+        noise = self.noise()
+        reference = _final(noise, *_maps(self, self.steps, 0, 0))
+        rows = []
+        for k in range(1, self.steps + 1):
+            windows = [(0, 0)] + [(a, b) for a in range(k) for b in range(a + 1, k + 1)]
+            scale, offset = _all_maps(self, k, windows)
+            final = scale[:, None, :] * noise[None] + offset[:, None, :]  # (windows, samples, DIM)
+            quality = (1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean(dim=1).tolist()
+            rows += [(k, a, b, q, self.cost(k, b - a)) for (a, b), q in zip(windows, quality)]
+        return sorted(rows, key=lambda r: (r[4], -r[3]))
+
+    def optimum(self, margin: float = 0.0) -> MeasuredPlan:
+        """The cheapest plan whose quality meets ``target + margin`` (Large with all steps when none does)."""
+        for k, a, b, quality, cost in self.table():
+            if quality >= self.target + margin or (k == self.steps and a == b):
+                return MeasuredPlan(k, a, b, quality, cost)
+        raise AssertionError("Large with all steps is always a plan")
+
+    def quality_of(self, plan: MeasuredPlan | tuple[int, int, int]) -> float:
+        """The exact mean quality of one plan (``(steps, start, stop)``) on the calibration samples."""
+        steps, start, stop = (plan.steps, plan.start, plan.stop) if isinstance(plan, MeasuredPlan) else plan
+        noise = self.noise()
+        reference = _final(noise, *_maps(self, self.steps, 0, 0))
+        final = _final(noise, *_maps(self, steps, start, stop))
+        return float((1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean())
+
+
+def _steps(case: Case, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per step of the grid of ``k``: Large's Euler factor, Small's factor and Small's offset."""
+    grid = sigmas(k, case.shift).double()
+    h = (grid[1:] - grid[:-1]).unsqueeze(-1)
+    lo, hi = case.exact_in
+    outside = (~((grid[:-1] > lo) & (grid[:-1] <= hi))).unsqueeze(-1)
+    large = 1 + h * velocity_factor(grid[:-1])
+    small = torch.where(outside, 1 + h * velocity_factor(grid[:-1], SPECTRUM * torch.exp(case.misfit * MISFIT_SIGNS)),
+                        large)
+    return large, small, h * case.error * outside.double() * torch.ones(DIM, dtype=torch.float64)
+
+
+def _maps(case: Case, k: int, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    scale, offset = _all_maps(case, k, [(start, stop)])
+    return scale[0], offset[0]
+
+
+def _all_maps(case: Case, k: int, windows: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x_final = scale * noise + offset`` for each window on the grid of ``k`` (Small on steps
+    ``a .. b - 1``, Large elsewhere), composed step by step for all windows at once."""
+    large, small_factor, small_offset = _steps(case, k)
+    starts = torch.tensor([a for a, _ in windows])
+    stops = torch.tensor([b for _, b in windows])
+    scale = torch.ones(len(windows), DIM, dtype=torch.float64)
+    offset = torch.zeros(len(windows), DIM, dtype=torch.float64)
+    for i in range(k):
+        small = ((starts <= i) & (i < stops)).unsqueeze(-1)
+        factor = torch.where(small, small_factor[i], large[i])
+        scale = scale * factor
+        offset = offset * factor + small.double() * small_offset[i]
+    return scale, offset
+
+
+def _final(noise: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    return scale * noise + offset
+
+
+__all__ = ["Case", "DIM", "ExactVelocity", "OneMinusRelL2", "SPECTRUM", "velocity_factor"]
+
+
+SUITE = (
+    Case("blend-12", 12, 1.0, 0.95, exact_in=(0.2, 0.7), misfit=1.0),
+    Case("blend-20", 20, 3.0, 0.97, exact_in=(0.25, 0.8), misfit=1.0),
+    Case("blend-30", 30, 3.0, 0.98, exact_in=(0.3, 0.9), misfit=1.0),
+    Case("blend-50", 50, 5.0, 0.99, exact_in=(0.2, 0.9), misfit=1.0),
+    Case("small-first-20", 20, 8.0, 0.97),
+    Case("small-first-50", 50, 8.0, 0.99),
+    Case("bad-small-20", 20, 3.0, 0.97, misfit=2.0, error=1.0),
+    Case("bad-small-30", 30, 1.0, 0.96, misfit=2.0, error=1.0),
+    Case("bad-small-40", 40, 5.0, 0.98, misfit=2.0, error=1.0),
+    Case("none-12", 12, 3.0, 0.99, misfit=2.0, error=1.0),
+)
+"""The known-answer suite: where a blend pays (Small exact in a band, or good early: Small-first), where
+only Large with fewer steps does, and where nothing does."""
+
+
+def calibrate_case(case: Case, budget: float | None = 3.0, n_trials: int = 24):
+    """``calibrate`` on the case's pair and grid (in-memory study, nothing stored): its profile."""
+    import tempfile
+    import warnings
+
+    import optuna
+
+    from adaptive.calibration import calibrate
+
+    with tempfile.TemporaryDirectory() as store, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return calibrate(case.pair(), [{}], case.steps, seeds=list(case.seeds), shift=case.shift,
+                         quality_target=case.target, n_trials=n_trials, store=store, progress=False, save=False,
+                         budget=budget, storage=optuna.storages.InMemoryStorage())
+
+
+def _plan_text(steps: int, start: int, stop: int, full: int) -> str:
+    if start >= stop:
+        return f"Large {steps}/{full}"
+    return f"{steps} steps, Small {start}-{stop - 1}"
+
+
+def suite_table(cases: Sequence[Case] = SUITE, budgets: Sequence[float | None] = (3.0, None)) -> str:
+    """The suite as a Markdown table: each case's optimum (exhaustive sweep) and, per budget, the plan
+    calibration recommends, its cost against the optimum, its exact quality and the passes spent."""
+    head = "| case | steps, shift, target | optimum (cost) | " + " | ".join(
+        f"budget {b if b is not None else 'None'}: plan (cost, x optimum, quality, passes)" for b in budgets) + " |"
+    lines = [head, "|" + "---|" * (3 + len(budgets))]
+    for case in cases:
+        best = case.optimum()
+        row = [case.name, f"{case.steps}, {case.shift:g}, {case.target}",
+               f"{_plan_text(best.steps, best.start, best.stop, case.steps)} ({best.cost:.3f})"]
+        for budget in budgets:
+            profile = calibrate_case(case, budget)
+            plan = profile.plan
+            row.append(f"{_plan_text(plan.steps, plan.start, plan.stop, case.steps)} ({plan.cost:.3f}, "
+                       f"x{plan.cost / best.cost:.2f}, {case.quality_of(plan):.4f}, "
+                       f"{profile.cost.calibration_passes:.2f})")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="The known-answer suite of calibration as a Markdown table.")
+    parser.add_argument("--out", type=Path, default=None, help="write the table here (default: print it)")
+    args = parser.parse_args()
+    table = suite_table()
+    if args.out is None:
+        print(table)
+    else:
+        args.out.write_text(table)
