@@ -24,7 +24,8 @@ from adaptive.metrics import FeatureSimilarity, LatentSimilarity, Metric, freche
 from adaptive.pair import ModelPair
 from adaptive.pool import Pool
 from adaptive.probing import DivergenceCurve, probe
-from adaptive.profiles import Profile, ProfileStore, fingerprint, prompt_key, sampler_signature
+from adaptive.profiles import Profile, fingerprint, prompt_key, sampler_signature
+from adaptive.profile_store import ProfileStore
 from adaptive.sampling import SAMPLERS, sample, sample_heun, shift_sigma, sigmas
 from adaptive.schedule import Schedule, Stage
 

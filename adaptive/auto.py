@@ -12,14 +12,15 @@ import torch
 from adaptive.calibration import calibrate
 from adaptive.errors import CalibrationError
 from adaptive.pair import ModelPair
-from adaptive.profiles import Profile, ProfileStore, sampler_signature
+from adaptive.profiles import Profile, sampler_signature
+from adaptive.profile_store import ProfileStore
 from adaptive.schedule import check_grid, shift_of
 
 
 def lookup(pair: ModelPair, num_steps: int, shift: float, solver: str = "euler",
            store: ProfileStore | None = None) -> Profile | None:
     """The stored profile for ``pair`` on ``solver`` over ``sigmas(num_steps, shift)``, matched by grid
-    (:meth:`~adaptive.profiles.ProfileStore.for_grid`); for another solver with none of its own,
+    (:meth:`~adaptive.profile_store.ProfileStore.for_grid`); for another solver with none of its own,
     Euler's (calibration runs Euler), with a warning saying so."""
     store = store or ProfileStore()
     profile = store.for_grid(pair, num_steps, shift, solver)

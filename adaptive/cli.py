@@ -186,7 +186,7 @@ def _other_pairs(current: str) -> list[str]:
 
 def _stored_decision(name: str, args: argparse.Namespace) -> str:
     """What calibration decided for another embedded pair (its stored profile), in one line."""
-    from adaptive.profiles import ProfileStore
+    from adaptive.profile_store import ProfileStore
     from adaptive.toy import load_pair
 
     pair = load_pair(name, device=args.device, dtype=args.dtype)[0]
@@ -211,7 +211,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     import math
 
     from adaptive.bench import plan_fraction, plan_label
-    from adaptive.profiles import ProfileStore
+    from adaptive.profile_store import ProfileStore
     from adaptive.sampling import sigmas
 
     n = args.steps
@@ -269,8 +269,7 @@ def _toy_small_cost(pair) -> float:
 def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
     """The stored profile's recommended plan (its schedule and step count) for ``--steps``; said
     in words. Without a profile: the uncalibrated default window on ``--steps``."""
-    from adaptive.profiles import ProfileStore
-
+    from adaptive.profile_store import ProfileStore
     profile = ProfileStore(getattr(args, "store", None)).for_grid(pair, args.steps, args.shift)
     if profile is None:
         print(f"plan: no stored profile for {args.steps} steps; the uncalibrated window "
@@ -375,8 +374,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from adaptive.calibration import calibrate
     from adaptive.plots import plot_profile
-    from adaptive.profiles import ProfileStore
-
+    from adaptive.profile_store import ProfileStore
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pair, conds = _pair_and_conds(args)
     store = ProfileStore(args.store)
@@ -458,7 +456,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from adaptive.bench import BlendPlan, bench_rows, blend_plan, run_bench, write_outputs
     from adaptive.plots import plot_profile
-    from adaptive.profiles import ProfileStore
+    from adaptive.profile_store import ProfileStore
     from adaptive.toy import load_pair, seeded_noise
     from adaptive.toy.data import DIRECTION_NAMES, encode_prompts, prompt_for
     from adaptive.toy.pair import pair_harness
@@ -527,8 +525,8 @@ def _replay(args: argparse.Namespace, options: str) -> str:
 def cmd_frontier(args: argparse.Namespace) -> int:
     """Every one-window blend against Large with fewer steps: table, Pareto plot, JSON."""
     from adaptive.frontier import frontier_path, measure_frontier
-    from adaptive.profiles import ProfileStore, fingerprint, sampler_signature
-
+    from adaptive.profiles import fingerprint, sampler_signature
+    from adaptive.profile_store import ProfileStore
     blend_steps = [int(v) for v in args.blend_steps.split(",")] if args.blend_steps else [args.steps]  # _validate
     pair, conds = _pair_and_conds(args)
     store, signature = ProfileStore(args.store), sampler_signature("euler", args.steps, args.shift)
@@ -849,8 +847,7 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
                          f"got {args.blend_steps!r}")
     if args.command in ("demo", "sample", "bench", "frontier"):  # they read the profile store
         from adaptive.errors import ProfileError
-        from adaptive.profiles import ProfileStore
-
+        from adaptive.profile_store import ProfileStore
         try:
             ProfileStore(getattr(args, "store", None))
         except ProfileError as err:
@@ -873,15 +870,14 @@ def _validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         parser.error(f"--oracle {args.oracle!r} does not exist; make it with `flowblend oracle` (its oracle.json)")
     if args.command == "frontier" and args.store_result:  # it writes the frontier beside the profiles at the end
         from adaptive.errors import StorageError
-        from adaptive.profiles import ProfileStore
-
+        from adaptive.profile_store import ProfileStore
         try:
             ProfileStore(args.store).check_writable()
         except StorageError as err:
             parser.error(f"{err}; or pass --no-store to keep the frontier only in --out")
     if args.command == "calibrate":
         from adaptive.errors import StorageError
-        from adaptive.profiles import ProfileStore
+        from adaptive.profile_store import ProfileStore
         from adaptive.storage import open_storage
 
         try:

@@ -353,8 +353,7 @@ def measure_frontier(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_st
 
 def frontier_path(store_root: Path | str, pair_fingerprint: str, sampler: str) -> Path:
     """Where ``flowblend frontier`` keeps a pair's frontier in a profile store (read by calibrate)."""
-    from adaptive.profiles import safe_key
-
+    from adaptive.profile_store import safe_key
     return Path(store_root) / "frontiers" / f"{safe_key(pair_fingerprint)}__{safe_key(sampler)}.json"
 
 

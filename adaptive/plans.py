@@ -27,7 +27,8 @@ from adaptive.auto import pipeline_profile, stored_profile
 from adaptive.controller import ControllerConfig
 from adaptive.denoisers import select_rows
 from adaptive.pair import ModelPair
-from adaptive.profiles import Profile, ProfileStore, check_profile_pair, prompt_key
+from adaptive.profiles import Profile, check_profile_pair, prompt_key
+from adaptive.profile_store import ProfileStore
 from adaptive.schedule import Schedule
 from adaptive.switch import Plan
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from adaptive.frontier import Z_NOISE, measure_frontier
-from adaptive.profiles import ProfileStore
+from adaptive.profile_store import ProfileStore
 from adaptive.toy import HELDOUT_SEED_START, PAIRS, heldout_prompts, load_pair, prompt_conds
 from adaptive.toy.pair import DEFAULT_PAIR, generate
 

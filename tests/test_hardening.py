@@ -162,8 +162,7 @@ def test_the_undamaged_rich_profile_round_trips(tmp_path):
 def test_one_corrupt_or_foreign_file_does_not_hide_the_other_profiles(tmp_path):
     import dataclasses
 
-    from adaptive.profiles import ProfileStore
-
+    from adaptive.profile_store import ProfileStore
     store = ProfileStore(tmp_path)
     store.save(_rich_profile())
     (tmp_path / "zzz__euler-30-shift3.json").write_text("{not json")  # another pair's file, corrupt
@@ -308,8 +307,7 @@ def test_demo_writes_to_an_untracked_folder(tmp_path):
 
 def _stored(tmp_path, *samplers):
     from adaptive import Profile
-    from adaptive.profiles import ProfileStore
-
+    from adaptive.profile_store import ProfileStore
     store = ProfileStore(tmp_path)
     for sampler in samplers:
         steps, shift = int(sampler.split("-")[1]), float(sampler.split("shift")[1])
@@ -333,8 +331,7 @@ def test_the_nearest_stored_grid_is_used_and_named(tmp_path, stored, asked, near
 def test_a_store_path_that_is_a_file_is_an_error(tmp_path, monkeypatch, capsys):
     from adaptive import ProfileError
     from adaptive.cli import main
-    from adaptive.profiles import ProfileStore
-
+    from adaptive.profile_store import ProfileStore
     file = _stored(tmp_path, "euler-30-shift3").path_for("abc", "euler-30-shift3")
     monkeypatch.setenv("ADAPTIVE_PROFILES", str(file))
     with pytest.raises(ProfileError, match="point \\$ADAPTIVE_PROFILES at the folder"):  # before: an empty store

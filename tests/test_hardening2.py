@@ -274,7 +274,8 @@ def test_cli_input_errors_are_one_line_before_any_model_loads(argv, expected, tm
 def test_a_library_error_in_a_command_is_one_line(tmp_path, capsys):
     """A corrupt profile in the store: `sample` printed a ProfileError traceback."""
     from adaptive.cli import main
-    from adaptive.profiles import ProfileStore, fingerprint, sampler_signature
+    from adaptive.profiles import fingerprint, sampler_signature
+    from adaptive.profile_store import ProfileStore
     from adaptive.toy import load_pair
 
     pair, _ = load_pair("toy-moving-digits")

@@ -12,7 +12,8 @@ import torch
 
 from adaptive import ModelPair, Profile, ProfileError, Schedule, sample, sigmas
 from adaptive.controller import ControllerConfig
-from adaptive.profiles import ProfileStore, migrate
+from adaptive.profiles import migrate
+from adaptive.profile_store import ProfileStore
 from adaptive.records import (CalibrationInfo, Cost, CurveSummary, MeasuredPlan, PerPrompt, Proposal, Quality, Window,
                               controller_from_dict)
 from adaptive.schedule import shift_of

@@ -17,8 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adaptive import ChangePointDetector, CurveError, Profile, ProfileError, Schedule, ScheduleError, SigmaGridError
-from adaptive.profiles import ProfileStore, safe_key
-
+from adaptive.profile_store import ProfileStore, safe_key
 PACKAGE = Path(__file__).resolve().parents[1] / "adaptive"
 
 json_values = st.recursive(
@@ -89,8 +88,7 @@ def test_profile_with_a_wrong_nested_field_fails_at_load_or_samples(path, value)
 
     from adaptive import sigmas
     from adaptive.controller import ControllerConfig
-    from adaptive.profiles import weaker_than
-
+    from adaptive.profile_store import weaker_than
     profile = _rich_profile()
     data = profile.to_dict()
     target = data

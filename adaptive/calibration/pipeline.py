@@ -32,7 +32,8 @@ from adaptive.errors import CalibrationError
 from adaptive.metrics import LatentStructure, Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, batch_conditions, latent_shape, model_device, run_probe
-from adaptive.profiles import Profile, ProfileStore, fingerprint, guidance_of, models_fingerprint, safe_key, sampler_signature
+from adaptive.profiles import Profile, fingerprint, guidance_of, models_fingerprint, sampler_signature
+from adaptive.profile_store import ProfileStore, safe_key
 from adaptive.records import CalibrationInfo, Cost, CurveSummary, Proposal, Quality
 
 DEFAULT_QUALITY_TARGET = 0.95

@@ -25,7 +25,7 @@ import torch
 from adaptive.calibration.evaluation import Evaluator, StepSearch, optimistic
 from adaptive.detect import Boundaries
 from adaptive.errors import CalibrationError
-from adaptive.profiles import ProfileStore
+from adaptive.profile_store import ProfileStore
 from adaptive.records import MeasuredPlan
 from adaptive.storage import open_storage, storage_errors
 
