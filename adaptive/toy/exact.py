@@ -251,5 +251,8 @@ if __name__ == "__main__":
     table = suite_table()
     if args.out is None:
         print(table)
-    else:
-        args.out.write_text(table)
+    else:  # the table sits under its heading and command in the file, above the "before" table
+        text = args.out.read_text() if args.out.exists() else ""
+        start = text.find("| case |")
+        end = text.find("\n\n", start) + 1 if start >= 0 and text.find("\n\n", start) >= 0 else len(text)
+        args.out.write_text(text[:start] + table + text[end:] if start >= 0 else table)
