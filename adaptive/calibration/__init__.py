@@ -19,8 +19,9 @@ Example:
     >>> pair = ModelPair(lambda x, s: x, lambda x, s: x)           # Small == Large
     >>> profile = calibrate(pair, [{}], num_steps=8, seeds=[0], shape=(4,), n_trials=4,
     ...                     store=tempfile.mkdtemp(), progress=False)
-    >>> (profile.sigma_in, profile.sigma_out)
-    (1.0, 0.0)
+    >>> plan = profile.plan                                          # Small on every step of its grid
+    >>> (plan.start, plan.stop == plan.steps, plan.sigma_in, plan.sigma_out)
+    (0, True, 1.0, 0.0)
 """
 
 from adaptive.calibration.evaluation import Evaluator, Ledger, PlanQuality, StepSearch, small_cost_ratio

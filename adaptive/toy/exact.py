@@ -8,8 +8,8 @@ steps the sampler takes) and takes well under a second at 50 steps.
 
 Small is Large's velocity inside a sigma band ``exact_in`` and, outside it, the exact velocity of data
 whose variances are off by a factor ``exp(+-misfit)`` (a model that learnt the data less well: its error
-grows with the state, direction by direction) plus a constant ``error`` on every component; FLOPs are ballast matmuls (``work``), so Small costs
-``small_work / large_work`` of Large. A :class:`Case` is one such pair with its grid and target; the
+grows with the state, direction by direction) plus a constant ``error`` on every component; FLOPs are ballast matmuls (``work``), so
+Small costs ``small_work / large_work`` of Large. A :class:`Case` is one such pair with its grid and target; the
 :data:`SUITE` spans step counts 12-50, shifts 1-8 and targets 0.95-0.99, with cases where a blend
 pays, where only Large with fewer steps does and where nothing does.
 
@@ -17,7 +17,7 @@ Example:
     >>> case = Case("blend", steps=20, shift=3.0, target=0.97, exact_in=(0.25, 0.8))
     >>> best = case.optimum()
     >>> best.steps, best.is_large_only, best.cost < 0.8
-    (20, False, True)
+    (19, False, True)
 """
 
 from __future__ import annotations
