@@ -369,26 +369,41 @@ def check_compatible(transformers: Mapping[str, nn.Module]) -> None:
                                         "must share latent channels, patch size and text embedding width")
 
 
-def _note_other_grid(profile: Any, steps: StepGrid | None, what: str) -> None:
-    """Warn once when ``profile`` was calibrated on another solver or grid than the pipeline runs."""
-    from adaptive.schedule import sigmas
+def pipeline_sampler(scheduler: Any) -> Any:
+    """The :class:`~adaptive.samplers.Sampler` a pipeline's scheduler is (its profiles are keyed by it),
+    or ``"euler"`` for a scheduler this package cannot step itself (its Euler profile at the same
+    shift is then used by sigma, with a warning)."""
+    from adaptive.samplers import Sampler
 
-    if steps is None or not hasattr(profile, "num_steps") or not hasattr(profile, "shift"):
+    try:
+        return Sampler.of(scheduler)
+    except (ValueError, SigmaGridError):
+        return "euler"
+
+
+def _note_other_grid(profile: Any, steps: StepGrid | None, what: str, sampler: Any = "euler") -> None:
+    """Warn once, in one line, when ``profile`` was calibrated on another sampler or grid than the
+    pipeline runs (``sampler``: the pipeline's, from :func:`pipeline_sampler`)."""
+    if steps is None or not hasattr(profile, "num_steps") or not hasattr(profile, "grid"):
         return
+    family = getattr(sampler, "family", "euler")
     # the grid it was calibrated on, and the recommended plan's grid (measured by the same calibration)
-    counts = {int(profile.num_steps), int(getattr(profile, "steps", profile.num_steps))}
-    grids = [sigmas(n, float(profile.shift)).tolist() for n in counts]
-    calibrated = grids[0] if len(grids) == 1 else sigmas(int(profile.num_steps), float(profile.shift)).tolist()
-    same = steps.scheduler == "FlowMatchEulerDiscreteScheduler" and any(
+    counts = sorted({int(profile.num_steps), int(getattr(profile, "steps", profile.num_steps))})
+    grids = [profile.grid(n) for n in counts]
+    same = profile.family == family and any(
         len(grid) == len(steps.sigmas) and all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(grid, steps.sigmas))
         for grid in grids)
     if same:
         return
+    calibrated = profile.grid() or grids[0]
     shown = ", ".join(f"{s:.3f}" for s in steps.sigmas[:6]) + (", ..." if len(steps.sigmas) > 6 else "")
-    warnings.warn(f"the profile was calibrated with the Euler sampler for {profile.sampler} (sigmas "
+    kind = {"euler": "Euler", "unipc": "UniPC", "dpmpp": "DPM-Solver++"}.get(profile.family, profile.family)
+    how = (f"calibrate(..., sampler=pipe.scheduler) or `flowblend calibrate --sampler {sampler.name}`"
+           if hasattr(sampler, "name") else "calibrate on this scheduler's grid")
+    warnings.warn(f"the profile was calibrated with the {kind} sampler for {profile.sampler} (sigmas "
                   f"{', '.join(f'{s:.3f}' for s in calibrated[:6])}, ...) but this pipeline runs {steps.scheduler} "
                   f"over {steps.num_steps} steps (sigmas {shown}); its {what} are in sigma and are used by sigma on "
-                  "this grid. Calibrate on this scheduler's grid for a tuned result.", stacklevel=3)
+                  f"this grid; {how} for a plan measured on it.", stacklevel=3)
 
 
 def _plan_of(pipe: Any, large: nn.Module, small: nn.Module | None, schedule_or_profile: Any,
@@ -398,14 +413,16 @@ def _plan_of(pipe: Any, large: nn.Module, small: nn.Module | None, schedule_or_p
     steps = None if num_inference_steps is None else scheduler_grid(pipe.scheduler, num_inference_steps)
     models: Any = {"large": large, "small": small}
     shift = None
+    sampler = pipeline_sampler(pipe.scheduler)
     if isinstance(schedule_or_profile, str):  # a stored profile: keyed by the pair and the scheduler's grid
         models, shift = ModelPair(large, small), scheduler_shift(pipe.scheduler)
         if guidance_scale is not None and guidance_scale > 1.0:  # diffusers guides only above 1
             models = models.guided(guidance_scale)
     plan = resolve_plan(models, schedule_or_profile, None if steps is None else steps.sigmas, pipeline=True,
-                        shift=shift, num_steps=num_inference_steps, store=store, guidance_scale=guidance_scale)
+                        shift=shift, num_steps=num_inference_steps, store=store, guidance_scale=guidance_scale,
+                        solver=sampler)
     if plan.profile is not None:
-        _note_other_grid(plan.profile, steps, "controller's sigmas" if plan.controller else "boundaries")
+        _note_other_grid(plan.profile, steps, "controller's sigmas" if plan.controller else "boundaries", sampler)
     if plan.controller is not None:
         return Schedule.large_only(), plan.controller, steps
     return plan.schedules[0], None, steps

@@ -37,7 +37,7 @@ MODES = ("auto", "online")
 
 def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Sequence[float] | torch.Tensor | None,
                  *, batch: int = 1, cond: Mapping[str, Any] | None = None, batch_decisions: str = "split",
-                 solver: str = "euler", noise: torch.Tensor | None = None, pipeline: bool = False,
+                 solver: Any = "euler", noise: torch.Tensor | None = None, pipeline: bool = False,
                  shift: float | None = None, num_steps: int | None = None, store: Any = None,
                  guidance_scale: float | None = None) -> Plan:
     """The plan for ``schedule`` on ``grid``: one of ``None`` (Large only), a :class:`Schedule`, a
@@ -45,8 +45,9 @@ def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Seq
 
     For a sampler: ``batch`` rows, each with its prompt's profile window
     (``cond`` gives the prompts), the online controller per row or shared (``batch_decisions``);
-    ``"auto"``/``"online"`` look up the profile for this pair, ``solver`` and grid (Euler's, said
-    aloud, when ``solver`` has none) and calibrate once on ``noise``'s batch when none is stored.
+    ``"auto"``/``"online"`` look up the profile for this pair, ``solver`` (a
+    :class:`~adaptive.samplers.Sampler`, or ``"euler"``/``"heun"``) and grid (Euler's, said aloud,
+    when ``solver`` has none) and calibrate once on ``noise``'s batch when none is stored.
     For a pipeline (``pipeline=True``; ``shift``: its scheduler's shift; ``num_steps``: the steps
     it will run; ``grid`` its sigmas when known; ``guidance_scale``: the scale it guides at, when
     known): one decision for the pipeline's batch, and a missing profile is an error that says how to
@@ -69,7 +70,7 @@ def resolve_plan(models: ModelPair | Mapping[str, Any], schedule: Any, grid: Seq
                   pipeline)
 
 
-def _source(models: Any, schedule: Any, grid: Any, steps: int | None, solver: str, noise: torch.Tensor | None,
+def _source(models: Any, schedule: Any, grid: Any, steps: int | None, solver: Any, noise: torch.Tensor | None,
             cond: Mapping[str, Any] | None, pipeline: bool, shift: float | None, store: Any,
             guidance_scale: float | None) -> tuple[Any, Profile | None, str]:
     """What decides, once: ``(source, profile, fallback)`` with ``source`` None, a Schedule, a Profile

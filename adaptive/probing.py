@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from adaptive.errors import CalibrationError, NonFiniteVelocityError
 from adaptive.pair import ModelPair
-from adaptive.schedule import sigmas as sigma_grid
+from adaptive.samplers import Sampler, path, sampler_for
 from adaptive.solvers import trajectory as euler_states
 
 
@@ -75,11 +75,15 @@ class DivergenceCurve:
 @dataclass
 class Reference:
     """Large's trajectory for the calibration batch: ``states[i]`` is x at ``grid[i]`` (on the
-    device), ``final`` the Large-only result; ``cond`` the batched conditioning."""
+    device), ``final`` the Large-only result; ``cond`` the batched conditioning. ``velocities[i]``
+    is Large's velocity at step ``i``, kept when the ``sampler`` has a history to replay (multistep
+    solvers; None for Euler)."""
 
     grid: list[float]
     states: list[torch.Tensor]
     cond: dict[str, Any]
+    velocities: list[torch.Tensor] | None = None
+    sampler: Sampler | None = None
 
     @property
     def final(self) -> torch.Tensor:
@@ -170,10 +174,11 @@ def trajectory(model: Any, noise: torch.Tensor, grid: Sequence[float], cond: Map
 @torch.no_grad()
 def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
               shift: float = 1.0, shape: Sequence[int] | None = None, probe_steps: Sequence[int] | None = None,
-              progress: bool = True) -> tuple[DivergenceCurve, Reference]:
-    """The probe, returning the curve and the cached Large trajectory (for calibration)."""
-    grid_t = sigma_grid(num_steps, shift)
-    grid = grid_t.tolist()
+              progress: bool = True, sampler: Any = None) -> tuple[DivergenceCurve, Reference]:
+    """The probe, returning the curve and the cached Large trajectory (for calibration), on
+    ``sampler``'s grid and steps (:func:`adaptive.samplers.sampler_for`; default Euler at ``shift``)."""
+    solver = sampler_for(sampler, shift)
+    grid = solver.grid(num_steps)
     steps = list(range(num_steps)) if probe_steps is None else sorted(set(int(i) for i in probe_steps))
     if not steps or steps[0] < 0 or steps[-1] >= num_steps:
         raise CalibrationError(f"probe_steps must be step indices in [0, {num_steps - 1}]")
@@ -190,7 +195,9 @@ def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
                 v_small_at[step["i"]] = pair.small(step["x"], step["sigma"], **cond)
             bar.update()
 
-        states = euler_states(pair.large, noise, grid, small_beside, **cond)
+        run = solver.run(num_steps)
+        states, velocities = path(pair.large, noise, run, 0, num_steps, small_beside,
+                                  keep_velocities=not run.stateless, **cond)
     x = states[-1]
     scale = x.flatten(1).float().norm(dim=1).clamp_min(1e-12)
     rows = [_divergence(v_large_at[i], v_small_at[i], grid[i + 1] - grid[i], scale) for i in steps]
@@ -198,13 +205,15 @@ def run_probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     _check_finite_curve(stack[0], steps)
     cost = {"large_calls": float(num_steps), "small_calls": float(len(steps)), "samples": float(len(noise))}
     curve = DivergenceCurve(np.asarray(grid, float), np.asarray(steps, int), stack[0], stack[1], stack[2], cost=cost)
-    return curve, Reference(grid, states, cond)
+    return curve, Reference(grid, states, cond, velocities or None, solver)
 
 
 def probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int, seeds: Sequence[int],
           shift: float = 1.0, shape: Sequence[int] | None = None, probe_steps: Sequence[int] | None = None,
-          progress: bool = False) -> DivergenceCurve:
-    """Velocity divergence of ``pair.small`` from ``pair.large`` along Large's Euler trajectory.
+          progress: bool = False, sampler: Any = None) -> DivergenceCurve:
+    """Velocity divergence of ``pair.small`` from ``pair.large`` along Large's trajectory on
+    ``sampler`` (default Euler on ``sigmas(num_steps, shift)``; ``"unipc"``, ``"dpm++"`` or a diffusers
+    flow scheduler: :mod:`adaptive.samplers`).
 
     ``conds`` are dicts of keyword arguments for the models (one per prompt); every cond runs with
     every seed. Costs ``num_steps`` Large calls plus one Small call per probe step, all batched.
@@ -214,4 +223,4 @@ def probe(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int, s
         >>> probe(pair, [{}], num_steps=4, seeds=[0], shape=(3,)).mean().round(3).tolist()
         [0.2, 0.2, 0.2, 0.2]
     """
-    return run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)[0]
+    return run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress, sampler)[0]

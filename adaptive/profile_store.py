@@ -224,12 +224,12 @@ class ProfileStore:
         same = sorted((_gap(g, wanted), sampler) for sampler, g in keyed if g is not None and _gap(g, wanted) <= 1e-4)
         if same:
             return self.get(fp, same[0][1])
-        near = [p for p in self.all(fp) if p.sampler.split("-")[0] == solver]
+        near = [p for p in self.all(fp) if p.family == solver]
         for profile in near:  # calibrated on a finer grid, with this grid as its recommended plan
-            if profile.plan is not None and _gap(_grid(profile.steps, profile.shift), wanted) <= 1e-4:
+            if profile.plan is not None and _gap(profile.grid(profile.steps), wanted) <= 1e-4:
                 return profile
         # The stored grid closest to the one asked for: step count and shift both count.
-        ranked = sorted(near, key=lambda p: (_grid_distance(wanted, _grid(p.num_steps, p.shift)), p.sampler))
+        ranked = sorted(near, key=lambda p: (_grid_distance(wanted, p.grid()), p.sampler))
         return self._nearest(ranked, name or _grid_name(solver, wanted))
 
     def find(self, pair: ModelPair | str, sampler: str) -> Profile | None:
@@ -267,7 +267,7 @@ class ProfileStore:
         return chosen
 
 
-_SIGNATURE = re.compile(r"^[A-Za-z0-9_]+-(\d+)-shift([0-9.eE+-]+)$")
+_SIGNATURE = re.compile(r"^([A-Za-z0-9_]+)-(\d+)-shift([0-9.eE+-]+)$")
 
 
 def _grid_of(signature: str) -> list[float] | None:
@@ -276,7 +276,7 @@ def _grid_of(signature: str) -> list[float] | None:
     if match is None:
         return None
     try:
-        return _grid(int(match.group(1)), float(match.group(2)))
+        return _grid(int(match.group(2)), float(match.group(3)), match.group(1)) or None
     except ValueError:
         return None
 
@@ -301,6 +301,8 @@ def _grid_distance(a: list[float], b: list[float]) -> float:
     """
     import numpy as np
 
+    if len(a) < 2 or len(b) < 2:
+        return float("inf")
     t = np.linspace(0.0, 1.0, 101)
     curves = [np.interp(t, np.linspace(0.0, 1.0, len(g)), g) for g in (a, b)]
     shape = float(np.mean(np.abs(curves[0] - curves[1])))

@@ -390,7 +390,23 @@ class Profile:
             (True, False, False)
         """
         values = grid.tolist() if isinstance(grid, torch.Tensor) else [float(g) for g in grid]
-        return _gap(values, _grid(self.num_steps, self.shift)) <= 1e-4
+        return _gap(values, self.grid()) <= 1e-4
+
+    @property
+    def family(self) -> str:
+        """The sampler family the profile was calibrated with: ``"euler"``, ``"unipc"``, ``"dpmpp"``..."""
+        return self.sampler.partition("-")[0]
+
+    def grid(self, steps: int | None = None) -> list[float]:
+        """The sigma grid of ``steps`` (default ``num_steps``) steps of the profile's sampler.
+
+        Example:
+            >>> p = Profile(pair_fingerprint="f", sampler="unipc-8-shift3", num_steps=8, shift=3.0, sigma_in=0.8,
+            ...             sigma_out=0.4)
+            >>> [round(s, 3) for s in p.grid(4)]
+            [1.0, 0.9, 0.75, 0.501, 0.0]
+        """
+        return _grid(self.num_steps if steps is None else int(steps), self.shift, self.family)
 
     @property
     def has_per_prompt(self) -> bool:
@@ -575,10 +591,14 @@ def _umask() -> int:
     return mask
 
 
-def _grid(num_steps: int, shift: float) -> list[float]:
-    from adaptive.schedule import sigmas
+def _grid(num_steps: int, shift: float, family: str = "euler") -> list[float]:
+    """The sigma grid of ``num_steps`` steps of the sampler ``family`` names (``"euler"``, ``"unipc"``,
+    ``"dpmpp"``) at ``shift``; empty (matching no grid) for a family with options of its own, which
+    is found by its exact key only."""
+    from adaptive.samplers import Sampler
 
-    return sigmas(int(num_steps), float(shift)).tolist()
+    sampler = Sampler.from_signature(f"{family}-{int(num_steps)}-shift{float(shift):g}")
+    return [] if sampler is None else sampler.grid(int(num_steps))
 
 
 def _gap(a: list[float], b: list[float]) -> float:

@@ -18,16 +18,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import torch
 
 from adaptive.controller import Decisions
 from adaptive.denoisers import Denoiser, as_denoiser
-from adaptive.errors import NonFiniteVelocityError
+from adaptive.errors import NonFiniteVelocityError, SigmaGridError
 from adaptive.pair import ModelPair
 from adaptive.plans import resolve_plan
+from adaptive.samplers import Sampler, run_on, sampler_for, solve
 from adaptive.schedule import check_grid, shift_sigma, sigmas
 from adaptive.solvers import euler, heun
 from adaptive.switch import Switch
@@ -52,7 +53,7 @@ def _prepare(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, cond: di
 
 
 def switch_for(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any, cond: dict[str, Any],
-               batch_decisions: str = "split", solver: str = "euler") -> Switch:
+               batch_decisions: str = "split", solver: Any = "euler") -> Switch:
     """The switch a sampler runs: ``schedule`` resolved for this batch and grid, over ``models``."""
     _prepare(models, noise, sigmas, cond)
     plan = resolve_plan(models, schedule, sigmas, batch=noise.shape[0], cond=cond, batch_decisions=batch_decisions,
@@ -129,22 +130,26 @@ def finite_check_due(step: int, num_steps: int, check_every: int) -> bool:
 
 
 @overload
-def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
+def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor | int, schedule: Any = None,
            callback: Callback | None = None, check_every: int = CHECK_EVERY, batch_decisions: str = "split",
-           return_decisions: Literal[False] = False, **cond: Any) -> torch.Tensor: ...
+           return_decisions: Literal[False] = False, *, sampler: Any = None, **cond: Any) -> torch.Tensor: ...
 
 
 @overload
-def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
+def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor | int, schedule: Any = None,
            callback: Callback | None = None, check_every: int = CHECK_EVERY, batch_decisions: str = "split", *,
-           return_decisions: Literal[True], **cond: Any) -> tuple[torch.Tensor, Decisions]: ...
+           return_decisions: Literal[True], sampler: Any = None, **cond: Any) -> tuple[torch.Tensor, Decisions]: ...
 
 
 @torch.no_grad()
-def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: Any = None,
+def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor | int, schedule: Any = None,
            callback: Callback | None = None, check_every: int = CHECK_EVERY, batch_decisions: str = "split",
-           return_decisions: bool = False, **cond: Any) -> torch.Tensor | tuple[torch.Tensor, Decisions]:
-    """Euler sampling (diffusers' FlowMatchEulerDiscrete step) with the model the schedule picks.
+           return_decisions: bool = False, *, sampler: Any = None, **cond: Any
+           ) -> torch.Tensor | tuple[torch.Tensor, Decisions]:
+    """Sampling with the model the schedule picks: Euler steps on the grid ``sigmas`` (diffusers'
+    FlowMatchEulerDiscrete step), or ``sampler``'s steps (``"unipc"``, ``"dpm++"``, ``"euler"`` or a
+    diffusers flow scheduler: :class:`~adaptive.samplers.Sampler`) with ``sigmas`` its step count
+    (or its own grid), the scheduler's history carried across model switches as in a pipeline.
 
     ``schedule`` is one of:
 
@@ -180,9 +185,34 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor, schedule: 
         >>> why.summary()
         'row 0: LSSSSL  Small from step 1: smoothed divergence 0.050 <= 0.100; return predicted at sigma 0.200; back to Large at the predicted sigma_out 0.200'
     """
-    switch = switch_for(models, noise, sigmas, schedule, cond, batch_decisions)
-    x = euler(switch, noise, sigmas, instrumented(switch, len(check_grid(sigmas)) - 1, check_every, callback), **cond)
+    if sampler is None:
+        if not isinstance(sigmas, torch.Tensor) and isinstance(sigmas, int):
+            raise ValueError("sigmas is a step count only with sampler=...; give a grid, e.g. adaptive.sigmas(30, 3.0)")
+        switch = switch_for(models, noise, sigmas, schedule, cond, batch_decisions)
+        x = euler(switch, noise, sigmas, instrumented(switch, len(check_grid(sigmas)) - 1, check_every, callback),
+                  **cond)
+        return (x, switch.decisions) if return_decisions else x  # type: ignore[return-value]
+    solver, grid = _sampler_grid(sampler, sigmas)
+    n = len(grid) - 1
+    switch = switch_for(models, noise, torch.tensor(grid), schedule, cond, batch_decisions,
+                        solver=solver if not solver.is_euler else "euler")
+    switch.step_sigma = dict(zip(solver.model_sigmas(n), grid[:-1]))
+    x = solve(switch, noise, run_on(solver, grid), 0, n, instrumented(switch, n, check_every, callback), **cond)
     return (x, switch.decisions) if return_decisions else x  # type: ignore[return-value]
+
+
+def _sampler_grid(sampler: Any, sigmas: torch.Tensor | Sequence[float] | int) -> tuple[Sampler, list[float]]:
+    """The sampler ``sample(..., sampler=...)`` names and its grid: ``sigmas`` a step count, or the grid
+    itself (checked against the sampler's own, before any model call)."""
+    solver = sampler_for(sampler)
+    if isinstance(sigmas, int) and not isinstance(sigmas, bool):
+        return solver, solver.grid(sigmas)
+    grid = check_grid(sigmas)
+    own = solver.grid(len(grid) - 1)
+    if any(abs(a - b) > 1e-6 for a, b in zip(own, grid)):
+        raise SigmaGridError(f"{solver} runs its own grid ({', '.join(f'{s:.4f}' for s in own[:4])}, ...), not the "
+                             f"sigmas given; pass the step count ({len(grid) - 1}) instead")
+    return solver, own
 
 
 @torch.no_grad()

@@ -132,6 +132,10 @@ class Switch:
         self._reason: str | None = None
         self._probed = False
         self._pooled = [0.0, 0.0]  # sum ||v_L - v_S||^2, sum ||v_L||^2 over the step's calls
+        # A scheduler that casts timesteps to integers asks its model about timestep / 1000, not the step's
+        # sigma: the sigma of each call -> the step's sigma, so routing is by step as in a pipeline
+        # (set by the sampler that runs the switch, adaptive.samplers).
+        self.step_sigma: dict[float, float] = {}
         if grid is not None:
             self.start(grid)
 
@@ -220,6 +224,7 @@ class Switch:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
         value = float(sigma) if not isinstance(sigma, torch.Tensor) else float(sigma.detach().amax())
+        value = self.step_sigma.get(value, value)
         batch = x.shape[0]
         self.names = self.per_sample(self.route(value), batch)
         v = self._run(self.names, x, sigma, cond)

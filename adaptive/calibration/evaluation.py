@@ -3,7 +3,8 @@ grid, restarting from Large's cached states, on any subset of the calibration sa
 :class:`PlanQuality` (any per-step plan, for the online controller's fit), :class:`StepSearch` (every
 grid a step-count search visits) and :class:`Ledger` (what all of it cost, by phase, against a budget).
 
-Every replay steps with the solver loop (:func:`adaptive.solvers.euler`), from Large's states, which
+Every replay steps with the calibration's sampler (:mod:`adaptive.samplers`: Euler, or a multistep
+scheduler whose history is replayed from the recorded steps, no model call), from Large's states, which
 are computed once per grid and row and only as far as a candidate needs them: the probe's trajectory
 on the full grid, a coarser grid's as its windows reach into it. A candidate can be judged on a few
 samples first (:meth:`Evaluator.screen`): it stops as soon as even an optimistic reading of the
@@ -37,9 +38,7 @@ from adaptive.metering import flops_per_row
 from adaptive.metrics import Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, Reference
-from adaptive.schedule import sigmas
-from adaptive.solvers import euler
-from adaptive.solvers import trajectory as euler_states
+from adaptive.samplers import Run, Sampler, path, run_on, sampler_for
 
 _FALLBACK_SMALL_COST = 0.5
 CHUNKS = 4  # a screened candidate sees the calibration samples in this many interleaved groups
@@ -142,18 +141,43 @@ def optimistic(values: np.ndarray, z: float = Z_SCREEN) -> float:
 
 class LargePath:
     """Large's states on one grid for every calibration sample, computed per sample only as far as
-    asked (a probe's full trajectory is given; a coarser grid's starts from the noise)."""
+    asked (a probe's full trajectory is given; a coarser grid's starts from the noise). On a
+    multistep ``sampler`` Large's velocities are kept too: a run restarted at step ``i`` replays the
+    scheduler on the steps before it (:meth:`run_at`)."""
 
     def __init__(self, pair: ModelPair, grid: Sequence[float], cond: dict, start: torch.Tensor, ledger: Ledger,
-                 states: Sequence[torch.Tensor] | None = None) -> None:
-        self.pair, self.grid, self.cond, self.ledger = pair, list(grid), cond, ledger
+                 states: Sequence[torch.Tensor] | None = None, sampler: Sampler | None = None,
+                 velocities: Sequence[torch.Tensor] | None = None) -> None:
+        self.pair, self.grid, self.cond, self.ledger, self.sampler = pair, list(grid), cond, ledger, sampler
         self.samples = len(start)
+        self.stateless = run_on(sampler, self.grid).stateless
+        if not self.stateless and states is not None and (velocities is None or len(velocities) < len(states) - 1):
+            raise ValueError(f"a path on {sampler} needs Large's velocity at every step (Reference.velocities)")
         if states is not None:
             self.states: list[torch.Tensor | None] = list(states)
+            self.velocities: list[torch.Tensor | None] = list(velocities or [None] * (len(self.grid) - 1))
             self.depth = np.full(self.samples, len(self.grid))
         else:
             self.states = [start] + [None] * (len(self.grid) - 1)
+            self.velocities = [None] * (len(self.grid) - 1)
             self.depth = np.ones(self.samples, dtype=int)  # states 0 .. depth - 1 are known, per sample
+
+    def run_at(self, i: int, rows: Sequence[int], after: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+               ) -> Run:
+        """A run that has taken Large's steps ``0 .. i - 1`` for ``rows`` (then the recorded steps
+        ``after``: states and velocities of the steps that followed), ready for the next step."""
+        run = run_on(self.sampler, self.grid)
+        if run.stateless:
+            return run
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        states = [self._rows(self.states[j], index) for j in range(i)]
+        velocities = [self._rows(self.velocities[j], index) for j in range(i)]
+        return run.replay(states + after[0], velocities + after[1])
+
+    @staticmethod
+    def _rows(value: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor:
+        assert value is not None
+        return value[index.to(value.device)]
 
     def at(self, i: int, rows: Sequence[int]) -> torch.Tensor:
         """Large's state at ``grid[i]`` for ``rows``, stepping the samples that have not got there."""
@@ -164,19 +188,24 @@ class LargePath:
             index = torch.as_tensor(group, dtype=torch.long)
             known = self.states[depth - 1]
             assert known is not None
-            x = known[index.to(known.device)]
-            run = euler_states(self.pair.large, x, self.grid[depth - 1:i + 1],
-                               **select_rows(self.cond, self.samples, group))
-            for j, state in enumerate(run[1:], start=depth):
-                slot = self.states[j]
-                if slot is None:
-                    slot = self.states[j] = torch.full_like(known, float("nan"))
-                slot[index.to(state.device)] = state
+            states, velocities = path(self.pair.large, self._rows(known, index), self.run_at(depth - 1, group), depth - 1, i,
+                          keep_velocities=not self.stateless, **select_rows(self.cond, self.samples, group))
+            for j, state in enumerate(states[1:], start=depth):
+                self._put(self.states, j, index, state)
+            for j, v in enumerate(velocities, start=depth - 1):
+                self._put(self.velocities, j, index, v)
             self.depth[group] = i + 1
             self.ledger.charge(i + 1 - depth, len(group))
         state = self.states[i]
         assert state is not None
         return state[torch.as_tensor(rows, dtype=torch.long).to(state.device)]
+
+    def _put(self, slots: list[torch.Tensor | None], j: int, index: torch.Tensor, value: torch.Tensor) -> None:
+        slot = slots[j]
+        if slot is None:
+            slot = slots[j] = torch.full((self.samples, *value.shape[1:]), float("nan"), dtype=value.dtype,
+                                         device=value.device)
+        slot[index.to(value.device)] = value
 
     def calls_to(self, i: int, rows: Sequence[int]) -> int:
         """Large calls per sample, summed over ``rows``, still needed to reach ``grid[i]``."""
@@ -204,11 +233,13 @@ class Evaluator:
         self.full_steps = self.n if full_steps is None else int(full_steps)
         self.ledger = ledger or Ledger(self.samples, self.full_steps)
         self.path = path or LargePath(pair, self.grid, reference.cond, reference.states[0], self.ledger,
-                                      states=reference.states)
+                                      states=reference.states, sampler=reference.sampler,
+                                      velocities=reference.velocities)
         self.values: dict[tuple[int, int], np.ndarray] = {}
         self.known: dict[tuple[int, int], np.ndarray] = {}
         self.chunks = chunks(self.samples, seeds=seeds)  # ``seeds``: noise seeds per prompt (cond-major rows)
-        self._prefix: tuple[int, tuple[int, ...], list[torch.Tensor]] = (-1, (), [])
+        # the Small run of the last window start and rows: its states and velocities
+        self._prefix: tuple[int, tuple[int, ...], list[torch.Tensor], list[torch.Tensor]] = (-1, (), [], [])
 
     @property
     def large_equivalents(self) -> float:
@@ -238,18 +269,24 @@ class Evaluator:
             start = stop = 0
         return self.known.get((start, stop), np.zeros(self.samples, dtype=bool))
 
-    def _small_until(self, start: int, stop: int, rows: list[int]) -> torch.Tensor:
-        """Small's state at step ``stop`` from Large's state at ``start`` for ``rows``, extending the
-        cached Small run of this start and rows (one Euler run over the steps not yet taken)."""
+    def _small_until(self, start: int, stop: int, rows: list[int]) -> tuple[torch.Tensor, Run]:
+        """Small's state at step ``stop`` from Large's state at ``start`` for ``rows``, and the run
+        there (ready for step ``stop``), extending the cached Small run of this start and rows."""
         if self._prefix[:2] != (start, tuple(rows)):
-            self._prefix = (start, tuple(rows), [self.path.at(start, rows)])
-        states = self._prefix[2]
+            self._prefix = (start, tuple(rows), [self.path.at(start, rows)], [])
+        states, velocities = self._prefix[2], self._prefix[3]
         done = start + len(states) - 1  # the step Small's cached run has reached
         if done < stop:
-            states += euler_states(self.pair.small, states[-1], self.grid[done:stop + 1],
-                                   **select_rows(self.reference.cond, self.samples, rows))[1:]
+            more = path(self.pair.small, states[-1],
+                        self.path.run_at(start, rows, (states[:-1], velocities)), done, stop,
+                        keep_velocities=not self.path.stateless,
+                        **select_rows(self.reference.cond, self.samples, rows))
+            states += more[0][1:]
+            velocities += more[1]
             self.ledger.charge((stop - done) * self.small_cost, len(rows))
-        return states[stop - start]
+        k = stop - start
+        run = self.path.run_at(start, rows, (states[:k], velocities[:k]))
+        return states[k], run
 
     @torch.no_grad()
     def qualities(self, start: int, stop: int, rows: Sequence[int] | None = None) -> np.ndarray:
@@ -266,10 +303,10 @@ class Evaluator:
         missing = [r for r in rows if not known[r]]
         if missing:
             if start < stop:
-                x = self._small_until(start, stop, missing)
+                x, run = self._small_until(start, stop, missing)
                 if stop < self.n:
-                    x = euler(self.pair.large, x, self.grid[stop:],
-                              **select_rows(self.reference.cond, self.samples, missing))
+                    x = path(self.pair.large, x, run, stop, self.n,
+                             **select_rows(self.reference.cond, self.samples, missing))[0][-1]
                     self.ledger.charge(self.n - stop, len(missing))
             else:
                 x = self.path.at(self.n, missing)  # Large alone on this grid: its own trajectory's end
@@ -323,9 +360,9 @@ class PlanQuality:
             first = next((i for i, m in enumerate(plan) if m != "large"), len(plan))
             x = ev.path.at(first, [row])
             cond = select_rows(ev.reference.cond, ev.samples, [row])
-            grid = ev.grid
-            for a, b in _runs(plan, first):  # one Euler run per stretch of one model
-                x = euler(ev.pair.models[plan[a]], x, grid[a:b + 1], **cond)
+            run = ev.path.run_at(first, [row])
+            for a, b in _runs(plan, first):  # one run per stretch of one model, the solver's history carried on
+                x = path(ev.pair.models[plan[a]], x, run, a, b, **cond)[0][-1]
                 ev.ledger.charge((b - a) * (1.0 if plan[a] == "large" else ev.small_cost), 1)
             self.cache[(row, plan)] = float(ev.metric(x, ev.target[row:row + 1]).float().mean())
         return self.cache[(row, plan)]
@@ -357,8 +394,12 @@ class StepSearch:
     as a stored profile is: Small takes the steps whose sigma lies in the window.
     """
 
-    def __init__(self, full: Evaluator, shift: float) -> None:
-        self.full, self.shift = full, float(shift)
+    def __init__(self, full: Evaluator, shift: float | Sampler | None = None) -> None:
+        own = full.reference.sampler
+        self.sampler = shift if isinstance(shift, Sampler) else own if own is not None else sampler_for(None, shift)
+        if own is not None and own != self.sampler:
+            raise ValueError(f"the reference was run on {own}, not {self.sampler}")
+        self.full, self.shift = full, self.sampler.shift
         self.evaluators: dict[int, Evaluator] = {full.n: full}
         self.least_steps = 1  # step counts below it were measured to fail with Large alone (refine sets it)
         self.trials_not_run = 0  # search trials the budget left out (refine sets it)
@@ -372,9 +413,10 @@ class StepSearch:
     def at(self, steps: int) -> Evaluator:
         if steps not in self.evaluators:
             full = self.full
-            grid = sigmas(steps, self.shift).tolist()
-            reference = Reference(grid, [full.reference.states[0]], full.reference.cond)
-            path = LargePath(full.pair, grid, full.reference.cond, full.reference.states[0], full.ledger)
+            grid = self.sampler.grid(steps)
+            reference = Reference(grid, [full.reference.states[0]], full.reference.cond, sampler=self.sampler)
+            path = LargePath(full.pair, grid, full.reference.cond, full.reference.states[0], full.ledger,
+                             sampler=self.sampler)
             self.evaluators[steps] = Evaluator(full.pair, reference, full.metric, full.small_cost,
                                                target=full.reference.final, full_steps=full.n, ledger=full.ledger,
                                                path=path)
@@ -388,7 +430,7 @@ class StepSearch:
         if steps == self.full.n:
             return start, stop
         window = boundaries_from_steps(self.full.reference.grid, start, stop)
-        grid = sigmas(steps, self.shift).tolist()
+        grid = self.sampler.grid(steps)
         small = [i for i in range(steps) if window.sigma_out < grid[i] <= window.sigma_in]
         return (small[0], small[-1] + 1) if small else (0, 0)
 
@@ -420,7 +462,7 @@ class StepSearch:
             grid = torch.as_tensor(full.grid, dtype=torch.float64)
             states = [state[rows] for state in full.reference.states]
             velocities = [(b - a) / (grid[i + 1] - grid[i]).item() for i, (a, b) in enumerate(zip(states, states[1:]))]
-            coarse = sigmas(steps, self.shift).double()
+            coarse = torch.as_tensor(self.sampler.grid(steps), dtype=torch.float64)
             x = states[0]
             for j in range(steps):
                 sigma = float(coarse[j])

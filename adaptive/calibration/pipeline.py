@@ -28,12 +28,13 @@ from adaptive.calibration.per_prompt import with_per_prompt
 from adaptive.calibration.search import _trials_done, best_plan, spending, best_window, default_storage, make_study, measured_plans, refine
 from adaptive.detect import Boundaries, ChangePointDetector, boundaries_from_steps
 from adaptive.denoisers import first_row
-from adaptive.errors import CalibrationError
+from adaptive.errors import CalibrationError, SigmaGridError
 from adaptive.metrics import LatentStructure, Metric
 from adaptive.pair import ModelPair
 from adaptive.probing import DivergenceCurve, batch_conditions, latent_shape, model_device, run_probe
-from adaptive.profiles import Profile, fingerprint, guidance_of, models_fingerprint, sampler_signature
+from adaptive.profiles import Profile, fingerprint, guidance_of, models_fingerprint
 from adaptive.profile_store import ProfileStore, safe_key
+from adaptive.samplers import Sampler, sampler_for
 from adaptive.records import CalibrationInfo, Cost, CurveSummary, Proposal, Quality
 
 DEFAULT_QUALITY_TARGET = 0.95
@@ -91,7 +92,7 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
               store: ProfileStore | str | Path | None = None, detector: ChangePointDetector | None = None,
               probe_steps: Sequence[int] | None = None, progress: bool = True, save: bool = True,
               per_prompt: bool = False, search_steps: bool = True, force: bool = False,
-              budget: float | None = DEFAULT_BUDGET, guidance_interval: bool = True) -> Profile:
+              budget: float | None = DEFAULT_BUDGET, guidance_interval: bool = True, sampler: Any = None) -> Profile:
     """Find the cheapest plan that keeps Large's quality for this pair and sampler grid: a
     Large-Small-Large window where a blend pays, Large with fewer steps where they do; return (and
     store) the Profile.
@@ -99,7 +100,13 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
     Args:
         pair: the Large/Small pair (guidance already applied if the pipeline uses it).
         conds: one dict of model keyword arguments per calibration prompt.
-        num_steps, shift: the Euler grid (``adaptive.sigmas(num_steps, shift)``).
+        num_steps, shift: the grid: ``num_steps`` steps of ``sampler`` at ``shift`` (Euler:
+            ``adaptive.sigmas(num_steps, shift)``).
+        sampler: the solver the pipeline runs, and every judgement here runs step by step: ``"euler"``
+            (default), ``"unipc"``, ``"dpm++"``, or a diffusers flow scheduler (instance or config), whose
+            flow shift is then the grid's (:class:`~adaptive.samplers.Sampler`). A multistep solver's
+            history carries across the model switch as it does in the pipeline. The profile is keyed
+            by it (``profile.sampler``: ``"unipc-30-shift3"``).
         seeds: noise seeds; every cond runs with every seed.
         quality_target: least mean similarity to Large-only output a window must keep (default 0.95,
             on the pair's ``metric`` — for the embedded pair the worse of the toy encoder's
@@ -156,7 +163,9 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         store = store if isinstance(store, ProfileStore) else ProfileStore(store)
         metric = metric or pair.metric or LatentStructure()
         metric_name = getattr(metric, "name", type(metric).__name__)
-        signature = sampler_signature("euler", num_steps, shift)
+        solver = _sampler(sampler, shift)
+        shift = solver.shift
+        signature = solver.signature(num_steps)
         fp = fingerprint(pair)
         key = _calibration_key(conds, seeds, quality_target, metric_name, search_steps)
         name = study_name or safe_key(f"{fp}__{signature}__{key}")
@@ -173,12 +182,12 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
                 f"budget={budget:g} Large passes per sample cannot pay for the probe alone ({probe_passes:.2f}: Large "
                 f"on every step, Small at {small_cost:.2f} of a Large call on the probed steps), let alone a "
                 f"candidate; give budget >= {probe_passes + 1:.1f} (the default is {DEFAULT_BUDGET:g}) or budget=None")
-        curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress)
+        curve, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, probe_steps, progress, solver)
         proposal = (detector or ChangePointDetector()).fit(curve).predict()
         ledger = Ledger(len(reference.final), num_steps, budget)
         with ledger.phase("probe"):
             ledger.charge(curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost, len(reference.final))
-        guided = guidance_interval and guidance_of(pair) not in (None, 1.0)
+        guided = guidance_interval and guidance_of(pair) not in (None, 1.0) and solver.is_euler  # intervals: Euler only
         left = 0.0 if budget is None else max(0.0, budget - ledger.passes)
         # Kept from the search for what follows it: per-prompt windows (half of it also pays the guidance
         # interval), or the guidance interval alone.
@@ -205,6 +214,13 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         if save and (_finished_here(study) or not store.path_for(fp, signature).exists()):
             store.save(profile, force=force)
         return profile
+
+
+def _sampler(sampler: Any, shift: float) -> Sampler:
+    try:
+        return sampler_for(sampler, shift)
+    except (ValueError, SigmaGridError) as err:
+        raise CalibrationError(f"sampler: {err}") from err
 
 
 def _small_cost(pair: ModelPair, conds: Sequence[Mapping[str, Any]], seeds: Sequence[int],
