@@ -389,3 +389,71 @@ def test_auto_looks_the_profile_up_by_the_solvers_shift_and_says_it_was_calibrat
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         blend(euler, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+
+
+@pytest.mark.parametrize("kind", FLOW_SOLVERS)
+def test_a_profile_of_the_pipelines_own_scheduler_runs_there_as_calibration_judged_it(wan_pair, tmp_path, kind):
+    from adaptive import Profile, ProfileStore, calibrate, fingerprint
+    from adaptive.calibration import Evaluator
+    from adaptive.detect import boundaries_from_steps
+    from adaptive.probing import run_probe
+    from adaptive.samplers import Sampler
+
+    large, small = wan_pair
+    pipe = _solver_pipe(large, kind)
+    sampler = Sampler.of(pipe.scheduler)
+    prompts = [torch.randn(1, 6, 32, generator=torch.Generator().manual_seed(s)) for s in (5, 6)]
+    null = torch.zeros(1, 6, 32)
+    pair = ModelPair(large, small).guided(4.0, {"encoder_hidden_states": null})
+    assert fingerprint(pair) == fingerprint(ModelPair(large, small).guided(4.0))  # the key blend() looks up
+
+    # Calibrated on the pipeline's scheduler, then "auto": found with no warning, run as the profile says.
+    profile = calibrate(pair, [{"encoder_hidden_states": p} for p in prompts], num_steps=8, seeds=[0, 1],
+                        shape=(16, 2, 2, 2), sampler=pipe.scheduler, n_trials=4, store=tmp_path, progress=False,
+                        search_steps=False, quality_target=0.8)
+    assert profile.sampler == sampler.signature(8) == f"{'dpmpp' if kind == 'dpm++' else kind}-8-shift3"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    _run_wan(pipe, latents, prompts[0], null)
+    plan = profile.schedule().step_models(pipe.scheduler.sigmas)
+    assert pipe.transformer.decisions.models[0] == plan == [name for _, name in pipe.transformer.trace[::2]]
+    assert "small" in plan  # a window met the (low) target on these random models
+
+    # A window across the multistep history: the pipeline's video is the one calibration judged.
+    _, reference = run_probe(pair, [{"encoder_hidden_states": prompts[0]}], 8, [0], shape=(16, 2, 2, 2),
+                             progress=False, sampler=sampler)
+    judged = []
+    Evaluator(pair, reference, lambda x, target: judged.append(x) or torch.ones(len(x)), 0.5).qualities(2, 5)
+    window = boundaries_from_steps(reference.grid, 2, 5)
+    ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(pair), sampler=sampler.signature(8),
+                                        num_steps=8, shift=3.0, sigma_in=window.sigma_in,
+                                        sigma_out=window.sigma_out), force=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    calls, handles = _record_calls(large, small)
+    out = _run_wan(pipe, reference.states[0], prompts[0], null)
+    for handle in handles:
+        handle.remove()
+    expected = ["large"] * 2 + ["small"] * 3 + ["large"] * 3
+    assert [name for _, name in pipe.transformer.trace[::2]] == expected
+    assert _ran_per_step(calls, pipe.scheduler.timesteps) == [[name, name] for name in expected]
+    torch.testing.assert_close(out, judged[0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_multistep_pipeline_with_only_an_euler_profile_says_so_in_one_line(wan_pair, tmp_path):
+    from adaptive import Profile, ProfileStore, fingerprint
+
+    large, small = wan_pair
+    ProfileStore(tmp_path).save(Profile(pair_fingerprint=fingerprint(ModelPair(large, small).guided(4.0)),
+                                        sampler="euler-8-shift3", num_steps=8, shift=3.0, sigma_in=0.9, sigma_out=0.4))
+    pipe = _solver_pipe(large, "unipc")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, store=tmp_path)
+    messages = [str(w.message) for w in seen if issubclass(w.category, UserWarning)]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "euler-8-shift3" in messages[0] and "--sampler unipc" in messages[0]
+    assert pipe.transformer.schedule == Schedule.lsl(0.9, 0.4)  # run by sigma on UniPC's grid, as the README says

@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -30,6 +31,7 @@ import torch
 from adaptive.pair import ModelPair
 from adaptive.probing import batch_conditions
 from adaptive.records import MeasuredPlan
+from adaptive.samplers import Sampler
 from adaptive.schedule import sigmas
 
 DIM = 64
@@ -112,10 +114,14 @@ class Case:
         """The calibration samples' noise, as calibration draws it."""
         return batch_conditions([{}], list(self.seeds), (DIM,))[0].double()
 
-    def table(self) -> list[tuple[int, int, int, float, float]]:
+    def table(self, sampler: Sampler | None = None) -> list[tuple[int, int, int, float, float]]:
         """Every plan on every grid ``k <= steps``: ``(k, start, stop, quality, cost)`` for Large alone
         (``start = stop = 0``) and Small on steps ``start .. stop - 1``, its quality the exact mean
-        similarity to Large with all steps on the calibration samples, cheapest first."""
+        similarity to Large with all steps on the calibration samples, cheapest first. On another
+        ``sampler`` than Euler (UniPC, DPM-Solver++) every plan of a grid runs at once, one batch row
+        per plan and sample, through the sampler's own steps (:func:`_sampled_table`)."""
+        if sampler is not None and not sampler.is_euler:
+            return _sampled_table(self, sampler)
         noise = self.noise()
         reference = _final(noise, *_maps(self, self.steps, 0, 0))
         rows = []
@@ -127,20 +133,53 @@ class Case:
             rows += [(k, a, b, q, self.cost(k, b - a)) for (a, b), q in zip(windows, quality)]
         return sorted(rows, key=lambda r: (r[4], -r[3]))
 
-    def optimum(self, margin: float = 0.0) -> MeasuredPlan:
+    def optimum(self, margin: float = 0.0, sampler: Sampler | None = None) -> MeasuredPlan:
         """The cheapest plan whose quality meets ``target + margin`` (Large with all steps when none does)."""
-        for k, a, b, quality, cost in self.table():
+        for k, a, b, quality, cost in self.table(sampler):
             if quality >= self.target + margin or (k == self.steps and a == b):
                 return MeasuredPlan(k, a, b, quality, cost)
         raise AssertionError("Large with all steps is always a plan")
 
-    def quality_of(self, plan: MeasuredPlan | tuple[int, int, int]) -> float:
+    def quality_of(self, plan: MeasuredPlan | tuple[int, int, int], sampler: Sampler | None = None) -> float:
         """The exact mean quality of one plan (``(steps, start, stop)``) on the calibration samples."""
         steps, start, stop = (plan.steps, plan.start, plan.stop) if isinstance(plan, MeasuredPlan) else plan
+        if sampler is not None and not sampler.is_euler:
+            return next(q for k, a, b, q, _ in _sampled_table(self, sampler) if (k, a, b) == (steps, start, stop))
         noise = self.noise()
         reference = _final(noise, *_maps(self, self.steps, 0, 0))
         final = _final(noise, *_maps(self, steps, start, stop))
         return float((1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean())
+
+
+@functools.lru_cache(maxsize=64)
+def _sampled_table(case: Case, sampler: Sampler) -> list[tuple[int, int, int, float, float]]:
+    """:meth:`Case.table` on ``sampler``: per grid ``k``, one run of the sampler over a batch holding
+    every plan x every sample, each row taking Large's or Small's velocity as its plan says (the
+    scheduler's steps act on each row alone, so this is each plan's own run)."""
+    noise = case.noise().float()
+    pair = case.pair()
+    large, small = pair.large, pair.small
+
+    def run(k: int, windows: list[tuple[int, int]]) -> torch.Tensor:
+        starts = torch.tensor([a for a, _ in windows]).repeat_interleave(len(noise))
+        stops = torch.tensor([b for _, b in windows]).repeat_interleave(len(noise))
+        x = noise.repeat(len(windows), 1)
+        steps = sampler.run(k)
+        for i in range(k):
+            sigma = steps.sigma(i)
+            on_small = ((starts <= i) & (i < stops)).unsqueeze(-1)
+            v = torch.where(on_small, small(x, sigma), large(x, sigma))
+            x = steps.step(x, v, i)
+        return x.view(len(windows), len(noise), DIM).double()
+
+    reference = run(case.steps, [(0, 0)])[0]
+    rows = []
+    for k in range(1, case.steps + 1):
+        windows = [(0, 0)] + [(a, b) for a in range(k) for b in range(a + 1, k + 1)]
+        final = run(k, windows)
+        quality = (1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean(dim=1).tolist()
+        rows += [(k, a, b, q, case.cost(k, b - a)) for (a, b), q in zip(windows, quality)]
+    return sorted(rows, key=lambda r: (r[4], -r[3]))
 
 
 def _steps(case: Case, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,8 +238,9 @@ SUITE = (
 only Large with fewer steps does, and where nothing does."""
 
 
-def calibrate_case(case: Case, budget: float | None = 3.0, n_trials: int = 24):
-    """``calibrate`` on the case's pair and grid (in-memory study, nothing stored): its profile."""
+def calibrate_case(case: Case, budget: float | None = 3.0, n_trials: int = 24, sampler: Sampler | None = None):
+    """``calibrate`` on the case's pair and grid (in-memory study, nothing stored), on ``sampler``'s
+    steps (default Euler; its shift is the case's): its profile."""
     import tempfile
     import warnings
 
@@ -212,7 +252,8 @@ def calibrate_case(case: Case, budget: float | None = 3.0, n_trials: int = 24):
         warnings.simplefilter("ignore")
         return calibrate(case.pair(), [{}], case.steps, seeds=list(case.seeds), shift=case.shift,
                          quality_target=case.target, n_trials=n_trials, store=store, progress=False, save=False,
-                         budget=budget, storage=optuna.storages.InMemoryStorage())
+                         budget=budget, storage=optuna.storages.InMemoryStorage(),
+                         sampler=None if sampler is None else Sampler.of(sampler.name, case.shift))
 
 
 def _plan_text(steps: int, start: int, stop: int, full: int) -> str:
