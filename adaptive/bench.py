@@ -16,7 +16,7 @@ import csv
 import functools
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from adaptive.metering import flops_of, flops_per_row, interleaved
 from adaptive.metrics import rel_l2
 from adaptive.pair import ModelPair
 from adaptive.profiles import Profile
-from adaptive.sampling import SAMPLERS, sigmas
+from adaptive.samplers import Sampler
+from adaptive.sampling import SAMPLERS, sample, sigmas
 from adaptive.schedule import Schedule, base_of, call_cost, is_unguided
 
 
@@ -183,15 +184,22 @@ def plan_label(schedule: Schedule, steps: int) -> str:
             f"{max(s.sigma_hi for s in guided):.2g}]")
 
 
-def plan_fraction(schedule: Schedule, steps: int, num_steps: int, shift: float, small_cost: float) -> float:
-    """``schedule`` on ``sigmas(steps, shift)`` as a fraction of Large with ``num_steps`` (Small at
-    ``small_cost`` a call, a step without guidance half its model's call).
+def plan_fraction(schedule: Schedule, steps: int, num_steps: int, shift: float, small_cost: float,
+                  sampler: str = "euler") -> float:
+    """``schedule`` on ``sampler``'s grid of ``steps`` at ``shift`` (Euler: ``sigmas(steps, shift)``) as a
+    fraction of Large with ``num_steps`` (Small at ``small_cost`` a call, a step without guidance half
+    its model's call).
 
     Example:
         >>> plan_fraction(Schedule.large_only().guided_within(0.97, 0.44), 8, 30, 3.0, 0.1)
         0.21666666666666667
     """
-    return sum(call_cost(m, small_cost) for m in schedule.step_models(sigmas(steps, shift))) / num_steps
+    return sum(call_cost(m, small_cost) for m in schedule.step_models(_grid(sampler, steps, shift))) / num_steps
+
+
+def _grid(sampler: str, steps: int, shift: float) -> list[float]:
+    """The grid a row's solver runs: Euler's and Heun's ``sigmas(steps, shift)``, else the sampler's own."""
+    return sigmas(steps, shift).tolist() if sampler in SAMPLERS else Sampler.of(sampler, shift).grid(steps)
 
 
 def blend_plan(profile: Profile | None, num_steps: int, fallback: Schedule) -> BlendPlan:
@@ -238,8 +246,10 @@ def _profile_rows(profile: Profile, plan: BlendPlan, cond: Mapping[str, Any], n:
 
 def bench_rows(pair: ModelPair, noise: torch.Tensor, cond: Mapping[str, Any], num_steps: int, shift: float,
                plan: BlendPlan, profile: Profile | None = None, oracle: Schedule | None = None,
-               other_noise: torch.Tensor | None = None, cache_threshold: float = 0.1) -> list[Row]:
-    """The comparison table's rows for ``pair`` on ``sigmas(num_steps, shift)`` (see the module doc).
+               other_noise: torch.Tensor | None = None, cache_threshold: float = 0.1,
+               sampler: str = "euler") -> list[Row]:
+    """The comparison table's rows for ``pair`` on ``sigmas(num_steps, shift)`` (see the module doc),
+    every row but the Heun ones on ``sampler`` (``"euler"``, ``"unipc"``, ``"dpm++"``).
 
     Peers (rows 6a-7) get the compute of ``plan``, with Small's cost measured in FLOPs on
     ``noise``; SRDiffusion's threshold is matched on Large's own trajectories from ``noise``.
@@ -261,10 +271,11 @@ def bench_rows(pair: ModelPair, noise: torch.Tensor, cond: Mapping[str, Any], nu
     n = noise.shape[0]
     per_row = flops_per_row(pair, noise, **cond)
     small_cost = per_row["small"] / per_row["large"]
-    grid = sigmas(num_steps, shift)
-    fraction = plan_fraction(plan.schedule, plan.steps, num_steps, shift, small_cost)
+    grid = torch.tensor(_grid(sampler, num_steps, shift))
+    fraction = plan_fraction(plan.schedule, plan.steps, num_steps, shift, small_cost, sampler)
     k = matched_switch(fraction, small_cost, num_steps)
-    srd = SRDiffusionRule.matched(velocity_changes(pair, noise, grid, cond), fraction, small_cost, num_steps)
+    srd = SRDiffusionRule.matched(velocity_changes(pair, noise, sigmas(num_steps, shift), cond), fraction, small_cost,
+                                  num_steps)
     rows = [Row("1. Large only", None, num_steps)]
     if other_noise is not None:
         rows.append(Row("1b. Large only, other seeds (noise band)", None, num_steps, noise=other_noise))
@@ -277,7 +288,7 @@ def bench_rows(pair: ModelPair, noise: torch.Tensor, cond: Mapping[str, Any], nu
     if oracle is not None:
         rows.append(Row("5. oracle window (exhaustive sweep)", oracle, num_steps))
     fewer, heun = matched_steps(fraction, num_steps), max(2, num_steps // 2)
-    return rows + [
+    return [_on(row, sampler) for row in rows] + [_on(row, sampler) for row in [
         Row(f"6a. Small->Large (T-Stitch), {k} Small steps",
             Schedule.from_steps(grid, ["small"] * k + ["large"] * (num_steps - k)), num_steps),
         Row(f"6b. Large->Small (Wan 2.2 style), {k} Small steps",
@@ -289,7 +300,14 @@ def bench_rows(pair: ModelPair, noise: torch.Tensor, cond: Mapping[str, Any], nu
         Row(f"8b. FlowBlending + Heun {heun} steps", plan.schedule, heun, sampler="heun"),
         Row("8c. Large only + First Block Cache", None, num_steps, cache=cache_threshold),
         Row("8d. FlowBlending + First Block Cache", plan.schedule, num_steps, cache=cache_threshold),
-    ]
+    ]]
+
+
+def _on(row: Row, sampler: str) -> Row:
+    """``row`` on ``sampler`` (its Heun rows keep Heun)."""
+    if row.sampler != "euler" or sampler == "euler":
+        return row
+    return replace(row, sampler=sampler)
 
 
 def _set_cache(pair: ModelPair, threshold: float | None) -> None:
@@ -310,10 +328,17 @@ def _run(pair: ModelPair, row: Row, noise: torch.Tensor, shift: float, cond: dic
     try:
         if isinstance(row.schedule, SRDiffusionRule):
             switch = {"large": row.schedule.denoiser(pair), "small": pair.small}
-            return SAMPLERS[row.sampler](switch, noise, sigmas(row.num_steps, shift), None, **cond)
-        return SAMPLERS[row.sampler](pair, noise, sigmas(row.num_steps, shift), row.schedule, **cond)
+            return _solve(row.sampler, switch, noise, row.num_steps, shift, None, cond)
+        return _solve(row.sampler, pair, noise, row.num_steps, shift, row.schedule, cond)
     finally:
         _set_cache(pair, None)
+
+
+def _solve(sampler: str, models: Any, noise: torch.Tensor, steps: int, shift: float, schedule: Any,
+           cond: dict[str, Any]) -> torch.Tensor:
+    if sampler in SAMPLERS:
+        return SAMPLERS[sampler](models, noise, sigmas(steps, shift), schedule, **cond)
+    return sample(models, noise, steps, schedule, sampler=Sampler.of(sampler, shift), **cond)
 
 
 def _per_sample(row: Row) -> bool:

@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -112,11 +112,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         prompts, seeds = heldout_prompts(args.num)
         where = "held-out prompts and seeds (no default calibration uses them)"
-    print(f"pair: {args.pair} (Wan architecture, embedded); {args.num} videos of {where}, Euler, shift {args.shift}")
+    print(f"pair: {args.pair} (Wan architecture, embedded); {args.num} videos of {where}, {args.sampler}, shift "
+          f"{args.shift}")
     print(f"chosen (by calibration, on its own prompts): {why}")
-    generate(pair, prompts[:1], seeds[:1], runs[1].schedule, num_steps=2)  # warm-up, not timed
+    generate(pair, prompts[:1], seeds[:1], runs[1].schedule, num_steps=2, sampler=args.sampler)  # warm-up
     measured = interleaved({run.label: functools.partial(generate, pair, prompts, seeds, run.schedule,
-                                                         num_steps=run.steps, shift=args.shift) for run in runs},
+                                                         num_steps=run.steps, shift=args.shift, sampler=args.sampler)
+                            for run in runs},
                            rounds=args.repeats, device=args.device)  # so machine noise hits every run alike
     videos = measured.outputs
     seconds = {run.label: measured.total(run.label) for run in runs}
@@ -190,7 +192,7 @@ def _stored_decision(name: str, args: argparse.Namespace) -> str:
     from adaptive.toy import load_pair
 
     pair = load_pair(name, device=args.device, dtype=args.dtype)[0]
-    profile = ProfileStore(getattr(args, "store", None)).for_grid(pair, args.steps, args.shift)
+    profile = _stored_profile(pair, args, args.steps)
     if profile is None:
         return f"no stored profile for {args.steps} steps (`flowblend calibrate --pair {name}`)"
     kind = "fewer Large steps pay here" if profile.plan is not None and profile.plan.is_large_only else \
@@ -216,14 +218,14 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
 
     n = args.steps
     full = _Run(f"Large, {n} steps", n, None, 1.0)
-    profile = ProfileStore(getattr(args, "store", None)).for_grid(pair, n, args.shift)
+    profile = _stored_profile(pair, args, n)
     small_cost = profile.cost.get("small_cost_ratio", 0.1) if profile is not None else _toy_small_cost(pair)
     if args.schedule is not None or profile is None:
         schedule = args.schedule or Schedule.lsl(*DEFAULT_WINDOW)
         why = ("--schedule as given" if args.schedule is not None else
                f"no stored profile for {n} steps: the uncalibrated window lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
         plan = _Run("chosen: " + plan_label(schedule, n), n, schedule, plan_fraction(schedule, n, n, args.shift,
-                                                                                         small_cost))
+                                                                                         small_cost, args.sampler))
     else:
         from adaptive.auto import warn_if_other_metric
 
@@ -233,7 +235,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
         schedule = profile.plan_schedule() if profile.num_steps == n else profile.schedule_for_steps(n)
         why = profile.decision if profile.num_steps == n else f"the stored window on {n} steps (see the warning)"
         plan = _Run("chosen: " + plan_label(schedule, steps), steps, schedule,
-                    plan_fraction(schedule, steps, n, args.shift, small_cost))
+                    plan_fraction(schedule, steps, n, args.shift, small_cost, args.sampler))
     # a blend, or guidance skipped on some steps: the obvious alternative is Large with the steps its compute buys
     if plan.schedule is not None and any(base_of(m) == "small" or is_unguided(m) for m in plan.schedule.models):
         k = max(1, math.floor(plan.cost * n + 1e-9))
@@ -248,7 +250,7 @@ def _demo_runs(pair, args: argparse.Namespace) -> tuple[list[_Run], str]:
     if not blends:
         return [full, plan], why
     best = max(blends, key=lambda p: p["quality"])
-    grid = sigmas(best["steps"], args.shift)
+    grid = _grid(args, best["steps"])
     schedule = Schedule.from_steps(grid, ["small" if best["start"] <= i < best["stop"] else "large"
                                           for i in range(best["steps"])])
     label = (f"best calibrated blend at <= {plan.cost:.2f}: Small {best['start']}-{best['stop'] - 1} of {best['steps']} "
@@ -270,7 +272,7 @@ def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
     """The stored profile's recommended plan (its schedule and step count) for ``--steps``; said
     in words. Without a profile: the uncalibrated default window on ``--steps``."""
     from adaptive.profile_store import ProfileStore
-    profile = ProfileStore(getattr(args, "store", None)).for_grid(pair, args.steps, args.shift)
+    profile = _stored_profile(pair, args, args.steps)
     if profile is None:
         print(f"plan: no stored profile for {args.steps} steps; the uncalibrated window "
               f"lsl:{DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]}")
@@ -296,14 +298,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     prompts = _prompts(args, args.num)
     seeds = list(range(args.seed, args.seed + args.num))
     if isinstance(schedule, str):
-        from adaptive.sampling import SAMPLERS, sigmas
+        from adaptive.sampling import SAMPLERS, sample, sigmas
         from adaptive.toy import seeded_noise
         from adaptive.toy.data import encode_prompts
 
-        # Heun looks for its own profile and says so when it runs Euler's
-        videos, decisions = SAMPLERS[args.sampler](
-            pair, seeded_noise(seeds, device=args.device), sigmas(args.steps, args.shift), schedule,
-            return_decisions=True, encoder_hidden_states=encode_prompts(prompts).to(args.device, args.dtype))
+        # Heun looks for its own profile and says so when it runs Euler's; UniPC/DPM++ look for theirs
+        noise, cond = seeded_noise(seeds, device=args.device), encode_prompts(prompts).to(args.device, args.dtype)
+        if args.sampler in SAMPLERS:
+            videos, decisions = SAMPLERS[args.sampler](pair, noise, sigmas(args.steps, args.shift), schedule,
+                                                       return_decisions=True, encoder_hidden_states=cond)
+        else:
+            videos, decisions = sample(pair, noise, args.steps, schedule, return_decisions=True,
+                                       sampler=_solver(args), encoder_hidden_states=cond)
         print(decisions.summary())
     else:
         videos = generate(pair, prompts, seeds, schedule, num_steps=steps, shift=args.shift, sampler=args.sampler)
@@ -382,7 +388,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                         quality_target=args.target, n_trials=args.trials, storage=args.storage,
                         study_name=args.study, store=store, per_prompt=args.per_prompt,
                         search_steps=args.search_steps, force=args.force, budget=args.budget,
-                        guidance_interval=args.guidance_interval)
+                        guidance_interval=args.guidance_interval, sampler=_solver(args))
     path = store.path_for(profile.pair_fingerprint, profile.sampler)
     stored = store.get(profile.pair_fingerprint, profile.sampler)
     rejected = stored is not None and stored.to_dict() != profile.to_dict()
@@ -473,7 +479,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cond = {"encoder_hidden_states": encode_prompts(prompts).to(args.device)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        profile = ProfileStore(args.store).for_grid(pair, steps, args.shift)
+        profile = _stored_profile(pair, args, steps)
     for w in caught:
         print(f"note: {w.message}")
     if isinstance(args.schedule, str):
@@ -485,7 +491,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rows = bench_rows(pair, noise, cond, steps, args.shift, plan, profile=None if given else profile,
                       oracle=_oracle_window(args.oracle) if args.oracle else None,
                       other_noise=seeded_noise(range(5000, 5000 + n), device=args.device),
-                      cache_threshold=args.cache_threshold)
+                      cache_threshold=args.cache_threshold, sampler=_solver(args).name)
     harness = pair_harness(args.pair)  # the pair's own encoder, real videos of its own data
     result = run_bench(pair, rows, noise, cond, args.shift,
                        lambda videos, reference: harness.report(videos, digits, directions, reference), repeats=repeats)
@@ -519,17 +525,19 @@ def _replay(args: argparse.Namespace, options: str) -> str:
     seeds, ``options`` and the pair (its folders, or the embedded pair's prompt count)."""
     pair = f"--large {args.large} --small {args.small}" if args.large else \
         f"--pair {args.pair} --num-prompts {args.num_prompts}"
-    return f"flowblend {args.command} --steps {args.steps} --shift {args.shift} --seeds {args.seeds} {options} {pair}"
+    sampler = f" --sampler {args.sampler}" if getattr(args, "sampler", "euler") != "euler" else ""
+    return (f"flowblend {args.command} --steps {args.steps} --shift {args.shift}{sampler} --seeds {args.seeds} "
+            f"{options} {pair}")
 
 
 def cmd_frontier(args: argparse.Namespace) -> int:
     """Every one-window blend against Large with fewer steps: table, Pareto plot, JSON."""
     from adaptive.frontier import frontier_path, measure_frontier
-    from adaptive.profiles import fingerprint, sampler_signature
+    from adaptive.profiles import fingerprint
     from adaptive.profile_store import ProfileStore
     blend_steps = [int(v) for v in args.blend_steps.split(",")] if args.blend_steps else [args.steps]  # _validate
     pair, conds = _pair_and_conds(args)
-    store, signature = ProfileStore(args.store), sampler_signature("euler", args.steps, args.shift)
+    store, signature = ProfileStore(args.store), _solver(args).signature(args.steps)
     fp = fingerprint(pair)
     profile = store.get(fp, signature)
     extra = []
@@ -537,10 +545,10 @@ def cmd_frontier(args: argparse.Namespace) -> int:
         extra.append((int(profile.plan["steps"]), int(profile.plan["start"]), int(profile.plan["stop"])))
     windows = sum(n * (n + 1) // 2 for n in blend_steps)
     print(f"measuring Large alone with 1..{args.steps} steps and {windows} one-window blends on "
-          f"{len(conds)} prompts x {args.seeds} seeds ({pair.name or 'pair'}, shift {args.shift})")
+          f"{len(conds)} prompts x {args.seeds} seeds ({pair.name or 'pair'}, {args.sampler}, shift {args.shift})")
     command = _replay(args, f"--blend-steps {','.join(map(str, blend_steps))}")
     frontier = measure_frontier(pair, conds, args.steps, seeds=list(range(args.seeds)), shift=args.shift,
-                                blend_steps=blend_steps, extra=extra, command=command)
+                                blend_steps=blend_steps, extra=extra, command=command, sampler=_solver(args))
     out = Path(args.out)
     plan = frontier.find(*extra[0]) if extra else None
     paths = [frontier.save(out / "frontier.json"), frontier.plot(out / "frontier.png", [plan] if plan else [])]
@@ -574,12 +582,40 @@ def _prompt_alignment(args: argparse.Namespace, pair, points: list) -> str:
     labels = [parse_prompt(p) for p in prompts]
     lines = [f"prompt alignment on these {len(prompts)} videos (digit / direction read by the pair's encoder):"]
     for point in points:
-        schedule = Schedule.from_steps(sigmas(point.steps, args.shift), ["small" if point.start <= i < point.stop
-                                                                         else "large" for i in range(point.steps)])
-        videos = generate(pair, prompts, seeds, schedule, num_steps=point.steps, shift=args.shift)
+        schedule = Schedule.from_steps(_grid(args, point.steps), ["small" if point.start <= i < point.stop
+                                                                    else "large" for i in range(point.steps)])
+        videos = generate(pair, prompts, seeds, schedule, num_steps=point.steps, shift=args.shift,
+                          sampler=args.sampler)
         digit, direction = harness.alignment(videos, [d for d, _ in labels], [m for _, m in labels])
         lines.append(f"  {point.label():32s} compute {point.cost:.2f}: {digit:.2f} / {direction:.2f}")
     return "\n".join(lines)
+
+
+def _solver(args: argparse.Namespace) -> Any:
+    """The :class:`~adaptive.samplers.Sampler` of ``--sampler`` at ``--shift`` (Heun: sample only)."""
+    from adaptive.samplers import Sampler
+
+    if args.sampler == "heun":
+        raise SystemExit(f"--sampler heun: {args.command} runs one model call per step (euler, unipc or dpm++); "
+                         "`flowblend sample --sampler heun` runs Euler's profile with Heun's steps")
+    return Sampler.of(args.sampler, args.shift)
+
+
+def _grid(args: argparse.Namespace, steps: int) -> list[float]:
+    """The sigma grid ``--sampler`` runs for ``steps`` at ``--shift`` (Heun: Euler's)."""
+    from adaptive.sampling import sigmas
+
+    return sigmas(steps, args.shift).tolist() if args.sampler == "heun" else _solver(args).grid(steps)
+
+
+def _stored_profile(pair, args: argparse.Namespace, steps: int):
+    """The stored profile for ``pair`` on ``--sampler`` over ``steps`` (:func:`adaptive.auto.lookup`:
+    Euler's, said in one line, when the sampler has none of its own)."""
+    from adaptive.auto import lookup
+    from adaptive.profile_store import ProfileStore
+
+    solver = "heun" if args.sampler == "heun" else _solver(args)
+    return lookup(pair, steps, args.shift, solver, ProfileStore(getattr(args, "store", None)))
 
 
 def cmd_oracle(args: argparse.Namespace) -> int:
@@ -597,7 +633,8 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     command = _replay(args, f"--trials {args.trials} --target {args.target} --budget "
                       f"{'none' if args.budget is None else format(args.budget, 'g')}")
     report = check_oracle(pair, conds, args.steps, seeds=list(range(args.seeds)), shift=args.shift,
-                          target=args.target, trials=args.trials, command=command, budget=args.budget)
+                          target=args.target, trials=args.trials, command=command, budget=args.budget,
+                          sampler=_solver(args))
     path = report.save(Path(args.out) / "oracle.json")
     summary = report.to_dict()
     print(json.dumps({k: summary[k] for k in ("proposal", "refined", "oracle", "compute_large_equivalents_per_sample",
@@ -627,6 +664,10 @@ def _common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "outpu
                        f"{name}: {spec.summary}" for name, spec in PAIRS.items()))
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
     p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
+    p.add_argument("--sampler", choices=["euler", "unipc", "dpm++", "heun"], default="euler",
+                   help="the solver, as the pipeline runs it: euler (FlowMatchEuler), unipc (Wan's default), dpm++ "
+                        "(DPM-Solver++ on flow sigmas); profiles are calibrated and found per sampler; heun: sample "
+                        "only, with Euler's profile (default euler)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the models run: cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
     p.add_argument("--dtype", type=_dtype, default=torch.float32, help="float32, bf16 or fp16")
@@ -656,7 +697,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(samp)
     samp.add_argument("--num", type=int, default=8, help="videos (default 8)")
     samp.add_argument("--seed", type=int, default=0, help="noise seed of the first video; the others follow (default 0)")
-    samp.add_argument("--sampler", choices=["euler", "heun"], default="euler", help="the ODE solver (default euler)")
     samp.add_argument("--store", help="profile directory (default $ADAPTIVE_PROFILES or ./profiles)")
     samp.set_defaults(func=cmd_sample)
     bench = sub.add_parser("bench", help="the comparison table on the embedded pair, measured side by side")

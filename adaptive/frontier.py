@@ -116,6 +116,7 @@ class Frontier:
     points: tuple[Point, ...]
     samples: int
     command: str = ""
+    sampler: str = "euler"  # the solver every plan ran (adaptive.samplers)
 
     @property
     def metrics(self) -> list[str]:
@@ -189,7 +190,8 @@ class Frontier:
     def table(self, z: float = Z_NOISE) -> str:
         """Markdown: per metric, how many blends beat Large-with-fewer-steps beyond noise, then per
         Large step count the best blend its compute buys on the primary metric."""
-        lines = [f"{len(self.blends())} one-window blends and Large alone with 1..{self.num_steps} steps, "
+        lines = [f"{len(self.blends())} one-window blends and Large alone with 1..{self.num_steps} steps "
+                 f"({self.sampler}, shift {self.shift:g}), "
                  f"{self.samples} samples, Small costs {self.small_cost:.3f} of a Large call; a blend beats "
                  f"Large-fewer when its paired mean exceeds Large with the steps its compute buys by > {z:g} "
                  "standard errors."]
@@ -243,7 +245,8 @@ class Frontier:
             ax.legend(fontsize=7, loc="lower right")
         if dots is not None:
             fig.colorbar(dots, ax=axes[0][-1], label="window middle / steps")
-        fig.suptitle(f"{self.pair_name}: {self.samples} samples, grid sigmas({self.num_steps}, {self.shift:g})",
+        fig.suptitle(f"{self.pair_name}: {self.samples} samples, {self.sampler} on {self.num_steps} steps, "
+                     f"shift {self.shift:g}",
                      fontsize=9)
         return save_figure(fig, path)
 
@@ -297,8 +300,10 @@ def measure_frontier(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_st
                      seeds: Sequence[int] = (0, 1), shift: float = 1.0, shape: Sequence[int] | None = None,
                      metrics: Mapping[str, Metric] | None = None, blend_steps: Sequence[int] | None = None,
                      extra: Sequence[tuple[int, int, int]] = (), progress: bool = True,
-                     command: str = "") -> Frontier:
-    """Measure the frontier of ``pair`` on ``sigmas(num_steps, shift)`` (see the module doc).
+                     command: str = "", sampler: Any = None) -> Frontier:
+    """Measure the frontier of ``pair`` on ``sigmas(num_steps, shift)`` (see the module doc), or on
+    ``sampler``'s grids and steps (``"unipc"``, ``"dpm++"`` or a diffusers flow scheduler: every plan
+    runs that solver, its history carried across the model switch).
 
     Args:
         conds, seeds: the samples (every cond with every seed), as in :func:`~adaptive.calibrate`.
@@ -329,8 +334,8 @@ def measure_frontier(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_st
             raise ValueError("metrics must name at least one metric")
         primary, chosen = next(iter(metrics)), dict(metrics)
     recorder = _Recorder(chosen, primary)
-    _, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, [0], progress)
-    search = StepSearch(Evaluator(pair, reference, recorder, small_cost_ratio(pair, reference)), shift)
+    _, reference = run_probe(pair, conds, num_steps, seeds, shift, shape, [0], progress, sampler)
+    search = StepSearch(Evaluator(pair, reference, recorder, small_cost_ratio(pair, reference)))
     samples = len(reference.final)
     identical = {name: (1.0,) * samples for name in chosen}
 
@@ -346,9 +351,9 @@ def measure_frontier(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_st
     plans += [(n, a, b) for n in grids for a in range(n) for b in range(a + 1, n + 1)]
     plans += [p for p in extra if p not in plans and not (p[1] >= p[2] and (p[0], 0, 0) in plans)]
     points = [measure(*p) for p in tqdm(plans, desc="frontier", disable=not progress)]
-    return Frontier(pair_name=pair.name or "pair", num_steps=num_steps, shift=float(shift),
+    return Frontier(pair_name=pair.name or "pair", num_steps=num_steps, shift=search.shift,
                     small_cost=search.full.small_cost, metric=primary, points=tuple(points), samples=samples,
-                    command=command)
+                    command=command, sampler=search.sampler.name)
 
 
 def frontier_path(store_root: Path | str, pair_fingerprint: str, sampler: str) -> Path:

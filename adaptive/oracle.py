@@ -98,8 +98,9 @@ class OracleReport:
 def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: int = 20,
                  seeds: Sequence[int] = (0, 1), shift: float = 1.0, metric: Metric | None = None,
                  target: float = 0.95, trials: int = 24, progress: bool = True, command: str = "",
-                 budget: float | None = 3.0) -> OracleReport:
-    """Proposal, refinement and oracle for ``pair`` on ``sigmas(num_steps, shift)`` (see the module doc).
+                 budget: float | None = 3.0, sampler: Any = None) -> OracleReport:
+    """Proposal, refinement and oracle for ``pair`` on ``sigmas(num_steps, shift)`` (see the module doc),
+    or on ``sampler``'s grid and steps (:class:`~adaptive.samplers.Sampler`: ``"unipc"``, ``"dpm++"``...).
 
     Args:
         conds, seeds: the calibration set (every cond with every seed), as in :func:`~adaptive.calibrate`.
@@ -114,7 +115,7 @@ def check_oracle(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps:
     """
     metric = metric or pair.metric or LatentStructure()
     started = time.perf_counter()
-    curve, reference = run_probe(pair, conds, num_steps, seeds, shift, progress=progress)
+    curve, reference = run_probe(pair, conds, num_steps, seeds, shift, progress=progress, sampler=sampler)
     probe_seconds = time.perf_counter() - started
     proposal = ChangePointDetector().fit(curve).predict()
     small_cost = small_cost_ratio(pair, reference)

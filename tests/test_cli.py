@@ -167,3 +167,41 @@ def test_frontier_of_the_embedded_pair_prints_each_plans_prompt_alignment(tmp_pa
     rows = re.findall(r"(?m)^  (Large, \d steps?) +compute (\d\.\d\d): (\d\.\d\d) / (\d\.\d\d)$", printed)
     assert [r[0] for r in rows] == ["Large, 3 steps", "Large, 1 step"] and rows[0][1] == "1.00"
     assert all(0.0 <= float(r[2]) <= 1.0 and 0.0 <= float(r[3]) <= 1.0 for r in rows)
+
+
+def test_calibrate_frontier_and_sample_on_the_pipelines_sampler(tmp_path, capsys):
+    """--sampler unipc: the profile is calibrated and stored for UniPC, the frontier runs UniPC and finds
+    that profile's plan."""
+    from safetensors.torch import save_file
+
+    from adaptive.frontier import Frontier
+
+    tiny_wan(heads=2, layers=2, seed=0).save_pretrained(tmp_path / "large")
+    tiny_wan(heads=1, layers=1, seed=1).save_pretrained(tmp_path / "small")
+    save_file({"prompt_embeds": torch.randn(2, 3, 32), "negative_prompt_embeds": torch.zeros(1, 3, 32)},
+              str(tmp_path / "emb.safetensors"))
+    pair_args = ["--large", str(tmp_path / "large"), "--small", str(tmp_path / "small"), "--embeddings",
+                 str(tmp_path / "emb.safetensors"), "--shape", "16,1,4,4", "--steps", "4", "--seeds", "2",
+                 "--store", str(tmp_path / "store"), "--sampler", "unipc"]
+    assert main(["calibrate", *pair_args, "--trials", "3", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "unipc-4-shift3" in printed and list((tmp_path / "store").glob("*__unipc-4-shift3.json"))
+    assert not list((tmp_path / "store").glob("*__euler-*.json"))
+    out = tmp_path / "frontier"
+    assert main(["frontier", *pair_args, "--out", str(out)]) == 0
+    frontier = Frontier.load(out / "frontier.json")
+    assert frontier.sampler == "unipc" and "--sampler unipc" in frontier.command
+    assert "stored profile's plan" in capsys.readouterr().out  # the UniPC profile, found by its key
+    with pytest.raises(SystemExit, match="one model call per step"):
+        main(["calibrate", *pair_args[:-2], "--sampler", "heun", "--out", str(tmp_path)])
+
+
+def test_sample_the_embedded_pair_on_unipc_says_it_runs_eulers_profile_in_one_line(tmp_path, capsys):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["sample", "--num", "1", "--steps", "30", "--sampler", "unipc", "--out", str(tmp_path)]) == 0
+    lines = [str(w.message) for w in seen if issubclass(w.category, UserWarning) and "unipc" in str(w.message)]
+    assert len(lines) == 1 and "euler-30-shift3" in lines[0] and "--sampler unipc" in lines[0]
+    assert "plan:" in capsys.readouterr().out

@@ -20,7 +20,8 @@ import torch
 
 from adaptive.metrics import StructuralSimilarity, WorstOf
 from adaptive.pair import ModelPair
-from adaptive.sampling import SAMPLERS, sigmas
+from adaptive.samplers import Sampler
+from adaptive.sampling import SAMPLERS, sample, sigmas
 from adaptive.toy.data import encode_prompts, variant_of
 from adaptive.toy.models import SAMPLE_SHAPE, WEIGHTS_DIR
 
@@ -141,10 +142,13 @@ def seeded_noise(seeds: Sequence[int], shape: Sequence[int] = SAMPLE_SHAPE,
 @torch.no_grad()
 def generate(pair: ModelPair, prompts: Sequence[str], seeds: Sequence[int], schedule: Any = None,
              num_steps: int = NUM_STEPS, shift: float = SHIFT, sampler: str = "euler") -> torch.Tensor:
-    """Videos ``(n, 1, frames, 32, 32)`` in about [-1, 1] for prompt ``i`` with noise seed ``seeds[i]``."""
+    """Videos ``(n, 1, frames, 32, 32)`` in about [-1, 1] for prompt ``i`` with noise seed ``seeds[i]``,
+    sampled with ``sampler``: ``"euler"``, ``"heun"``, ``"unipc"`` or ``"dpm++"`` at ``shift``."""
     if len(prompts) != len(seeds):
         raise ValueError(f"need one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
     device = next(iter(m for m in pair.modules().values() if m is not None)).device
     noise = seeded_noise(seeds, device=device)
     cond = encode_prompts(list(prompts)).to(device)
-    return SAMPLERS[sampler](pair, noise, sigmas(num_steps, shift), schedule, encoder_hidden_states=cond)
+    if sampler in SAMPLERS:
+        return SAMPLERS[sampler](pair, noise, sigmas(num_steps, shift), schedule, encoder_hidden_states=cond)
+    return sample(pair, noise, num_steps, schedule, sampler=Sampler.of(sampler, shift), encoder_hidden_states=cond)
