@@ -593,10 +593,11 @@ def _umask() -> int:
 
 def _grid(num_steps: int, shift: float, family: str = "euler") -> list[float]:
     """The sigma grid of ``num_steps`` steps of the sampler ``family`` names (``"euler"``, ``"unipc"``,
-    ``"dpmpp"``) at ``shift``; empty (matching no grid) for a family with options of its own, which
-    is found by its exact key only."""
+    ``"dpmpp"``; ``"heun"`` steps on Euler's grid) at ``shift``; empty (matching no grid) for a family
+    with options of its own, which is found by its exact key only."""
     from adaptive.samplers import Sampler
 
+    family = "euler" if family == "heun" else family
     sampler = Sampler.from_signature(f"{family}-{int(num_steps)}-shift{float(shift):g}")
     return [] if sampler is None else sampler.grid(int(num_steps))
 

@@ -405,6 +405,8 @@ class StepSearch:
         self.trials_not_run = 0  # search trials the budget left out (refine sets it)
         self.curve: DivergenceCurve | None = None  # the probe's divergence, which predicts windows (calibrate sets it)
         self._replayed: dict[int, float] = {}
+        self._slopes: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None  # the probe's, on the first group
+        self.divergence_sums: dict[int, np.ndarray] = {}  # per grid: the probe's divergence summed over each window
 
     @property
     def ledger(self) -> Ledger:
@@ -460,8 +462,11 @@ class StepSearch:
             full = self.full
             rows = torch.as_tensor(full.chunks[0], dtype=torch.long).to(full.target.device)
             grid = torch.as_tensor(full.grid, dtype=torch.float64)
-            states = [state[rows] for state in full.reference.states]
-            velocities = [(b - a) / (grid[i + 1] - grid[i]).item() for i, (a, b) in enumerate(zip(states, states[1:]))]
+            if self._slopes is None:  # the probe's states and slopes on the first group, once
+                states = [state[rows] for state in full.reference.states]
+                self._slopes = (states, [(b - a) / (grid[i + 1] - grid[i]).item()
+                                         for i, (a, b) in enumerate(zip(states, states[1:]))])
+            states, velocities = self._slopes
             coarse = torch.as_tensor(self.sampler.grid(steps), dtype=torch.float64)
             x = states[0]
             for j in range(steps):

@@ -16,6 +16,7 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -295,20 +296,7 @@ def _record(study: optuna.Study, search: StepSearch, steps: int, quality: float,
     """Add Large alone with ``steps`` steps, judged on ``samples`` samples, to the study: a complete
     trial when judged on all of them, a pruned one otherwise. ``outcome``: ``pass``/``fail`` (of the
     optimistic reading of the samples judged, what the search decided on) or ``budget`` (cut short)."""
-    if samples < 1:
-        return
-    n, of = search.full.n, search.full.samples
-    cost = search.at(steps).cost(0, 0)
-    complete = samples >= of
-    study.add_trial(optuna.trial.create_trial(
-        params={"steps": steps, "start": 0, "length": 0},
-        distributions={"steps": optuna.distributions.IntDistribution(1, n),
-                       "start": optuna.distributions.IntDistribution(0, n - 1),
-                       "length": optuna.distributions.IntDistribution(0, n)},
-        value=_value(quality, cost, target) if complete else None,
-        state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
-        user_attrs={"worker_pid": os.getpid(), "stop": 0, "steps": steps, "window": [0, 0], "quality": quality,
-                    "cost": cost, "samples": samples, "of": of, "record": "fewer steps", "outcome": outcome}))
+    _record_plan(study, search, steps, (0, 0), (0, 0), quality, samples, target, "fewer steps", outcome=outcome)
 
 
 def _counts(study: optuna.Study, n: int, target: float) -> tuple[set[int], set[int]]:
@@ -418,6 +406,8 @@ def _window_divergence(search: StepSearch, steps: int) -> np.ndarray:
     (each step's sigma span times ``||v_small - v_large|| / ||x_final||``, the probe's ``weighted``
     divergence per unit sigma, interpolated in sigma from the probed steps), mean over samples: to
     first order, the error a window adds to the final sample, relative to its size."""
+    if steps in search.divergence_sums:
+        return search.divergence_sums[steps]
     curve = search.curve
     assert curve is not None
     spans = np.abs(np.diff(curve.grid))[curve.steps]
@@ -426,7 +416,8 @@ def _window_divergence(search: StepSearch, steps: int) -> np.ndarray:
     grid = np.asarray(search.at(steps).grid, float)
     per_step = np.abs(np.diff(grid)) * np.interp(grid[:-1], curve.sigmas[order], density[order])
     total = np.concatenate([[0.0], np.cumsum(per_step)])
-    return np.maximum(total[None, :] - total[:, None], 0.0)
+    search.divergence_sums[steps] = np.maximum(total[None, :] - total[:, None], 0.0)
+    return search.divergence_sums[steps]
 
 
 def _divergence_scale(study: optuna.Study, search: StepSearch, large: dict[int, float]) -> float:
@@ -538,9 +529,11 @@ def _full_grid_window(search: StepSearch, steps: int, first: int, last: int) -> 
 
 
 def _record_plan(study: optuna.Study, search: StepSearch, steps: int, window: tuple[int, int],
-                 on_grid: tuple[int, int], quality: float, samples: int, target: float, record: str) -> None:
+                 on_grid: tuple[int, int], quality: float, samples: int, target: float, record: str,
+                 outcome: str | None = None) -> None:
     """Add a plan judged outside the Optuna trials (full-grid ``window``, placed on the grid of ``steps``
-    at ``on_grid``) to the study: complete when judged on every sample, pruned otherwise."""
+    at ``on_grid``) to the study: complete when judged on every sample, pruned otherwise; ``record``
+    says what judged it, ``outcome`` (Large alone) what the step search decided on it."""
     if samples < 1:
         return
     n, of = search.full.n, search.full.samples
@@ -554,20 +547,32 @@ def _record_plan(study: optuna.Study, search: StepSearch, steps: int, window: tu
         value=_value(quality, cost, target) if complete else None,
         state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.PRUNED,
         user_attrs={"worker_pid": os.getpid(), "stop": window[1], "steps": steps, "window": list(on_grid),
-                    "quality": quality, "cost": cost, "samples": samples, "of": of, "record": record}))
+                    "quality": quality, "cost": cost, "samples": samples, "of": of, "record": record,
+                    **({"outcome": outcome} if outcome is not None else {})}))
 
 
-def _replayed_least(search: StepSearch, target: float) -> int:
-    """The least step count whose replayed quality (:meth:`StepSearch.replayed_quality`) meets ``target``
-    (by halving: taken to rise with steps); the full count when none below it does."""
-    lo, hi = 0, search.full.n
+def _least_passing(low: int, high: int, passes: Callable[[int], bool]) -> int:
+    """The least ``k`` in ``(low, high]`` with ``passes(k)``, by halving (``passes`` taken to rise with
+    ``k``); ``high`` when none below it passes.
+
+    Example:
+        >>> _least_passing(0, 30, lambda k: k >= 17), _least_passing(0, 30, lambda k: False)
+        (17, 30)
+    """
+    lo, hi = low, high
     while hi - lo > 1:
         k = (lo + hi) // 2
-        if search.replayed_quality(k) >= target:
+        if passes(k):
             hi = k
         else:
             lo = k
     return hi
+
+
+def _replayed_least(search: StepSearch, target: float) -> int:
+    """The least step count whose replayed quality (:meth:`StepSearch.replayed_quality`) meets ``target``;
+    the full count when none below it does."""
+    return _least_passing(0, search.full.n, lambda k: search.replayed_quality(k) >= target)
 
 
 def _guess(search: StepSearch, target: float, low: int, high: int, measured: list[int], group: list[int]) -> int:
@@ -584,16 +589,7 @@ def _guess(search: StepSearch, target: float, low: int, high: int, measured: lis
         values = evaluator.metric(evaluator.path.at(last, group), evaluator.target[index])
         losses[last] = 1.0 - float(np.mean(values.detach().float().cpu().numpy()))
 
-    def predicted(k: int) -> float:
-        return 1.0 - predicted_large_loss(search, k, losses)
-
-    lo, hi = low, high  # least k in (lo, hi] predicted to pass, by halving (prediction rises with k)
-    while hi - lo > 1:
-        k = (lo + hi) // 2
-        if predicted(k) >= target:
-            hi = k
-        else:
-            lo = k
+    hi = _least_passing(low, high, lambda k: 1.0 - predicted_large_loss(search, k, losses) >= target)
     if hi >= high:  # none predicted to pass: the count just below the fewest known to pass pins it,
         # unless that was just tried (and passed): then halve, not walk down one count at a time
         return high - 1
