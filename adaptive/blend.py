@@ -430,7 +430,7 @@ def _plan_of(pipe: Any, large: nn.Module, small: nn.Module | None, schedule_or_p
 
 def blend(pipe: Any, small_transformer: nn.Module | None, schedule_or_profile: Any, *,
           num_inference_steps: int | None = None, guidance_scale: float | None = None, store: Any = None,
-          uncond_first: bool = True) -> Any:
+          uncond_first: bool = True, guidance_scale_2: float | None = None) -> Any:
     """Make ``pipe`` run its own transformer (Large) and ``small_transformer`` by a schedule.
 
     ``schedule_or_profile`` is an :class:`~adaptive.Schedule`, a calibrated profile, ``"auto"``:
@@ -458,9 +458,11 @@ def blend(pipe: Any, small_transformer: nn.Module | None, schedule_or_profile: A
     pipeline's ``boundary_ratio`` would (steps starting at sigma >= boundary_ratio, within 1e-5, as
     diffusers' ``t >= boundary_ratio * 1000`` decides) and the low expert elsewhere; ``None`` runs the
     experts as the pipeline would. ``guidance_scale`` vs ``guidance_scale_2`` still follows the
-    pipeline's own ``boundary_ratio``. Stored profiles and ``"auto"``/``"online"`` are for
-    two-model pairs: a Wan 2.2 pipeline takes a :class:`~adaptive.Schedule` (e.g. the one
-    :func:`adaptive.calibration.segments.find_plan` finds).
+    pipeline's own ``boundary_ratio``. ``"auto"`` on a Wan 2.2 pipeline runs the stored pool profile
+    (:func:`adaptive.pool_profiles.calibrate_pool`) of its two experts and ``small_transformer`` at
+    ``guidance_scale`` (high) and ``guidance_scale_2`` (low and Small; default ``guidance_scale``,
+    as diffusers does) for ``num_inference_steps``; a :class:`~adaptive.pool_profiles.PoolProfile`
+    of another pool or boundary is refused by name. ``"online"`` stays for two-model pairs.
 
     Example:
         >>> import sys; sys.path.insert(0, "tests")
@@ -481,11 +483,16 @@ def blend(pipe: Any, small_transformer: nn.Module | None, schedule_or_profile: A
     if "transformer_2" not in slots and second is not None:
         slots["transformer_2"] = second
     ratio = _boundary_ratio(pipe) if "transformer_2" in slots else None
+    if ratio is not None and small_transformer is not None and not (
+            schedule_or_profile is None or isinstance(schedule_or_profile, Schedule) or schedule_or_profile == "online"):
+        schedule_or_profile = _pool_plan(pipe, slots, small_transformer, schedule_or_profile, ratio,
+                                         num_inference_steps, guidance_scale, guidance_scale_2, store)
     if (small_transformer is None or ratio is not None) and not (
             schedule_or_profile is None or isinstance(schedule_or_profile, Schedule)):
         raise ValueError("a stored profile, 'auto' and 'online' are for a Large and Small pair; "
-                         + ("a Wan 2.2 pipeline with two experts takes an adaptive.Schedule over 'high', "
-                            "'small', 'low' (e.g. from adaptive.calibration.segments.find_plan)"
+                         + ("a Wan 2.2 pipeline with two experts takes 'auto' (its stored pool profile, from "
+                            "adaptive.calibrate_pool), a PoolProfile or an adaptive.Schedule over 'high', 'small', "
+                            "'low'; the online controller is for a Large and Small pair"
                             if ratio is not None else "pass small_transformer, or a Schedule"))
     large = slots["transformer"]
     if ratio is not None:
@@ -506,6 +513,33 @@ def blend(pipe: Any, small_transformer: nn.Module | None, schedule_or_profile: A
     for slot in slots:
         setattr(pipe, slot, blended)
     return pipe
+
+
+def _pool_plan(pipe: Any, slots: Mapping[str, nn.Module], small: nn.Module, chosen: Any, ratio: float,
+               num_inference_steps: int | None, guidance_scale: float | None, guidance_scale_2: float | None,
+               store: Any) -> Schedule:
+    """The plan ``"auto"`` (or a pool profile given) runs on a Wan 2.2 pipeline: the stored pool profile
+    of its experts and ``small`` at the pipeline's guidance scales, for its grid; checked to be theirs."""
+    from adaptive.pool_profiles import PoolProfile, check_pool_profile, find_pool_profile, pool_key
+    from adaptive.profile_store import ProfileStore
+
+    if not (chosen == "auto" or isinstance(chosen, PoolProfile)):
+        raise TypeError(f"a Wan 2.2 pipeline takes 'auto', a PoolProfile or a Schedule, got {chosen!r}")
+    if num_inference_steps is None:
+        raise ValueError("blend(..., 'auto') on Wan 2.2 needs num_inference_steps= (the steps you will pass to the "
+                         "pipeline) to pick the pool profile calibrated for that grid")
+    low_scale = guidance_scale if guidance_scale_2 is None else guidance_scale_2
+    key = pool_key({"high": slots["transformer"], "low": slots["transformer_2"], "small": small},
+                   {"high": guidance_scale, "low": low_scale, "small": low_scale})
+    steps = scheduler_grid(pipe.scheduler, num_inference_steps)
+    if steps is None:
+        raise SigmaGridError("the pipeline's scheduler needs run-time inputs to build its grid; pass the plan as a "
+                             "Schedule (PoolProfile.schedule())")
+    profile = chosen if isinstance(chosen, PoolProfile) else find_pool_profile(
+        key, steps.sigmas, pipeline_sampler(pipe.scheduler), store if isinstance(store, ProfileStore) else
+        ProfileStore(store), what=f"these experts, this Small and guidance {guidance_scale}/{low_scale}")
+    check_pool_profile(profile, key, Schedule.experts(ratio))
+    return profile.schedule()
 
 
 def _boundary_ratio(pipe: Any) -> float | None:

@@ -27,6 +27,7 @@ from adaptive.auto import pipeline_profile, stored_profile
 from adaptive.controller import ControllerConfig
 from adaptive.denoisers import select_rows
 from adaptive.pair import ModelPair
+from adaptive.pool import Pool
 from adaptive.profiles import Profile, check_profile_pair, prompt_key
 from adaptive.profile_store import ProfileStore
 from adaptive.schedule import Schedule
@@ -76,6 +77,13 @@ def _source(models: Any, schedule: Any, grid: Any, steps: int | None, solver: An
     """What decides, once: ``(source, profile, fallback)`` with ``source`` None, a Schedule, a Profile
     or a ControllerConfig; ``profile`` the profile behind it; ``fallback`` why a stored controller is
     not used ("" when it is, or none was asked for)."""
+    if schedule == "auto" and isinstance(models, Pool) and not pipeline:  # a pool's stored plan (calibrate_pool)
+        from adaptive.pool_profiles import find_pool_profile, key_of
+
+        assert grid is not None
+        values = grid.tolist() if isinstance(grid, torch.Tensor) else [float(s) for s in grid]
+        store = store if isinstance(store, ProfileStore) or store is None else ProfileStore(store)
+        return find_pool_profile(key_of(models)[0], values, solver, store).schedule(), None, ""
     if isinstance(schedule, str) and schedule in MODES:
         if not isinstance(models, ModelPair):
             raise TypeError("schedule='auto' and 'online' need a ModelPair (its fingerprint keys the stored profile)")

@@ -95,8 +95,10 @@ def test_wan22_experts_with_small_between_and_a_guidance_interval():
     assert list(dict.fromkeys(order)) == ["high", "low", "small"] and order[-1] == "low"  # high -> small -> low
     unblend(pipe)
     assert pipe.transformer is high and pipe.transformer_2 is low
-    with pytest.raises(ValueError, match="two experts"):
+    with pytest.raises(ValueError, match="no stored pool profile.*calibrate_pool"):  # nothing calibrated: how to
         blend(pipe, small, "auto", num_inference_steps=10)
+    with pytest.raises(ValueError, match="two experts takes 'auto'.*online controller is for a Large and Small"):
+        blend(pipe, small, "online", num_inference_steps=10)
 
 
 @pytest.mark.parametrize("steps,shift", [(8, 3.0), (20, 5.0), (30, 8.0), (50, 12.0)])
