@@ -145,22 +145,67 @@ def read_pool_profile(path: Path) -> PoolProfile:
     return PoolProfile.from_dict(data, str(path))
 
 
+def pipeline_pool(pipe: Any, small: Any, guidance_scale: float | None, guidance_scale_2: float | None = None,
+                  uncond: Mapping[str, Any] | None = None, x: torch.Tensor | None = None, **cond: Any) -> Any:
+    """The pool of a Wan 2.2 pipeline: ``"high"`` (its ``transformer``) guided at ``guidance_scale``,
+    ``"low"`` (``transformer_2``) and ``"small"`` at ``guidance_scale_2`` (default ``guidance_scale``,
+    as diffusers does; Small mostly replaces steps below the expert boundary), ``uncond`` the
+    unconditional inputs; costs measured in FLOPs on ``x`` with ``cond`` (:meth:`Pool.of`). This is
+    the pool ``blend(pipe, small, "auto", ...)`` looks up."""
+    from adaptive.denoisers import GuidedDenoiser, as_denoiser
+    from adaptive.pool import Pool
+
+    low_scale = guidance_scale if guidance_scale_2 is None else guidance_scale_2
+    models = {"high": pipe.transformer, "low": pipe.transformer_2, "small": small}
+    scales = {"high": _scale(guidance_scale), "low": _scale(low_scale), "small": _scale(low_scale)}
+    if any(s is not None for s in scales.values()) and uncond is None:
+        raise CalibrationError("a guided pool needs uncond= (the unconditional inputs, e.g. "
+                               "{'encoder_hidden_states': negative_prompt_embeds})")
+    members = {name: (GuidedDenoiser(as_denoiser(model), scales[name], uncond) if scales[name] is not None
+                      else as_denoiser(model)) for name, model in models.items()}
+    return Pool.of(members, x=x, **cond)
+
+
 def calibrate_pool(pool: Any, conds: Sequence[Mapping[str, Any]], axes: Sequence[Any] | None = None, *,
-                   num_steps: int, shape: Sequence[int], shift: float = 1.0, seeds: Sequence[int] = (0, 1),
+                   num_steps: int, shape: Sequence[int], shift: float | None = None, seeds: Sequence[int] = (0, 1),
                    reference: Schedule | None = None, boundary_ratio: float | None = None, metric: Any = None,
                    target: float = 0.95, n_trials: int = 12, store: ProfileStore | str | Path | None = None,
-                   save: bool = True, force: bool = False, name: str | None = None) -> PoolProfile:
+                   save: bool = True, force: bool = False, name: str | None = None, small: Any = None,
+                   guidance_scale: float | None = None, guidance_scale_2: float | None = None,
+                   uncond: Mapping[str, Any] | None = None) -> PoolProfile:
     """Find the cheapest plan over ``pool`` (:func:`~adaptive.calibration.segments.find_plan`) and store it.
+
+    ``pool`` is a :class:`~adaptive.Pool`, or a Wan 2.2 pipeline with ``small`` (its pool is
+    :func:`pipeline_pool` at ``guidance_scale``/``guidance_scale_2`` with ``uncond``; its
+    ``boundary_ratio`` and its scheduler's shift are taken from it), which is what
+    ``blend(pipe, small, "auto", ...)`` then finds::
+
+        calibrate_pool(pipe, conds, small=small, guidance_scale=4.0, guidance_scale_2=3.0,
+                       uncond={"encoder_hidden_states": negative_embeds}, num_steps=40, shape=(16, 21, 60, 104))
 
     For Wan 2.2 (a pool of ``"high"``, ``"low"`` and ``"small"``) give ``boundary_ratio`` (the
     pipeline's): the reference is the experts alone (:meth:`Schedule.experts`), and ``axes`` default
     to Small's window between or inside the experts, then the guidance interval when the members are
     guided. Every other argument is :func:`find_plan`'s; the plan is judged on Euler steps at
-    ``shift``. Returns the :class:`PoolProfile` (stored in ``store`` with ``save``).
+    ``shift`` (default 1). Returns the :class:`PoolProfile` (stored in ``store`` with ``save``).
     """
     from adaptive.calibration.segments import GUIDANCE, find_plan, window
     from adaptive.samplers import Sampler
 
+    if hasattr(pool, "transformer_2") and hasattr(pool, "scheduler"):  # a Wan 2.2 pipeline
+        from adaptive.blend import _boundary_ratio, scheduler_shift
+
+        pipe = pool
+        if small is None or _boundary_ratio(pipe) is None:
+            raise CalibrationError("calibrate_pool(pipe, ...) is for a Wan 2.2 pipeline (transformer_2 and "
+                                   "boundary_ratio) and needs small= (the Small transformer)")
+        boundary_ratio = _boundary_ratio(pipe) if boundary_ratio is None else boundary_ratio
+        shift = scheduler_shift(pipe.scheduler) if shift is None else shift
+        first = conds[0] if conds else {}
+        pool = pipeline_pool(pipe, small, guidance_scale, guidance_scale_2, uncond,
+                             x=torch.zeros((1, *shape), dtype=pipe.transformer.dtype,
+                                           device=pipe.transformer.device), **first)
+    shift = 1.0 if shift is None else float(shift)
     if boundary_ratio is not None:
         if reference is not None:
             raise CalibrationError("give reference= or boundary_ratio=, not both")

@@ -70,16 +70,20 @@ def test_wan22_auto_runs_the_stored_pool_plan_call_by_call(tmp_path):
     prompt, null = torch.randn(1, 6, 32, generator=torch.Generator().manual_seed(3)), torch.zeros(1, 6, 32)
     latents = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(0))
     big, low_expert, little = tiny_wan(seed=0), tiny_wan(seed=2), tiny_wan(heads=1, layers=1, seed=1)
-    guided = lambda model, scale: GuidedDenoiser(as_denoiser(model), scale, {"encoder_hidden_states": null})  # noqa: E731
-    pool = Pool.of({"high": guided(big, 4.0), "low": guided(low_expert, 3.0), "small": guided(little, 3.0)},
-                   x=latents, encoder_hidden_states=prompt)
-    profile = calibrate_pool(pool, [{"encoder_hidden_states": prompt}], num_steps=8, shift=3.0,
-                             shape=tuple(latents.shape[1:]), boundary_ratio=0.875, target=0.9, n_trials=4,
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=big, transformer_2=low_expert, vae=None,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), boundary_ratio=0.875)
+    # The two calls of the README: calibrate the pipeline's pool once, then blend with "auto".
+    profile = calibrate_pool(pipe, [{"encoder_hidden_states": prompt}], small=little, guidance_scale=4.0,
+                             guidance_scale_2=3.0, uncond={"encoder_hidden_states": null}, num_steps=8,
+                             shape=tuple(latents.shape[1:]), target=0.9, n_trials=4,
                              metric=lambda generated, reference: torch.ones(len(generated)),  # a path test
                              store=tmp_path)
     assert "small" in {m.split(":")[0] for m in profile.schedule().models}
-    pipe = WanPipeline(tokenizer=None, text_encoder=None, transformer=big, transformer_2=low_expert, vae=None,
-                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), boundary_ratio=0.875)
+    assert profile.reference == Schedule.experts(0.875) and profile.sampler == "euler-8-shift3"
+    guided = lambda model, scale: GuidedDenoiser(as_denoiser(model), scale, {"encoder_hidden_states": null})  # noqa: E731
+    by_hand = Pool.of({"high": guided(big, 4.0), "low": guided(low_expert, 3.0), "small": guided(little, 3.0)},
+                      x=latents, encoder_hidden_states=prompt)
+    assert key_of(by_hand)[0] == profile.pool_key  # the same pool built by hand has the same key
 
     def run():
         return pipe(prompt_embeds=prompt, negative_prompt_embeds=null, latents=latents.clone(), height=16, width=16,
