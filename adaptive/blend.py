@@ -36,6 +36,8 @@ from adaptive.denoisers import NUM_TRAIN_TIMESTEPS
 from adaptive.errors import PairMismatchError, SigmaGridError
 from adaptive.pair import ModelPair
 from adaptive.plans import resolve_plan
+from adaptive.pool_profiles import boundary_ratio_of
+from adaptive.samplers import scheduler_shift
 from adaptive.schedule import Schedule, base_of, check_grid, is_unguided, unguided
 from adaptive.switch import Plan, Switch, plan_decisions
 
@@ -110,19 +112,6 @@ def scheduler_grid(scheduler: Any, num_inference_steps: int) -> StepGrid | None:
     except (ValueError, TypeError):  # e.g. use_dynamic_shifting: mu depends on the latent size
         return None
     return grid_of(copy)
-
-
-def scheduler_shift(scheduler: Any) -> float:
-    """The resolution shift a flow scheduler applies: ``flow_shift`` (UniPC, DPM-Solver) or ``shift`` (Euler).
-
-    Example:
-        >>> from diffusers import FlowMatchEulerDiscreteScheduler
-        >>> scheduler_shift(FlowMatchEulerDiscreteScheduler(shift=5.0))
-        5.0
-    """
-    config = scheduler.config
-    key = "flow_shift" if "flow_shift" in config else "shift"
-    return float(config.get(key, 1.0))
 
 
 def fixed_decisions(grid: Sequence[float], plan: list[str], reason: str) -> Decisions:
@@ -482,7 +471,7 @@ def blend(pipe: Any, small_transformer: nn.Module | None, schedule_or_profile: A
     second = getattr(pipe, "transformer_2", None)
     if "transformer_2" not in slots and second is not None:
         slots["transformer_2"] = second
-    ratio = _boundary_ratio(pipe) if "transformer_2" in slots else None
+    ratio = boundary_ratio_of(pipe) if "transformer_2" in slots else None
     if ratio is not None and small_transformer is not None and not (
             schedule_or_profile is None or isinstance(schedule_or_profile, Schedule) or schedule_or_profile == "online"):
         schedule_or_profile = _pool_plan(pipe, slots, small_transformer, schedule_or_profile, ratio,
@@ -540,13 +529,6 @@ def _pool_plan(pipe: Any, slots: Mapping[str, nn.Module], small: nn.Module, chos
         ProfileStore(store), what=f"these experts, this Small and guidance {guidance_scale}/{low_scale}")
     check_pool_profile(profile, key, Schedule.experts(ratio))
     return profile.schedule()
-
-
-def _boundary_ratio(pipe: Any) -> float | None:
-    """The pipeline's Wan 2.2 expert boundary (``boundary_ratio`` of its config), if it has one."""
-    config: Any = getattr(pipe, "config", None)
-    value = config.get("boundary_ratio") if hasattr(config, "get") else None
-    return None if value is None else float(value)
 
 
 def experts_plan(schedule: Schedule | None, boundary_ratio: float) -> Schedule:

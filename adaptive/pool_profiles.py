@@ -145,6 +145,13 @@ def read_pool_profile(path: Path) -> PoolProfile:
     return PoolProfile.from_dict(data, str(path))
 
 
+def boundary_ratio_of(pipe: Any) -> float | None:
+    """The pipeline's Wan 2.2 expert boundary (``boundary_ratio`` of its config), if it has one."""
+    config: Any = getattr(pipe, "config", None)
+    value = config.get("boundary_ratio") if hasattr(config, "get") else None
+    return None if value is None else float(value)
+
+
 def pipeline_pool(pipe: Any, small: Any, guidance_scale: float | None, guidance_scale_2: float | None = None,
                   uncond: Mapping[str, Any] | None = None, x: torch.Tensor | None = None, **cond: Any) -> Any:
     """The pool of a Wan 2.2 pipeline: ``"high"`` (its ``transformer``) guided at ``guidance_scale``,
@@ -161,8 +168,10 @@ def pipeline_pool(pipe: Any, small: Any, guidance_scale: float | None, guidance_
     if any(s is not None for s in scales.values()) and uncond is None:
         raise CalibrationError("a guided pool needs uncond= (the unconditional inputs, e.g. "
                                "{'encoder_hidden_states': negative_prompt_embeds})")
-    members = {name: (GuidedDenoiser(as_denoiser(model), scales[name], uncond) if scales[name] is not None
-                      else as_denoiser(model)) for name, model in models.items()}
+    members: dict[str, Any] = {}
+    for name, model in models.items():
+        scale = scales[name]
+        members[name] = as_denoiser(model) if scale is None else GuidedDenoiser(as_denoiser(model), scale, uncond)
     return Pool.of(members, x=x, **cond)
 
 
@@ -193,13 +202,13 @@ def calibrate_pool(pool: Any, conds: Sequence[Mapping[str, Any]], axes: Sequence
     from adaptive.samplers import Sampler
 
     if hasattr(pool, "transformer_2") and hasattr(pool, "scheduler"):  # a Wan 2.2 pipeline
-        from adaptive.blend import _boundary_ratio, scheduler_shift
+        from adaptive.samplers import scheduler_shift
 
         pipe = pool
-        if small is None or _boundary_ratio(pipe) is None:
+        if small is None or boundary_ratio_of(pipe) is None:
             raise CalibrationError("calibrate_pool(pipe, ...) is for a Wan 2.2 pipeline (transformer_2 and "
                                    "boundary_ratio) and needs small= (the Small transformer)")
-        boundary_ratio = _boundary_ratio(pipe) if boundary_ratio is None else boundary_ratio
+        boundary_ratio = boundary_ratio_of(pipe) if boundary_ratio is None else boundary_ratio
         shift = scheduler_shift(pipe.scheduler) if shift is None else shift
         first = conds[0] if conds else {}
         pool = pipeline_pool(pipe, small, guidance_scale, guidance_scale_2, uncond,
@@ -287,5 +296,5 @@ def _boundary(schedule: Schedule) -> float:
     return schedule.stages[0].sigma_lo if len(schedule.stages) > 1 else 0.0
 
 
-__all__ = ["PoolProfile", "calibrate_pool", "check_pool_profile", "find_pool_profile", "key_of", "load_pool_plan",
-           "pool_key", "pool_path", "read_pool_profile", "save_pool_profile"]
+__all__ = ["PoolProfile", "boundary_ratio_of", "calibrate_pool", "check_pool_profile", "find_pool_profile", "key_of",
+           "load_pool_plan", "pipeline_pool", "pool_key", "pool_path", "read_pool_profile", "save_pool_profile"]

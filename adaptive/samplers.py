@@ -234,6 +234,19 @@ class Sampler:
             return None
 
 
+def scheduler_shift(scheduler: Any) -> float:
+    """The resolution shift a flow scheduler applies: ``flow_shift`` (UniPC, DPM-Solver) or ``shift`` (Euler).
+
+    Example:
+        >>> from diffusers import FlowMatchEulerDiscreteScheduler
+        >>> scheduler_shift(FlowMatchEulerDiscreteScheduler(shift=5.0))
+        5.0
+    """
+    config = scheduler.config
+    key = "flow_shift" if "flow_shift" in config else "shift"
+    return float(config.get(key, 1.0))
+
+
 def sampler_for(spec: Any, shift: float | None = None) -> Sampler:
     """The sampler a call names: ``spec`` None or a name takes ``shift`` (default 1); a scheduler or
     :class:`Sampler` brings its own shift, which a ``shift`` other than None or 1 must equal.
@@ -401,4 +414,4 @@ def path(model: Callable[..., torch.Tensor], x: torch.Tensor, run: Run, start: i
     return states, velocities
 
 
-__all__ = ["EulerRun", "NAMED", "Run", "Sampler", "SchedulerRun", "path", "run_on", "sampler_for", "solve"]
+__all__ = ["EulerRun", "NAMED", "Run", "Sampler", "SchedulerRun", "path", "run_on", "sampler_for", "scheduler_shift", "solve"]

@@ -99,10 +99,10 @@ def test_calibrate_a_saved_diffusers_pair(tmp_path, capsys):
     assert "recommended plan" in printed and "best 5-step window" in printed and "of Large only" in printed
 
 
-def test_frontier_of_a_saved_diffusers_pair_and_calibrate_reports_against_it(tmp_path, capsys):
+def _saved_pair(tmp_path) -> list[str]:
+    """A tiny Wan pair saved with save_pretrained and its prompt embeddings: the CLI arguments that name them
+    (4 steps, 2 seeds, a store in ``tmp_path``)."""
     from safetensors.torch import save_file
-
-    from adaptive.frontier import Frontier
 
     tiny_wan(heads=2, layers=2, seed=0).save_pretrained(tmp_path / "large")
     tiny_wan(heads=1, layers=1, seed=1).save_pretrained(tmp_path / "small")
@@ -111,6 +111,13 @@ def test_frontier_of_a_saved_diffusers_pair_and_calibrate_reports_against_it(tmp
     pair_args = ["--large", str(tmp_path / "large"), "--small", str(tmp_path / "small"), "--embeddings",
                  str(tmp_path / "emb.safetensors"), "--shape", "16,1,4,4", "--steps", "4", "--seeds", "2",
                  "--store", str(tmp_path / "store")]
+    return pair_args
+
+
+def test_frontier_of_a_saved_diffusers_pair_and_calibrate_reports_against_it(tmp_path, capsys):
+    from adaptive.frontier import Frontier
+
+    pair_args = _saved_pair(tmp_path)
     assert main(["calibrate", *pair_args, "--trials", "4", "--out", str(tmp_path)]) == 0
     assert "not measured: `flowblend frontier`" in capsys.readouterr().out
     out = tmp_path / "frontier"
@@ -172,17 +179,9 @@ def test_frontier_of_the_embedded_pair_prints_each_plans_prompt_alignment(tmp_pa
 def test_calibrate_frontier_and_sample_on_the_pipelines_sampler(tmp_path, capsys):
     """--sampler unipc: the profile is calibrated and stored for UniPC, the frontier runs UniPC and finds
     that profile's plan."""
-    from safetensors.torch import save_file
-
     from adaptive.frontier import Frontier
 
-    tiny_wan(heads=2, layers=2, seed=0).save_pretrained(tmp_path / "large")
-    tiny_wan(heads=1, layers=1, seed=1).save_pretrained(tmp_path / "small")
-    save_file({"prompt_embeds": torch.randn(2, 3, 32), "negative_prompt_embeds": torch.zeros(1, 3, 32)},
-              str(tmp_path / "emb.safetensors"))
-    pair_args = ["--large", str(tmp_path / "large"), "--small", str(tmp_path / "small"), "--embeddings",
-                 str(tmp_path / "emb.safetensors"), "--shape", "16,1,4,4", "--steps", "4", "--seeds", "2",
-                 "--store", str(tmp_path / "store"), "--sampler", "unipc"]
+    pair_args = _saved_pair(tmp_path) + ["--sampler", "unipc"]
     assert main(["calibrate", *pair_args, "--trials", "3", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "unipc-4-shift3" in printed and list((tmp_path / "store").glob("*__unipc-4-shift3.json"))
