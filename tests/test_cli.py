@@ -152,6 +152,12 @@ def test_oracle_of_the_embedded_pair_writes_the_window_bench_runs(tmp_path, caps
     assert spent["sweep"] > spent["refinement"] > 0 and len(data["divergence"]["rel_l2"]) == 3
     assert _oracle_window(str(tmp_path / "oracle.json")).small_steps(sigmas(3, 3.0)) == \
         list(range(found["start"], found["stop"]))
+    # on UniPC: the probe, refinement and sweep all run UniPC's steps, and the command says so
+    assert main(["oracle", "--steps", "3", "--num-prompts", "1", "--seeds", "1", "--trials", "2", "--sampler", "unipc",
+                 "--out", str(tmp_path / "unipc")]) == 0
+    unipc = json.loads((tmp_path / "unipc" / "oracle.json").read_text())
+    assert "--sampler unipc" in unipc["command"]
+    assert unipc["divergence"]["rel_l2"] != data["divergence"]["rel_l2"]  # another grid, another path
 
 
 def test_bad_schedule_text_is_explained():
