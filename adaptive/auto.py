@@ -65,8 +65,9 @@ def stored_profile(pair: ModelPair, sigmas: torch.Tensor, noise: torch.Tensor, c
     The one place a sampler calibrates: announced first (what, on what, the store path it writes)
     and with a progress bar; ``need_controller`` (``schedule="online"``) makes it fit the online
     controller too (``per_prompt=True``), so the stored profile serves the mode that asked for it.
-    A :class:`~adaptive.samplers.Sampler` calibrates on itself; Heun (``"heun"``) is told it runs
-    Euler's profile. Which schedules the profile gives is :func:`adaptive.plans.resolve_plan`'s to decide.
+    A :class:`~adaptive.samplers.Sampler` with no profile of its own runs Euler's of the same grid
+    when one is stored (said in one line) and otherwise calibrates on itself; Heun (``"heun"``) is
+    told it runs Euler's profile. Which schedules the profile gives is :func:`adaptive.plans.resolve_plan`'s to decide.
     """
     grid = check_grid(sigmas)
     if isinstance(solver, Sampler):

@@ -526,7 +526,8 @@ def _pool_plan(pipe: Any, slots: Mapping[str, nn.Module], small: nn.Module, chos
                              "Schedule (PoolProfile.schedule())")
     profile = chosen if isinstance(chosen, PoolProfile) else find_pool_profile(
         key, steps.sigmas, pipeline_sampler(pipe.scheduler), store if isinstance(store, ProfileStore) else
-        ProfileStore(store), what=f"these experts, this Small and guidance {guidance_scale}/{low_scale}")
+        ProfileStore(store), what=f"these experts, this Small and guidance {guidance_scale}/{low_scale}",
+        reference=Schedule.experts(ratio))
     check_pool_profile(profile, key, Schedule.experts(ratio))
     return profile.schedule()
 

@@ -116,15 +116,17 @@ class PoolProfile:
             raise ProfileError(f"{source}: {err}") from err
 
 
-def pool_path(store: ProfileStore, key: str, sampler: str) -> Path:
-    """Where a pool profile lives: ``pools/<key>__<sampler>.json`` in the profile store."""
-    return store.root / "pools" / f"{safe_key(key)}__{safe_key(sampler)}.json"
+def pool_path(store: ProfileStore, key: str, sampler: str, reference: Schedule) -> Path:
+    """Where a pool profile lives: ``pools/<key>__<sampler>__<reference>.json`` in the profile store (the
+    reference plan, e.g. the experts' boundary, by a short hash)."""
+    ref = hashlib.sha256(reference.to_json().encode()).hexdigest()[:8]
+    return store.root / "pools" / f"{safe_key(key)}__{safe_key(sampler)}__{ref}.json"
 
 
 def save_pool_profile(store: ProfileStore, profile: PoolProfile, force: bool = False) -> Path:
     """Write ``profile`` atomically; a stored one that is cheaper at the same or a stricter target is kept
     (this one goes beside it as ``.rejected``, with a warning) unless ``force``."""
-    path = pool_path(store, profile.pool_key, profile.sampler)
+    path = pool_path(store, profile.pool_key, profile.sampler, profile.reference)
     old = read_pool_profile(path) if path.exists() else None
     if old is not None and not force and old.plan.target >= profile.plan.target and \
             old.plan.fraction < profile.plan.fraction:
@@ -201,6 +203,9 @@ def calibrate_pool(pool: Any, conds: Sequence[Mapping[str, Any]], axes: Sequence
     from adaptive.calibration.segments import GUIDANCE, find_plan, window
     from adaptive.samplers import Sampler
 
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+        raise CalibrationError(f"num_steps is the step count the pipeline runs (one integer; the profile is stored "
+                               f"for it), got {num_steps!r}")
     if hasattr(pool, "transformer_2") and hasattr(pool, "scheduler"):  # a Wan 2.2 pipeline
         from adaptive.samplers import scheduler_shift
 
@@ -243,10 +248,10 @@ def calibrate_pool(pool: Any, conds: Sequence[Mapping[str, Any]], axes: Sequence
 
 
 def find_pool_profile(key: str, grid: Sequence[float], sampler: Any = None, store: ProfileStore | None = None,
-                      what: str = "this pool") -> PoolProfile:
+                      what: str = "this pool", reference: Schedule | None = None) -> PoolProfile:
     """The stored pool profile of ``key`` for ``grid``: the sampler's own (``sampler`` a
     :class:`~adaptive.samplers.Sampler`), else the Euler one of the same steps and shift, said in one
-    line; a clear error when none is stored."""
+    line; judged against ``reference`` when given (else the only one stored); a clear error when none is."""
     from adaptive.samplers import Sampler
 
     store = store or ProfileStore()
@@ -259,12 +264,17 @@ def find_pool_profile(key: str, grid: Sequence[float], sampler: Any = None, stor
     if euler is not None and euler not in signatures:
         signatures.append(euler)
     for signature in signatures:
-        path = pool_path(store, key, signature)
-        if path.exists():
+        found = sorted((store.root / "pools").glob(f"{safe_key(key)}__{safe_key(signature)}__*.json"))
+        if reference is not None and pool_path(store, key, signature, reference) in found:
+            found = [pool_path(store, key, signature, reference)]
+        if len(found) > 1:
+            raise CalibrationError(f"several pool profiles of {what} for {signature} (other reference plans: "
+                                   f"{', '.join(p.name for p in found)}); name the one to run (PoolProfile)")
+        if found:
             if signature != signatures[0]:
                 warnings.warn(f"no pool profile for {signatures[0]}: running the one calibrated with Euler steps "
                               f"({signature}) by its sigma boundaries on this grid", stacklevel=3)
-            return read_pool_profile(path)
+            return read_pool_profile(found[0])
     raise CalibrationError(f"no stored pool profile for {what} and {signatures[0] if signatures else 'this grid'} "
                            f"(key {key}) in {store.root}; calibrate it once with adaptive.calibrate_pool(pool, conds, "
                            f"num_steps={n}, shift=..., shape=..., boundary_ratio=...) with the same members and "

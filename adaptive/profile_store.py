@@ -219,6 +219,9 @@ class ProfileStore:
             ('euler-30-shift3', None)
         """
         fp = pair if isinstance(pair, str) else fingerprint(pair)
+        exact = self.get(fp, name) if name is not None and _SIGNATURE.match(name) else None
+        if exact is not None:  # the key asked for (a sampler with options of its own has no grid to match by)
+            return exact
         wanted = [float(s) for s in grid]
         keyed = [(sampler, _grid_of(sampler)) for sampler in self._samplers(fp, solver)]
         same = sorted((_gap(g, wanted), sampler) for sampler, g in keyed if g is not None and _gap(g, wanted) <= 1e-4)

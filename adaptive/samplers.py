@@ -59,10 +59,11 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+    """A config value as a hashable, JSON-able one (lists and arrays become tuples)."""
     if hasattr(value, "tolist"):
-        return value.tolist()
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return tuple(_jsonable(v) for v in value)
     return value
 
 

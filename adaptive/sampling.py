@@ -196,7 +196,10 @@ def sample(models: Models, noise: torch.Tensor, sigmas: torch.Tensor | int, sche
     n = len(grid) - 1
     switch = switch_for(models, noise, torch.tensor(grid), schedule, cond, batch_decisions,
                         solver=solver if not solver.is_euler else "euler")
-    switch.step_sigma = dict(zip(solver.model_sigmas(n), grid[:-1]))
+    asked = solver.model_sigmas(n)
+    if len(set(asked)) < n:  # integer timesteps: two steps the model cannot tell apart
+        raise SigmaGridError(f"{solver} with {n} steps gives two steps the same integer timestep; use fewer steps")
+    switch.step_sigma = dict(zip(asked, grid[:-1]))
     x = solve(switch, noise, run_on(solver, grid), 0, n, instrumented(switch, n, check_every, callback), **cond)
     return (x, switch.decisions) if return_decisions else x  # type: ignore[return-value]
 

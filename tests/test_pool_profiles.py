@@ -48,7 +48,7 @@ def test_a_pool_plan_is_calibrated_stored_and_run_by_auto(tmp_path, monkeypatch)
     assert profile.schedule().step_models(grid) == want  # the known safe segment, high -> low -> small -> low
     assert profile.sampler == "euler-20-shift3" and "of the compute of" in profile.decision
     stored = read_pool_profile(pool_path(__import__("adaptive").ProfileStore(tmp_path), profile.pool_key,
-                                         profile.sampler))
+                                         profile.sampler, Schedule.experts(0.875)))
     assert stored.to_dict() == profile.to_dict()
     noise = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():

@@ -116,3 +116,20 @@ def test_calibration_on_a_multistep_sampler_finds_the_known_answer(name, case_na
         assert plan.steps < case.steps and plan.cost < 0.9
     else:
         assert plan.is_large_only and plan.steps == case.steps
+
+
+def test_a_sampler_with_options_of_its_own_finds_its_own_profile(tmp_path):
+    from adaptive import Profile, ProfileStore
+
+    listed = Sampler.of(_wan_unipc(disable_corrector=[0]))  # a list option: hashable, a family of its own
+    assert listed.options == (("disable_corrector", (0,)),) and hash(listed) and listed.family.startswith("unipc_")
+    assert Sampler.from_dict(__import__("json").loads(__import__("json").dumps(listed.to_dict()))) == listed
+    store = ProfileStore(tmp_path)
+    for steps in (6, 8):  # "6" sorts before "8": the exact key must win, not the first name
+        store.save(Profile(pair_fingerprint="f", sampler=listed.signature(steps), num_steps=steps, shift=3.0,
+                           sigma_in=0.8, sigma_out=0.3))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        found = store.for_sigmas("f", listed.grid(8), listed.family, listed.signature(8))
+    assert found.sampler == listed.signature(8)
