@@ -30,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
@@ -289,7 +288,7 @@ def _steps(sampler: Sampler, num_steps: int) -> tuple[tuple[float, ...], tuple[f
 class Run:
     """One sampling run of a sampler, step by step: ``step(x, v, i)`` is the state after step ``i``
     from ``x`` (the state at step ``i``) and the model's velocity ``v`` there. Steps come in order;
-    :meth:`fork` copies the run (its history) for a branch, :meth:`replay` feeds recorded steps."""
+    :meth:`replay` feeds recorded steps (a restart builds a fresh run and replays)."""
 
     stateless = False
     grid: list[float]  # the scheduler's sigmas, down to 0
@@ -299,9 +298,6 @@ class Run:
         raise NotImplementedError
 
     def step(self, x: torch.Tensor, v: torch.Tensor, i: int) -> torch.Tensor:
-        raise NotImplementedError
-
-    def fork(self) -> Run:
         raise NotImplementedError
 
     def replay(self, states: Sequence[torch.Tensor], velocities: Sequence[torch.Tensor]) -> Run:
@@ -324,9 +320,6 @@ class EulerRun(Run):
 
     def step(self, x: torch.Tensor, v: torch.Tensor, i: int) -> torch.Tensor:
         return euler_step(x, v, self.grid[i], self.grid[i + 1])
-
-    def fork(self) -> EulerRun:
-        return self
 
     def replay(self, states: Sequence[torch.Tensor], velocities: Sequence[torch.Tensor]) -> EulerRun:
         return self
@@ -353,9 +346,6 @@ class SchedulerRun(Run):
         out = self.scheduler.step(v, t, x, return_dict=False)[0]
         self.done += 1
         return out
-
-    def fork(self) -> SchedulerRun:
-        return copy.deepcopy(self)
 
 
 def run_on(sampler: Sampler | None, grid: Sequence[float]) -> Run:
