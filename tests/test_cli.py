@@ -138,7 +138,7 @@ def test_frontier_of_a_saved_diffusers_pair_and_calibrate_reports_against_it(tmp
 
 def test_oracle_of_the_embedded_pair_writes_the_window_bench_runs(tmp_path, capsys):
     from adaptive import sigmas
-    from adaptive.cli import _oracle_window
+    from adaptive.cli.bench import oracle_window as _oracle_window
 
     assert main(["oracle", "--steps", "3", "--num-prompts", "1", "--seeds", "1", "--trials", "2",
                  "--out", str(tmp_path)]) == 0

@@ -65,7 +65,7 @@ def test_the_cli_loader_freezes_the_models_it_loads(tmp_path):
 
     from safetensors.torch import save_file
 
-    from adaptive.cli import _load_user_pair
+    from adaptive.cli.options import load_user_pair as _load_user_pair
 
     tiny_wan(heads=2, layers=1, seed=0).save_pretrained(tmp_path / "large")
     tiny_wan(heads=1, layers=1, seed=1).save_pretrained(tmp_path / "small")
