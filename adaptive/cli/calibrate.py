@@ -50,8 +50,14 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Probe, detect, refine; store the profile and plot the curve."""
+    """Probe, detect, refine; store the profile and plot the curve (a Wan 2.2 --pipeline: its pool's plan)."""
     import optuna
+
+    if args.pipeline:
+        from adaptive.cli.pipelines import calibrate_two_experts, has_two_experts
+
+        if has_two_experts(args.pipeline):
+            return calibrate_two_experts(args)
 
     from adaptive.calibration import calibrate
     from adaptive.plots import plot_profile

@@ -58,12 +58,30 @@ def embeddings_problem(path: str) -> str | None:
     return None
 
 
+def transformer_folder_problem(folder: str) -> str | None:
+    """Why ``folder`` is not a transformer saved with ``save_pretrained`` (None when it is)."""
+    if not (Path(folder) / "config.json").is_file():
+        return (f"{folder!r} is not a folder saved with save_pretrained (no config.json there); give the local "
+                "folder of the transformer")
+    if not any(Path(folder).glob("*.safetensors")):
+        return (f"{folder!r} has a config.json but no weights (*.safetensors); save the model with "
+                "save_pretrained(folder) (safetensors is the default), or give the folder that holds them")
+    return None
+
+
 def validate_user_pair(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--large/--small folders and what a diffusers pair needs beside them, checked before any model loads;
-    the embedded pair's name filled in otherwise."""
+    the embedded pair's name filled in otherwise; a --pipeline folder checked and its sampler resolved."""
     from adaptive.toy.pair import DEFAULT_PAIR
 
+    if getattr(args, "pipeline", None):
+        validate_pipeline(parser, args)
+        return
+    args.sampler = args.sampler or "euler"
+    args.shift = 3.0 if args.shift is None else args.shift
     large, small = getattr(args, "large", None), getattr(args, "small", None)
+    if args.command == "sample" and small:
+        parser.error("sample --small blends a --pipeline folder's models; the embedded pair needs neither")
     if not (large or small):
         if "pair" in args and args.pair is None:
             args.pair = DEFAULT_PAIR
@@ -74,17 +92,59 @@ def validate_user_pair(parser: argparse.ArgumentParser, args: argparse.Namespace
     if not (large and small):
         parser.error("give both --large and --small (folders saved with save_pretrained)")
     for flag, folder in (("large", large), ("small", small)):
-        if not (Path(folder) / "config.json").is_file():
-            parser.error(f"--{flag} {folder!r} is not a folder saved with save_pretrained (no config.json there); "
-                         "give the local folder of the transformer")
-        if not any(Path(folder).glob("*.safetensors")):
-            parser.error(f"--{flag} {folder!r} has a config.json but no weights (*.safetensors); save the model with "
-                         "save_pretrained(folder) (safetensors is the default), or give the folder that holds them")
+        problem = transformer_folder_problem(folder)
+        if problem:
+            parser.error(f"--{flag} {problem}")
     missing = [flag for flag in ("embeddings", "shape") if not getattr(args, flag, None)]
     if missing:
         parser.error("a diffusers pair needs " + " and ".join(f"--{m}" for m in missing) + " (--embeddings FILE."
                      "safetensors with 'prompt_embeds', one row per prompt, optional 'negative_prompt_embeds'; "
                      "--shape C,F,H,W: the latent of one sample)")
+
+
+def validate_pipeline(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a ``--pipeline`` run that cannot work, before any model loads; resolve the sampler and shift
+    to the pipeline scheduler's (an explicit ``--sampler``/``--shift`` must agree with it)."""
+    from adaptive.cli.pipelines import NO_TEXT, folder_sampler, has_two_experts, model_index
+
+    folder = args.pipeline
+    if getattr(args, "large", None) or getattr(args, "pair", None):
+        parser.error("--pipeline brings Large (its transformer, or Wan 2.2's two experts): leave out --large and --pair")
+    if not (Path(folder) / "model_index.json").is_file():
+        parser.error(f"--pipeline {folder!r} is not a pipeline folder saved with save_pretrained (no model_index.json); "
+                     "give the folder of the whole pipeline, or a transformer folder with --large")
+    index = model_index(folder)
+    if not (isinstance(index.get("transformer"), list) and index["transformer"][0] is not None):
+        parser.error(f"--pipeline {folder!r} has no transformer (model_index.json); save the pipeline with its "
+                     "transformer")
+    if not args.small:
+        parser.error("--pipeline needs --small (a transformer folder saved with save_pretrained)")
+    problem = transformer_folder_problem(args.small)
+    if problem:
+        parser.error(f"--small {problem}")
+    if not args.embeddings:
+        text = [name for name in NO_TEXT if not (isinstance(index.get(name), list) and index[name][0] is not None)]
+        if text:
+            parser.error(f"--pipeline {folder!r} has no {' or '.join(text)} to encode --prompt: give --embeddings "
+                         "(safetensors with 'prompt_embeds')")
+        if not args.prompt:
+            parser.error("--pipeline needs the prompts: --prompt TEXT (repeatable), or --embeddings FILE")
+    if min(args.height, args.width, args.frames) < 1:
+        parser.error("--height, --width and --frames must be positive")
+    try:
+        solver = folder_sampler(folder)
+    except ValueError as err:
+        parser.error(f"--pipeline {folder!r}: its scheduler: {err}")
+    if args.sampler not in (None, solver.name):
+        parser.error(f"--sampler {args.sampler}: the pipeline runs {solver.name} (its scheduler), and calibration "
+                     "judges on what the pipeline runs; leave --sampler out, or save the pipeline with that scheduler")
+    if args.shift is not None and args.shift != solver.shift:
+        parser.error(f"--shift {args.shift:g}: the pipeline's scheduler shifts by {solver.shift:g}; leave --shift out")
+    args.solver, args.sampler, args.shift = solver, solver.name, solver.shift
+    if has_two_experts(folder) and args.command in ("frontier", "oracle"):
+        parser.error(f"{args.command} measures two-model pairs; for a Wan 2.2 pipeline `flowblend calibrate "
+                     "--pipeline` searches its pool, and the decision it prints gives the experts with fewer steps "
+                     "at the same compute beside the plan")
 
 
 def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -108,7 +168,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         problem = device_problem(device) if device else None
         if problem:
             parser.error(f"--{flag.replace('_', '-')} {problem}")
-    if getattr(args, "prompt", None) and not getattr(args, "large", None):
+    if getattr(args, "prompt", None) and not (getattr(args, "large", None) or getattr(args, "pipeline", None)):
         from adaptive.toy.data import parse_prompt
 
         for prompt in args.prompt:

@@ -104,9 +104,12 @@ def configure(pair, args: argparse.Namespace):
 
 
 def solver_of(args: argparse.Namespace) -> Any:
-    """The :class:`~adaptive.samplers.Sampler` of ``--sampler`` at ``--shift`` (Heun: sample only)."""
+    """The :class:`~adaptive.samplers.Sampler` of ``--sampler`` at ``--shift`` (Heun: sample only), or the
+    scheduler of ``--pipeline``."""
     from adaptive.samplers import Sampler
 
+    if getattr(args, "solver", None) is not None:
+        return args.solver
     if args.sampler == "heun":
         raise SystemExit(f"--sampler heun: {args.command} runs one model call per step (euler, unipc or dpm++); "
                          "`flowblend sample --sampler heun` runs Euler's profile with Heun's steps")
@@ -153,7 +156,13 @@ def load_user_pair(args: argparse.Namespace):
 
 
 def pair_and_conds(args: argparse.Namespace):
-    """The pair (a diffusers folder pair with --large/--small, else the embedded one) and its prompts."""
+    """The pair (a Wan 2.1 --pipeline and --small, a diffusers folder pair with --large/--small, else the
+    embedded one) and its prompts."""
+    if args.pipeline:
+        from adaptive.cli.pipelines import load_pipeline
+
+        run = load_pipeline(args)
+        return configure(run.pair(args.guidance), args), run.conds()
     if args.large or args.small:  # both, with --embeddings and --shape (validate_user_pair)
         pair, conds = load_user_pair(args)
         return configure(pair, args), conds
@@ -166,7 +175,8 @@ def pair_and_conds(args: argparse.Namespace):
 def replay_command(args: argparse.Namespace, options: str) -> str:
     """The command line that remakes a measurement (kept in its JSON): the command, the grid, the
     seeds, ``options`` and the pair (its folders, or the embedded pair's prompt count)."""
-    pair = f"--large {args.large} --small {args.small}" if args.large else \
+    pair = f"--pipeline {args.pipeline} --small {args.small}" if args.pipeline else \
+        f"--large {args.large} --small {args.small}" if args.large else \
         f"--pair {args.pair} --num-prompts {args.num_prompts}"
     sampler = f" --sampler {args.sampler}" if getattr(args, "sampler", "euler") != "euler" else ""
     return (f"flowblend {args.command} --steps {args.steps} --shift {args.shift}{sampler} --seeds {args.seeds} "
@@ -184,6 +194,26 @@ def add_pair_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-download", action="store_true", help="let from_pretrained reach the hub")
     p.add_argument("--num-prompts", type=int, default=8, help="prompts (embedded pair; default 8)")
     p.add_argument("--seeds", type=int, default=2, help="noise seeds per prompt (default 2)")
+    add_pipeline_options(p)
+
+
+def add_pipeline_options(p: argparse.ArgumentParser, models: bool = False) -> None:
+    """``--pipeline`` and what only a pipeline folder takes (its video size, the second expert's scale);
+    with ``models`` also ``--small``, ``--embeddings``, ``--guidance`` (the commands without a pair's options)."""
+    if models:
+        p.add_argument("--small", help="--pipeline: the Small transformer folder (save_pretrained)")
+        p.add_argument("--embeddings", help="--pipeline: safetensors with 'prompt_embeds' (and "
+                                            "'negative_prompt_embeds') instead of --prompt")
+        p.add_argument("--guidance", type=guidance_arg, default=5.0, help="--pipeline: CFG scale, >= 1 (default 5)")
+        p.add_argument("--allow-download", action="store_true", help="let from_pretrained reach the hub")
+    p.add_argument("--pipeline", help="a Wan 2.1 or Wan 2.2 (transformer_2) pipeline folder saved with save_pretrained; "
+                                      "with --small; its scheduler is the sampler, its transformer(s) Large")
+    p.add_argument("--guidance-2", type=float, default=None,
+                   help="Wan 2.2: CFG scale of the low-noise expert (and Small) (default --guidance, as diffusers)")
+    p.add_argument("--negative-prompt", default="", help="--pipeline: the negative prompt (default empty)")
+    p.add_argument("--height", type=int, default=480, help="--pipeline: video height in pixels (default 480)")
+    p.add_argument("--width", type=int, default=832, help="--pipeline: video width in pixels (default 832)")
+    p.add_argument("--frames", type=int, default=81, help="--pipeline: frames per video (default 81)")
 
 
 def add_common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "outputs") -> None:
@@ -194,11 +224,12 @@ def add_common(p: argparse.ArgumentParser, schedule: bool = True, out: str = "ou
                    help=f"the embedded pair (default {DEFAULT_PAIR}): " + "; ".join(
                        f"{name}: {spec.summary}" for name, spec in PAIRS.items()))
     p.add_argument("--steps", type=int, default=30, help="number of sampling steps (default 30)")
-    p.add_argument("--shift", type=float, default=3.0, help="sigma shift of the grid (default 3.0)")
-    p.add_argument("--sampler", choices=["euler", "unipc", "dpm++", "heun"], default="euler",
+    p.add_argument("--shift", type=float, default=None,
+                   help="sigma shift of the grid (default 3.0; a --pipeline's: its scheduler's)")
+    p.add_argument("--sampler", choices=["euler", "unipc", "dpm++", "heun"], default=None,
                    help="the solver, as the pipeline runs it: euler (FlowMatchEuler), unipc (Wan's default), dpm++ "
                         "(DPM-Solver++ on flow sigmas); profiles are calibrated and found per sampler; heun: sample "
-                        "only, with Euler's profile (default euler)")
+                        "only, with Euler's profile (default euler; a --pipeline's: its scheduler)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="where the models run: cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
     p.add_argument("--dtype", type=dtype_arg, default=torch.float32, help="float32, bf16 or fp16")

@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adaptive.cli.options import DEFAULT_WINDOW, add_common, configure, given_prompts, solver_of, stored_profile
+from adaptive.cli.options import (DEFAULT_WINDOW, add_common, add_pipeline_options, configure, given_prompts,
+                                  solver_of, stored_profile)
 from adaptive.schedule import Schedule
 
 
 def register(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("sample", help="sample videos from the embedded pair")
+    p = sub.add_parser("sample", help="sample videos from the embedded pair, or a --pipeline folder blended with --small")
     add_common(p)
     p.add_argument("--num", type=int, default=8, help="videos (default 8)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the first video; the others follow (default 0)")
+    add_pipeline_options(p, models=True)
     return p
 
 
@@ -38,7 +40,11 @@ def _default_plan(pair, args: argparse.Namespace) -> tuple[Schedule, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Sample videos from the embedded pair and write a PNG strip and GIFs."""
+    """Sample videos from the embedded pair and write a PNG strip and GIFs (a --pipeline: its videos)."""
+    if args.pipeline:
+        from adaptive.cli.pipelines import sample_pipeline
+
+        return sample_pipeline(args)
     from adaptive.toy import generate, load_pair
     from adaptive.toy.video import save_gif, save_strip
 
