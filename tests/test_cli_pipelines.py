@@ -116,6 +116,7 @@ def test_wan21_folder_calibrates_on_its_own_scheduler_and_auto_finds_it(saved, c
     (["--sampler", "euler"], "the pipeline runs unipc"),
     (["--shift", "5"], "shifts by 3"),
     (["--large", "x"], "leave out --large"),
+    (["--guidance-2", "3"], "has one transformer"),
 ])
 def test_pipeline_arguments_refused_before_loading(saved, capsys, extra, message):
     with pytest.raises(SystemExit):

@@ -77,6 +77,8 @@ def validate_user_pair(parser: argparse.ArgumentParser, args: argparse.Namespace
     if getattr(args, "pipeline", None):
         validate_pipeline(parser, args)
         return
+    if getattr(args, "guidance_2", None) is not None:
+        parser.error("--guidance-2 is the low-noise expert's scale of a Wan 2.2 --pipeline")
     args.sampler = args.sampler or "euler"
     args.shift = 3.0 if args.shift is None else args.shift
     large, small = getattr(args, "large", None), getattr(args, "small", None)
@@ -141,6 +143,9 @@ def validate_pipeline(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if args.shift is not None and args.shift != solver.shift:
         parser.error(f"--shift {args.shift:g}: the pipeline's scheduler shifts by {solver.shift:g}; leave --shift out")
     args.solver, args.sampler, args.shift = solver, solver.name, solver.shift
+    if args.guidance_2 is not None and not has_two_experts(folder):
+        parser.error(f"--guidance-2 is the low-noise expert's scale of a Wan 2.2 pipeline; {folder!r} has one "
+                     "transformer: leave it out")
     if has_two_experts(folder) and args.command in ("frontier", "oracle"):
         parser.error(f"{args.command} measures two-model pairs; for a Wan 2.2 pipeline `flowblend calibrate "
                      "--pipeline` searches its pool, and the decision it prints gives the experts with fewer steps "
