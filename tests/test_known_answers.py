@@ -11,7 +11,7 @@ import torch
 
 from adaptive.schedule import sigmas
 from adaptive.solvers import euler
-from adaptive.toy.exact import SUITE, Case, calibrate_case
+from adaptive.toy.exact import GUIDED_SUITE, SUITE, Case, GuidedCase, calibrate_case, calibrate_guided_case
 
 SLACK = 1.15  # the recommended plan may cost this much more than the optimum
 QUALITY_TOLERANCE = 1e-4  # calibration measures in float32, the sweep in float64
@@ -60,4 +60,45 @@ def test_the_default_budget_recommends_a_plan_near_the_optimum(case):
     if with_margin.cost <= 0.9:
         assert not (plan.is_large_only and plan.steps == case.steps), \
             f"Large with all steps although {with_margin} meets the target with margin"
+    assert profile.cost.calibration_passes <= 3.0 + 1e-6
+
+
+# Where guidance can be dropped on some steps: guided Large, the interval swept exactly -------------------------
+
+def _run_guided(case: GuidedCase, steps: int, start: int, stop: int) -> torch.Tensor:
+    """Large with guidance on steps ``start .. stop - 1`` only, through the package's sampler and pool."""
+    from adaptive import Pool, Schedule, sample
+    from adaptive.detect import boundaries_from_steps
+    from adaptive.records import GuidanceInterval
+
+    pair, grid = case.pair(), sigmas(steps, case.shift)
+    bounds = boundaries_from_steps(grid.tolist(), start, stop)
+    plan = GuidanceInterval(steps, start, stop, bounds.sigma_in, bounds.sigma_out, 0.0, 0.0).apply(Schedule.large_only()) \
+        if start < stop else Schedule.large_only().guided_within(0.0, 0.0)
+    pool = Pool.of(pair, costs={"large": 1.0, "small": 0.1})
+    return sample(pool, case.noise().float(), grid, plan, label=torch.ones(len(case.seeds)))
+
+
+@pytest.mark.parametrize("plan", [(20, 0, 20), (15, 1, 14), (12, 3, 9), (16, 0, 0)])
+def test_the_guided_sweep_is_the_sampler(plan):
+    case = GUIDED_SUITE[0]
+    reference, final = _run_guided(case, 20, 0, 20), _run_guided(case, *plan)
+    measured = float((1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean())
+    assert case.quality_of(plan) == pytest.approx(measured, abs=1e-5)
+
+
+def test_guidance_pays_only_on_some_steps_in_the_guided_suite():
+    for case in GUIDED_SUITE:
+        best = case.optimum()
+        assert 0 < best.stop - best.start < best.steps  # guided on some steps, not all, not none
+        assert case.quality_of((best.steps, 0, 0)) < case.target  # and dropping it everywhere misses
+
+
+@pytest.mark.parametrize("case", GUIDED_SUITE, ids=[case.name for case in GUIDED_SUITE])
+def test_the_default_budget_finds_the_guidance_interval_near_the_optimum(case):
+    best = case.optimum()
+    profile = calibrate_guided_case(case)
+    steps, start, stop = case.recommended(profile)
+    assert case.quality_of((steps, start, stop)) >= case.target - QUALITY_TOLERANCE
+    assert case.cost(steps, stop - start) <= SLACK * best.cost + 1e-9, ((steps, start, stop), best)
     assert profile.cost.calibration_passes <= 3.0 + 1e-6

@@ -358,17 +358,24 @@ def _confirm_fewer_steps(study: optuna.Study, search: StepSearch, target: float)
     passed, failed = _counts(study, n, target)
     cap = min(n - 1, math.ceil(best_plan(study, target, n).cost * n - 1e-9) - 1)
     steps = min([k for k in passed if k > max(failed | {0})] + [cap + 1])
-    while steps <= cap:
-        evaluator = search.at(steps)
-        quality, seen, cut = evaluator.screen(0, 0, target, budgeted=True)
-        met = seen == evaluator.samples and quality >= target
-        _record(study, search, steps, quality, seen, target, "budget" if cut else "pass" if met else "fail")
-        if cut:
-            search.ledger.skip()
-            return
-        if met:
-            return
-        steps += 1
+    # The search's answer comes before the phases the reserve is kept for (the guidance interval, per-prompt
+    # windows): they refine the recommended plan, which is worth refining only once it is confirmed.
+    ledger = search.ledger
+    kept, ledger.reserve = ledger.reserve, 0.0
+    try:
+        while steps <= cap:
+            evaluator = search.at(steps)
+            quality, seen, cut = evaluator.screen(0, 0, target, budgeted=True)
+            met = seen == evaluator.samples and quality >= target
+            _record(study, search, steps, quality, seen, target, "budget" if cut else "pass" if met else "fail")
+            if cut:
+                ledger.skip()
+                return
+            if met:
+                return
+            steps += 1
+    finally:
+        ledger.reserve = kept
 
 
 PREDICTED_MISSES = 4  # predicted plans that miss the target before the phase gives up

@@ -49,6 +49,21 @@ def velocity_factor(sigma: torch.Tensor, spectrum: torch.Tensor = SPECTRUM) -> t
     return (s - (1 - s) * spectrum) / ((1 - s) ** 2 * spectrum + s**2)
 
 
+MEAN = 0.8 * SPECTRUM.sqrt() * torch.where(torch.arange(DIM) % 2 == 0, 1.0, -1.0).double()  # the prompted mean
+
+
+def labelled_coefficients(sigma: torch.Tensor, label: torch.Tensor, spectrum: torch.Tensor = SPECTRUM
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(c, d)`` with the exact velocity ``v = c * x + d`` of the data a label prompts: ``N(MEAN,
+    diag(spectrum))`` for label 1, and for label 0 (no prompt) ``N(0, diag(spectrum + MEAN**2))``, the
+    unconditional data's moments (``sigma`` and ``label`` one per row)."""
+    s = sigma.double().view(-1, 1)
+    prompted = label.double().view(-1, 1)
+    variance = spectrum + (1 - prompted) * MEAN**2
+    denominator = (1 - s) ** 2 * variance + s**2
+    return (s - (1 - s) * variance) / denominator, -prompted * MEAN * s / denominator
+
+
 class ExactVelocity(torch.nn.Module):
     """The exact velocity, plus ``error`` on every component outside ``exact_in`` (``lo < sigma <= hi``);
     ``work`` identity matmuls make its FLOPs (what calibration counts as cost) proportional to ``work``."""
@@ -60,13 +75,16 @@ class ExactVelocity(torch.nn.Module):
         self.spectrum = SPECTRUM * torch.exp(misfit * MISFIT_SIGNS)
         self.register_buffer("eye", torch.eye(DIM), persistent=False)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, label: torch.Tensor | None = None) -> torch.Tensor:
         ballast = x
         for _ in range(self.work):
             ballast = ballast @ self.eye
         sigma = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
         lo, hi = self.exact_in
         outside = (~((sigma > lo) & (sigma <= hi))).view(-1, 1)
+        if label is not None:  # a guided case: the conditional (label 1) or unconditional (label 0) data's velocity
+            factor, shift = labelled_coefficients(sigma, label.reshape(-1), self.spectrum)
+            return (factor * x.double() + shift).float() + self.error * outside.float() + 0.0 * ballast
         factor = torch.where(outside, velocity_factor(sigma, self.spectrum), velocity_factor(sigma))
         return (factor * x.double()).float() + self.error * outside.float() + 0.0 * ballast
 
@@ -219,7 +237,8 @@ def _final(noise: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor) -> to
     return scale * noise + offset
 
 
-__all__ = ["Case", "DIM", "ExactVelocity", "OneMinusRelL2", "SPECTRUM", "velocity_factor"]
+__all__ = ["Case", "DIM", "ExactVelocity", "GUIDED_SUITE", "GuidedCase", "MEAN", "OneMinusRelL2", "SPECTRUM",
+           "SUITE", "calibrate_case", "calibrate_guided_case", "labelled_coefficients", "velocity_factor"]
 
 
 SUITE = (
@@ -256,13 +275,139 @@ def calibrate_case(case: Case, budget: float | None = 3.0, n_trials: int = 24, s
                          sampler=None if sampler is None else Sampler.of(sampler.name, case.shift))
 
 
+@dataclasses.dataclass(frozen=True)
+class GuidedCase:
+    """A known-answer case for the guidance interval: Large guided at ``scale`` (classifier-free guidance
+    between the exact velocities :func:`labelled_coefficients` gives for label 1 and label 0), Small bad
+    everywhere, so the answer is Large with some steps and guidance on steps ``start .. stop - 1`` of them
+    (elsewhere one conditional call, half a guided step's cost). Every such plan is swept exactly.
+
+    Example:
+        >>> best = GuidedCase("guided", steps=20, shift=3.0, target=0.97, scale=3.0).optimum()
+        >>> best.steps, (best.start, best.stop), round(best.cost, 3)
+        (15, (1, 14), 0.7)
+    """
+
+    name: str
+    steps: int
+    shift: float
+    target: float
+    scale: float
+    seeds: tuple[int, ...] = tuple(range(16))
+
+    def pair(self) -> ModelPair:
+        base = ModelPair(ExactVelocity(10), ExactVelocity(1, error=50.0, exact_in=(0.0, 0.0), misfit=2.0), sample_shape=(DIM,),
+                         metric=OneMinusRelL2())
+        return base.guided(self.scale, {"label": torch.zeros(1)})
+
+    def conds(self) -> list[dict[str, torch.Tensor]]:
+        return [{"label": torch.ones(1)}]
+
+    def noise(self) -> torch.Tensor:
+        return batch_conditions([{}], list(self.seeds), (DIM,))[0].double()
+
+    def cost(self, steps: int, guided: int) -> float:
+        return (guided + 0.5 * (steps - guided)) / self.steps
+
+    def table(self) -> list[tuple[int, int, int, float, float]]:
+        """``(k, start, stop, quality, cost)`` of Large on every grid ``k <= steps`` with guidance on steps
+        ``start .. stop - 1`` (``start = stop = 0``: on none), cheapest first."""
+        noise = self.noise()
+        reference = self._finals(self.steps, [(0, self.steps)], noise)[0]
+        rows = []
+        for k in range(1, self.steps + 1):
+            intervals = [(0, 0)] + [(a, b) for a in range(k) for b in range(a + 1, k + 1)]
+            final = self._finals(k, intervals, noise)
+            quality = (1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean(dim=1).tolist()
+            rows += [(k, a, b, q, self.cost(k, b - a)) for (a, b), q in zip(intervals, quality)]
+        return sorted(rows, key=lambda r: (r[4], -r[3]))
+
+    def optimum(self, margin: float = 0.0) -> MeasuredPlan:
+        """The cheapest plan meeting ``target + margin`` (start/stop: its guidance interval)."""
+        for k, a, b, quality, cost in self.table():
+            if quality >= self.target + margin or (k == self.steps and (a, b) == (0, k)):
+                return MeasuredPlan(k, a, b, quality, cost)
+        raise AssertionError("guided Large with all steps is always a plan")
+
+    def quality_of(self, plan: tuple[int, int, int]) -> float:
+        noise = self.noise()
+        reference = self._finals(self.steps, [(0, self.steps)], noise)[0]
+        final = self._finals(plan[0], [(plan[1], plan[2])], noise)[0]
+        return float((1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean())
+
+    def recommended(self, profile) -> tuple[int, int, int]:
+        """The plan a calibrated profile recommends: its step count and guidance interval (all its steps when
+        calibration found none)."""
+        steps = profile.plan.steps
+        interval = next((g for g in profile.guidance if g.steps == steps), None)
+        return (steps, interval.start, interval.stop) if interval is not None else (steps, 0, steps)
+
+    def _finals(self, k: int, intervals: Sequence[tuple[int, int]], noise: torch.Tensor) -> torch.Tensor:
+        """Each interval's final samples on the grid of ``k`` (Euler steps composed as affine maps)."""
+        grid = sigmas(k, self.shift).double()
+        starts = torch.tensor([a for a, _ in intervals]).unsqueeze(-1)
+        stops = torch.tensor([b for _, b in intervals]).unsqueeze(-1)
+        scale = torch.ones(len(intervals), DIM, dtype=torch.float64)
+        offset = torch.zeros(len(intervals), DIM, dtype=torch.float64)
+        for i in range(k):
+            h = grid[i + 1] - grid[i]
+            c_cond, d_cond = labelled_coefficients(grid[i:i + 1], torch.ones(1))
+            c_none, d_none = labelled_coefficients(grid[i:i + 1], torch.zeros(1))
+            guided = (starts <= i) & (i < stops)
+            factor = torch.where(guided, 1 + h * (c_none + self.scale * (c_cond - c_none)), 1 + h * c_cond)
+            shift = torch.where(guided, h * (d_none + self.scale * (d_cond - d_none)), h * d_cond)
+            scale, offset = scale * factor, offset * factor + shift
+        return scale[:, None, :] * noise[None] + offset[:, None, :]
+
+
+GUIDED_SUITE = (
+    GuidedCase("guided-20", 20, 3.0, 0.97, scale=3.0),
+    GuidedCase("guided-30", 30, 5.0, 0.98, scale=4.0),
+)
+"""Known answers for the guidance interval: where guidance can be dropped on some steps."""
+
+
+def calibrate_guided_case(case: GuidedCase, budget: float | None = 3.0, n_trials: int = 24):
+    """``calibrate`` on a guided case (in-memory study, nothing stored): its profile."""
+    import tempfile
+    import warnings
+
+    import optuna
+
+    from adaptive.calibration import calibrate
+
+    with tempfile.TemporaryDirectory() as store, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return calibrate(case.pair(), case.conds(), case.steps, seeds=list(case.seeds), shift=case.shift,
+                         quality_target=case.target, n_trials=n_trials, store=store, progress=False, save=False,
+                         budget=budget, storage=optuna.storages.InMemoryStorage())
+
+
 def _plan_text(steps: int, start: int, stop: int, full: int) -> str:
     if start >= stop:
         return f"Large {steps}/{full}"
     return f"{steps} steps, Small {start}-{stop - 1}"
 
 
-def suite_table(cases: Sequence[Case] = SUITE, budgets: Sequence[float | None] = (3.0, None)) -> str:
+def _recommended(case: Case | GuidedCase, budget: float | None) -> tuple[int, int, int, float, float, float]:
+    """What calibration recommends on ``case``: steps, start, stop (a Small window, or for a guided case the
+    guidance interval), its cost and exact quality, and the Large passes spent."""
+    if isinstance(case, GuidedCase):
+        profile = calibrate_guided_case(case, budget)
+        steps, start, stop = case.recommended(profile)
+        return (steps, start, stop, case.cost(steps, stop - start), case.quality_of((steps, start, stop)),
+                profile.cost.calibration_passes)
+    profile = calibrate_case(case, budget)
+    plan = profile.plan
+    return plan.steps, plan.start, plan.stop, plan.cost, case.quality_of(plan), profile.cost.calibration_passes
+
+
+def _guided_text(steps: int, start: int, stop: int, full: int) -> str:
+    return f"Large {steps}/{full}, " + (f"guidance {start}-{stop - 1}" if start < stop else "no guidance")
+
+
+def suite_table(cases: Sequence[Case | GuidedCase] = SUITE + GUIDED_SUITE,  # type: ignore[operator]
+                budgets: Sequence[float | None] = (3.0, None)) -> str:
     """The suite as a Markdown table: each case's optimum (exhaustive sweep) and, per budget, the plan
     calibration recommends, its cost against the optimum, its exact quality and the passes spent."""
     head = "| case | steps, shift, target | optimum (cost) | " + " | ".join(
@@ -270,14 +415,14 @@ def suite_table(cases: Sequence[Case] = SUITE, budgets: Sequence[float | None] =
     lines = [head, "|" + "---|" * (3 + len(budgets))]
     for case in cases:
         best = case.optimum()
-        row = [case.name, f"{case.steps}, {case.shift:g}, {case.target}",
-               f"{_plan_text(best.steps, best.start, best.stop, case.steps)} ({best.cost:.3f})"]
+        text = _guided_text if isinstance(case, GuidedCase) else _plan_text
+        row = [case.name + (f" (guidance {case.scale:g})" if isinstance(case, GuidedCase) else ""),
+               f"{case.steps}, {case.shift:g}, {case.target}",
+               f"{text(best.steps, best.start, best.stop, case.steps)} ({best.cost:.3f})"]
         for budget in budgets:
-            profile = calibrate_case(case, budget)
-            plan = profile.plan
-            row.append(f"{_plan_text(plan.steps, plan.start, plan.stop, case.steps)} ({plan.cost:.3f}, "
-                       f"x{plan.cost / best.cost:.2f}, {case.quality_of(plan):.4f}, "
-                       f"{profile.cost.calibration_passes:.2f})")
+            steps, start, stop, cost, quality, passes = _recommended(case, budget)
+            row.append(f"{text(steps, start, stop, case.steps)} ({cost:.3f}, x{cost / best.cost:.2f}, {quality:.4f}, "
+                       f"{passes:.2f})")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
