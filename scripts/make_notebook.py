@@ -102,8 +102,8 @@ window (measured on it) and the controller decides the prompts the profile has n
 validated controller those get the pair-level window."""),
     new_code_cell("""for prompt, cond in zip(prompts, conds):
     window = profile.windows[adaptive.prompt_key(cond)]
-    print(f"{prompt:22s} Small on steps {window.start}..{window.stop - 1}  quality {window.quality:.3f}"
-          f"  compute {window.cost:.2f}")
+    plan = f"Small on steps {window.start}..{window.stop - 1}" if window.start < window.stop else "Large on every step"
+    print(f"{prompt:22s} {plan}  quality {window.quality:.3f}  compute {window.cost:.2f}")
 controller = profile.controller
 controller"""),
     new_markdown_cell("""The controller runs Large, probes Small on the same state, and hands over once the probe's divergence
