@@ -37,7 +37,8 @@ def test_bench_quick_end_to_end(tmp_path, capsys):
 
 
 def test_demo_and_sample(tmp_path, capsys):
-    assert main(["demo", "--num", "2", "--steps", "4", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    # The shipped profile's own grid (30 steps): its plan, and Large with the steps its compute buys beside it.
+    assert main(["demo", "--num", "2", "--steps", "30", "--repeats", "1", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "speed-up:" in printed and (tmp_path / "demo.png").exists()
     # Issue #33 item 3: each run's prompt alignment (the pair's encoder reading the prompted digit and
@@ -45,7 +46,7 @@ def test_demo_and_sample(tmp_path, capsys):
     import re
 
     assert "prompt digit/direction" in printed
-    assert len(re.findall(r"(?m)^(Large, 4 steps|chosen|Large, \d+ steps \().*\d\.\d\d / \d\.\d\d ", printed)) == 3
+    assert len(re.findall(r"(?m)^(Large, 30 steps|chosen|Large, \d+ steps \().*\d\.\d\d / \d\.\d\d ", printed)) == 3
     # Issue #26 item 7: each figure says where it was measured (calibration's choice on its own prompts,
     # the table on held-out prompts and seeds), and the plan is judged against its alternative.
     assert "held-out prompts and seeds" in printed and "chosen (by calibration, on its own prompts)" in printed
