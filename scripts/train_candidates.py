@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from adaptive.toy.data import VARIANTS, encode_prompts
 from adaptive.toy.models import LARGE_CONFIG, SMALL_CONFIG, _SHARED
 from adaptive.toy.pair import GUIDANCE_SCALE, WEIGHTS_DIR
-from adaptive.toy.train import NUM_TRAIN_TIMESTEPS, save_transformer, noised_batch, optimizer_step
+from adaptive.toy.train import NUM_TRAIN_TIMESTEPS, noised_batch, optimizer_step, pruned_copy, save_transformer
 
 SCRIPTS = Path(__file__).resolve().parent
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
@@ -125,6 +125,7 @@ class Recipe:
     config: str
     distil: bool
     sigma_low: float = 0.0
+    keep: tuple[int, ...] = ()  # a pruned Large: these of its blocks (negative: from the end), its lr
 
 
 RECIPES = {r.name: r for r in (Recipe("scratch", "small", False), Recipe("distil", "small", True),
@@ -133,7 +134,8 @@ RECIPES = {r.name: r for r in (Recipe("scratch", "small", False), Recipe("distil
                                 Recipe("compact", "compact", True),
                                 Recipe("compact-expert", "compact", True, sigma_low=0.5),
                                 Recipe("mid-expert", "mid", True, sigma_low=0.4),
-                                Recipe("fine-expert", "fine", True, sigma_low=0.4))}
+                                Recipe("fine-expert", "fine", True, sigma_low=0.4),
+                                Recipe("pruned", "pruned", True, keep=(0, -1)))}
 
 
 @dataclass(frozen=True)
@@ -306,8 +308,15 @@ def train_variant(settings: WorkerSettings) -> dict[str, Any]:
     smalls: dict[str, Trainee] = {}
     for name in settings.recipes:
         recipe = RECIPES[name]
-        model, previous = _load(root / f"small-{name}", configs[recipe.config], settings.seed + 1)
-        lr = LR["small"] * (RESUME_LR_SCALE if previous else 1.0)
+        if recipe.keep:  # Large's first and last blocks, then distilled (issue #33): a Small of its own family
+            keep = sorted({i % large.model.config.num_layers for i in recipe.keep})
+            configs[recipe.config] = dict(configs["large"], num_layers=len(keep))
+            model, previous = _load(root / f"small-{name}", configs[recipe.config], settings.seed + 1)
+            model = model if previous is not None else pruned_copy(large.model, keep)
+            lr = LR["large"] * RESUME_LR_SCALE
+        else:
+            model, previous = _load(root / f"small-{name}", configs[recipe.config], settings.seed + 1)
+            lr = LR["small"] * (RESUME_LR_SCALE if previous else 1.0)
         record = dict(common, size="small", recipe=asdict(recipe), config=configs[recipe.config], lr=lr,
                       guidance=settings.guidance if recipe.distil else None, distil_ramp=DISTIL_RAMP)
         smalls[name] = Trainee(name, model, lr, settings.device, previous, record)

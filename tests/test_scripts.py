@@ -239,7 +239,7 @@ def test_the_cpu_pair_recipe_trains_experts_and_resumes_with_a_frozen_large(monk
     tiny = ["--tiny", "--device", "cpu", "--batch", "2", "--encoder-steps", "1", "--encoder-batch", "2",
             "--frontier-prompts", "1", "--frontier-seeds", "1", "--frontier-steps", "2", "--frontier-stride", "2",
             "--variants", "multi", "--large-config", "compact", "--budget-s", "3", "--frontier-timeout-s", "150"]
-    summary = candidates.main([*tiny, "--recipes", "compact,mid-expert", "--out", str(tmp_path / "out"),
+    summary = candidates.main([*tiny, "--recipes", "compact,mid-expert,pruned", "--out", str(tmp_path / "out"),
                                "--work", str(tmp_path / "work")])
     assert summary["variants"]["multi"]["returncode"] == 0
     _unpack(tmp_path / "out", tmp_path / "run")
@@ -248,6 +248,8 @@ def test_the_cpu_pair_recipe_trains_experts_and_resumes_with_a_frozen_large(monk
     expert = json.loads((root / "small-mid-expert" / "training.json").read_text())
     assert large["large_config"] == "compact" and large["config"]["patch_size"] == [2, 8, 8]
     assert expert["recipe"]["sigma_low"] == 0.4 and expert["config"]["patch_size"] == [1, 8, 8]
+    pruned = json.loads((root / "small-pruned" / "training.json").read_text())  # Large's widths, its first and last
+    assert pruned["recipe"]["keep"] == [0, -1] and pruned["config"] == dict(large["config"], num_layers=2)
     before = (root / "large" / "diffusion_pytorch_model.safetensors").read_bytes()
     again = candidates.main([*tiny, "--recipes", "compact,mid-expert", "--init", str(tmp_path / "run"),
                              "--freeze-large", "--out", str(tmp_path / "out2"), "--work", str(tmp_path / "work2")])

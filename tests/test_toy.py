@@ -201,6 +201,28 @@ def test_training_script_records_data_steps_and_history(tmp_path):
     assert again["steps"] == 3 and again["previous_steps"] == 2 and len(again["history"]) == 1
 
 
+def test_a_pruned_large_keeps_the_blocks_asked_for_and_refuses_others():
+    """``pruned_copy``: every block kept is the Large itself (same output); a subset is a shallower model
+    of the same widths whose blocks are the Large's; a block that does not exist is refused."""
+    from diffusers import WanTransformer3DModel
+
+    from adaptive.toy.models import LARGE_CONFIG
+    from adaptive.toy.train import pruned_copy
+
+    torch.manual_seed(0)
+    large = WanTransformer3DModel(**dict(LARGE_CONFIG, num_layers=3, num_attention_heads=1, ffn_dim=32)).eval()
+    x, t, cond = torch.randn(1, 1, 8, 32, 32), torch.tensor([500.0]), torch.randn(1, 4, LARGE_CONFIG["text_dim"])
+    with torch.no_grad():
+        full, same = (m(x, t, cond, return_dict=False)[0] for m in (large, pruned_copy(large, [0, 1, 2]).eval()))
+    assert torch.allclose(full, same, atol=1e-6)
+    small = pruned_copy(large, [0, 2])
+    assert small.config.num_layers == 2 and small.config.ffn_dim == 32
+    assert torch.equal(small.blocks[1].attn1.to_q.weight, large.blocks[2].attn1.to_q.weight)
+    for bad in ([], [3], [1, 1]):
+        with pytest.raises(ValueError, match="distinct blocks of the 3"):
+            pruned_copy(large, bad)
+
+
 def test_the_pairs_metric_fails_garbled_videos_that_the_pooled_features_let_through():
     """(c) Smeared (doubled), torn (halves swapped) and blotched copies of real videos score below a
     clean copy and below the default target on the embedded pair's metric; the pooled feature

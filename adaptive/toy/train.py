@@ -21,6 +21,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,33 @@ def save_transformer(model, out: Path, record: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     copy.deepcopy(model).to(torch.float16).save_pretrained(out, safe_serialization=True)
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def pruned_copy(model: torch.nn.Module, keep: Sequence[int]) -> torch.nn.Module:
+    """A shallower copy of a ``WanTransformer3DModel``: the blocks ``keep`` (in that order) and every
+    non-block weight, so a Small of the Large's own family starts from what the Large knows (layer
+    dropping, as BK-SDM prunes Stable Diffusion before distilling it).
+
+    >>> from adaptive.toy.models import build_transformer
+    >>> pruned_copy(build_transformer("large"), [0, 5]).config.num_layers
+    2
+    """
+    from diffusers import WanTransformer3DModel
+
+    layers = model.config.num_layers
+    if not keep or any(not 0 <= i < layers for i in keep) or len(set(keep)) != len(keep):
+        raise ValueError(f"keep must name distinct blocks of the {layers}, got {list(keep)}")
+    small = WanTransformer3DModel.from_config({**model.config, "num_layers": len(keep)})
+    state = {}
+    for key, value in model.state_dict().items():
+        if not key.startswith("blocks."):
+            state[key] = value
+            continue
+        _, index, rest = key.split(".", 2)
+        if int(index) in keep:
+            state[f"blocks.{list(keep).index(int(index))}.{rest}"] = value
+    small.load_state_dict(state)  # strict: every weight of the shallower model comes from the deeper one
+    return small
 
 
 def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, out: Path,
