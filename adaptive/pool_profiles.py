@@ -183,12 +183,12 @@ def calibrate_pool(pool: Any, conds: Sequence[Mapping[str, Any]], axes: Sequence
                    target: float = 0.95, n_trials: int = 12, store: ProfileStore | str | Path | None = None,
                    save: bool = True, force: bool = False, name: str | None = None, small: Any = None,
                    guidance_scale: float | None = None, guidance_scale_2: float | None = None,
-                   uncond: Mapping[str, Any] | None = None) -> PoolProfile:
+                   uncond: Mapping[str, Any] | None = None, sampler: Any = None) -> PoolProfile:
     """Find the cheapest plan over ``pool`` (:func:`~adaptive.calibration.segments.find_plan`) and store it.
 
     ``pool`` is a :class:`~adaptive.Pool`, or a Wan 2.2 pipeline with ``small`` (its pool is
     :func:`pipeline_pool` at ``guidance_scale``/``guidance_scale_2`` with ``uncond``; its
-    ``boundary_ratio`` and its scheduler's shift are taken from it), which is what
+    ``boundary_ratio`` and its scheduler are taken from it), which is what
     ``blend(pipe, small, "auto", ...)`` then finds::
 
         calibrate_pool(pipe, conds, small=small, guidance_scale=4.0, guidance_scale_2=3.0,
@@ -197,11 +197,13 @@ def calibrate_pool(pool: Any, conds: Sequence[Mapping[str, Any]], axes: Sequence
     For Wan 2.2 (a pool of ``"high"``, ``"low"`` and ``"small"``) give ``boundary_ratio`` (the
     pipeline's): the reference is the experts alone (:meth:`Schedule.experts`), and ``axes`` default
     to Small's window between or inside the experts, then the guidance interval when the members are
-    guided. Every other argument is :func:`find_plan`'s; the plan is judged on Euler steps at
-    ``shift`` (default 1). Returns the :class:`PoolProfile` (stored in ``store`` with ``save``).
+    guided. Every other argument is :func:`find_plan`'s; the plan is judged on ``sampler``'s steps (a
+    name, a diffusers flow scheduler or a :class:`~adaptive.samplers.Sampler`; a pipeline's own
+    scheduler by default, else Euler at ``shift``, default 1) and stored under that sampler's signature.
+    Returns the :class:`PoolProfile` (stored in ``store`` with ``save``).
     """
     from adaptive.calibration.segments import GUIDANCE, find_plan, window
-    from adaptive.samplers import Sampler
+    from adaptive.samplers import sampler_for
 
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):
         raise CalibrationError(f"num_steps is the step count the pipeline runs (one integer; the profile is stored "
@@ -215,11 +217,15 @@ def calibrate_pool(pool: Any, conds: Sequence[Mapping[str, Any]], axes: Sequence
                                    "boundary_ratio) and needs small= (the Small transformer)")
         boundary_ratio = boundary_ratio_of(pipe) if boundary_ratio is None else boundary_ratio
         shift = scheduler_shift(pipe.scheduler) if shift is None else shift
+        sampler = pipe.scheduler if sampler is None else sampler  # judged on the solver the pipeline runs
         first = conds[0] if conds else {}
         pool = pipeline_pool(pipe, small, guidance_scale, guidance_scale_2, uncond,
                              x=torch.zeros((1, *shape), dtype=pipe.transformer.dtype,
                                            device=pipe.transformer.device), **first)
-    shift = 1.0 if shift is None else float(shift)
+    try:
+        solver = sampler_for(sampler, shift)
+    except ValueError as err:
+        raise CalibrationError(f"sampler: {err}") from err
     if boundary_ratio is not None:
         if reference is not None:
             raise CalibrationError("give reference= or boundary_ratio=, not both")
@@ -236,10 +242,10 @@ def calibrate_pool(pool: Any, conds: Sequence[Mapping[str, Any]], axes: Sequence
     store = store if isinstance(store, ProfileStore) else ProfileStore(store)
     if save:
         store.check_writable()
-    found = find_plan(pool, conds, axes, num_steps=num_steps, shift=shift, seeds=seeds, shape=shape,
-                      reference=reference, metric=metric, target=target, n_trials=n_trials)
+    found = find_plan(pool, conds, axes, num_steps=num_steps, shift=solver.shift, seeds=seeds, shape=shape,
+                      reference=reference, metric=metric, target=target, n_trials=n_trials, sampler=solver)
     key, scales = key_of(pool)
-    profile = PoolProfile(key, Sampler.of("euler", shift).signature(found.num_steps), tuple(sorted(scales.items())),
+    profile = PoolProfile(key, solver.signature(found.num_steps), tuple(sorted(scales.items())),
                           reference or Schedule.large_only(pool.reference), found, name,
                           datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     if save:

@@ -15,7 +15,7 @@ from adaptive.cli import main, parse_schedule
 
 def test_bench_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "bench"
-    oracle = tmp_path / "oracle.json"  # the layout scripts/oracle.py writes
+    oracle = tmp_path / "oracle.json"  # the layout benchmarks/oracle.py writes
     oracle.write_text(json.dumps({"oracle": {"sigma_in": 0.75, "sigma_out": 0.0}}))
     assert main(["bench", "--quick", "--num", "2", "--steps", "6", "--out", str(out), "--store", str(tmp_path),
                  "--oracle", str(oracle)]) == 0

@@ -64,7 +64,8 @@ def test_wan22_folder_calibrates_the_pool_and_auto_runs_its_plan(saved, capsys):
     assert main(["calibrate", *args, "--guidance", "4", "--guidance-2", "3", "--seeds", "1", "--trials", "4",
                  "--target", "0.9", "--out", str(saved / "out")]) == 0
     printed = capsys.readouterr().out
-    assert "Wan 2.2" in printed and "unipc" not in printed.split("sampler")[1].split("\n")[0]  # pools: Euler steps
+    solver = Sampler.of(_load_pipeline(saved / "wan22").scheduler)  # the pool is judged on what the pipeline runs
+    assert "Wan 2.2" in printed and solver.signature(8) in printed.split("sampler")[1].split("\n")[0]
 
     from diffusers import AutoModel
 
@@ -75,16 +76,17 @@ def test_wan22_folder_calibrates_the_pool_and_auto_runs_its_plan(saved, capsys):
                          encoder_hidden_states=embeds["prompt_embeds"][:1])
     stored = find_pool_profile(key_of(pool)[0], Sampler.of(pipe.scheduler).grid(8), Sampler.of(pipe.scheduler),
                                ProfileStore(saved / "store"), reference=Schedule.experts(0.875))
-    assert stored.sampler == "euler-8-shift3" and stored.pool_name == "wan22"
+    assert stored.sampler == solver.signature(8) and solver.name == "unipc" and stored.pool_name == "wan22"
     # The same search in the library, on the same inputs, finds the same plan.
     conds = [{"encoder_hidden_states": embeds["prompt_embeds"][i:i + 1]} for i in range(2)]
     by_hand = calibrate_pool(pipe, conds, small=small, guidance_scale=4.0, guidance_scale_2=3.0, uncond=uncond,
                              num_steps=8, shape=(16, 2, 2, 2), seeds=[0], target=0.9, n_trials=4, save=False)
     assert by_hand.schedule() == stored.schedule()
 
-    # "auto" runs the stored plan call by call; sample from the folder does the same and writes GIFs.
+    # "auto" runs the stored plan call by call, found for the pipeline's own sampler (no warning); sample from
+    # the folder does the same and writes GIFs.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the pool was judged on Euler steps, this pipeline runs UniPC
+        warnings.simplefilter("error", UserWarning)
         blend(pipe, small, "auto", num_inference_steps=8, guidance_scale=4.0, guidance_scale_2=3.0,
               store=saved / "store")
     pipe(prompt_embeds=conds[0]["encoder_hidden_states"], negative_prompt_embeds=uncond["encoder_hidden_states"],

@@ -154,7 +154,7 @@ def test_the_default_metric_fails_a_one_step_blur_and_the_decision_says_latent_s
     """The embedded transformers without their metric (a user's pair with no encoder): the default
     judgement recommended Large with 1 of 12 steps (grey blobs, latent cosine 0.96). Now one step
     scores far below the target and the recommendation is near what the pair's own metric picks
-    (6 of 8 at 0.95, latent_structure 7: `scripts/metric_steps.py --steps 8`), said to be judged in latent space."""
+    (6 of 8 at 0.95, latent_structure 7: `benchmarks/metric_table.py --latent-steps 8`), said to be judged in latent space."""
     from adaptive import ModelPair, calibrate, sample
     from adaptive.metrics import LatentSimilarity, LatentStructure
     from adaptive.toy import load_transformers, prompt_conds, seeded_noise

@@ -133,3 +133,46 @@ def test_a_sampler_with_options_of_its_own_finds_its_own_profile(tmp_path):
         warnings.simplefilter("error", UserWarning)
         found = store.for_sigmas("f", listed.grid(8), listed.family, listed.signature(8))
     assert found.sampler == listed.signature(8)
+
+
+def test_the_guidance_interval_is_searched_on_the_multistep_sampler_and_judged_as_it_runs():
+    """The guidance phase steps UniPC itself (history replayed across restarts): on an exact guided case it
+    lands on the swept optimum of UniPC's own table, and each interval's recorded quality is what a
+    straight UniPC run of that plan gives."""
+    from adaptive.toy.exact import GuidedCase, calibrate_guided_case
+
+    case = GuidedCase("guided-8", 8, 3.0, 0.96, scale=3.0, seeds=tuple(range(4)))
+    sampler = Sampler.of("unipc", case.shift)
+    best = case.optimum(sampler=sampler)
+    profile = calibrate_guided_case(case, sampler=sampler, budget=None, n_trials=8)
+    assert profile.sampler == sampler.signature(case.steps) and profile.guidance
+    for interval in profile.guidance:
+        plan = (interval.steps, interval.start, interval.stop)
+        assert interval.quality == pytest.approx(case.quality_of(plan, sampler), abs=1e-4)
+    plan = case.recommended(profile)
+    assert case.quality_of(plan, sampler) >= case.target
+    assert case.cost(plan[0], plan[2] - plan[1]) <= best.cost + 1e-9, (plan, best)
+
+
+def test_a_pool_plan_is_found_and_judged_on_the_multistep_sampler():
+    """find_plan on UniPC: the analytic guidance window of its docstring, and the found plan's quality is
+    what sample() gives on the same sampler and noise; the record keeps the sampler (its grid is UniPC's)."""
+    from adaptive.calibration.segments import GUIDANCE, FoundPlan, find_plan
+    from adaptive.metrics import LatentStructure
+    from adaptive.pool import Pool
+    from adaptive.probing import batch_conditions
+
+    bump = lambda s: ((torch.as_tensor(s) > 0.3) & (torch.as_tensor(s) <= 0.7)).float().view(-1, 1)  # noqa: E731
+    model = lambda x, s, c: -x + c * bump(s)  # noqa: E731  (guidance matters in (0.3, 0.7] only)
+    pool = Pool.of(ModelPair(model, model).guided(4.0, {"c": torch.zeros(1, 1)}), costs={"large": 1, "small": 1})
+    cond = {"c": torch.ones(1, 1)}
+    sampler = Sampler.of("unipc", 3.0)
+    found = find_plan(pool, [cond], [GUIDANCE], num_steps=10, shape=(4,), target=0.999, n_trials=6, sampler=sampler)
+    assert found.sampler == sampler and found.grid == pytest.approx(sampler.grid(10))
+    start, stop = found.windows["guidance"]
+    assert 0 < start < stop < 10 and found.cost < found.reference_cost
+    assert FoundPlan.from_dict(found.to_dict()) == found
+    noise, batched = batch_conditions([cond], (0, 1), (4,), torch.device("cpu"))
+    reference = sample(pool, noise, 10, Schedule.large_only(), sampler=sampler, **batched)
+    ours = sample(pool, noise, 10, found.schedule, sampler=sampler, **batched)
+    assert float(LatentStructure()(ours, reference).mean()) == pytest.approx(found.quality, abs=1e-4)

@@ -21,7 +21,7 @@ from adaptive.detect import boundaries_from_steps
 from adaptive.pool import Pool
 from adaptive.profiles import Profile, guidance_of
 from adaptive.records import GuidanceInterval
-from adaptive.schedule import Schedule, sigmas
+from adaptive.schedule import Schedule
 
 GUIDANCE_TRIALS = 12  # Optuna trials per plan (the bisection of the two edges takes about 2 log2(steps))
 
@@ -36,23 +36,26 @@ def guidance_intervals(search: StepSearch, profile: Profile, target: float, n_tr
         return ()
     pool = Pool.of(full.pair, costs={"large": 1.0, "small": full.small_cost})
     ledger = search.ledger
-    runs = _Runs(pool, full.reference.states[0], full.reference.cond, full.metric, ledger=ledger)
+    runs = _Runs(pool, full.reference.states[0], full.reference.cond, full.metric, ledger=ledger,
+                 solver=search.sampler)
     runs.target_final = full.target
-    caller = sigmas(profile.num_steps, search.shift).tolist()
+    caller = runs.grid(profile.num_steps, search.shift)
     reference = Schedule.large_only()
-    runs.cached[(tuple(caller), tuple(reference.step_models(caller)))] = list(full.reference.states)  # free
+    runs.keep(caller, reference.step_models(caller), list(full.reference.states),  # free
+              [v for v in full.reference.velocities or () if v is not None])
     reference_cost = pool.cost(reference, caller)
     plans = {profile.steps: profile.plan_schedule(), profile.num_steps: profile.schedule()}
     rows = list(range(len(full.target)))
     for steps in plans:  # Large's states the search already computed on these grids: trials restart from them
         path = search.at(steps).path
-        if path.calls_to(steps, rows) == 0:
-            grid = tuple(sigmas(steps, search.shift).tolist())
-            runs.cached.setdefault((grid, ("large",) * steps), [path.at(i, rows) for i in range(steps + 1)])
+        grid = runs.grid(steps, search.shift)
+        if path.calls_to(steps, rows) == 0 and (tuple(grid), ("large",) * steps) not in runs.cached:
+            slopes = [] if path.stateless else [v for v in path.velocities if v is not None]
+            runs.keep(grid, ("large",) * steps, [path.at(i, rows) for i in range(steps + 1)], slopes)
     out = []
     with ledger.phase("guidance"):
         for steps, plan in plans.items():
-            grid = sigmas(steps, search.shift).tolist()
+            grid = runs.grid(steps, search.shift)
             # No probe: guided and conditional velocities of a real model differ by more than the probe's
             # threshold on nearly every step (on the embedded pair it proposed the whole grid), so the
             # bisection of the edges starts from guidance everywhere and the budget goes to final-sample

@@ -188,11 +188,6 @@ def calibrate(pair: ModelPair, conds: Sequence[Mapping[str, Any]], num_steps: in
         with ledger.phase("probe"):
             ledger.charge(curve.cost["large_calls"] + curve.cost["small_calls"] * small_cost, len(reference.final))
         guided = guidance_interval and guidance_of(pair) not in (None, 1.0)
-        if guided and not solver.is_euler:  # the interval search steps with Euler only: said, not done silently
-            warnings.warn(f"the guidance interval is searched on Euler steps only; this {solver.signature(num_steps)} "
-                          "profile guides every step (guidance_interval=False says so without this warning)",
-                          stacklevel=2)
-            guided = False
         left = 0.0 if budget is None else max(0.0, budget - ledger.passes)
         # Kept from the search for what follows it: per-prompt windows (half of it also pays the guidance
         # interval), or the guidance interval alone.

@@ -48,7 +48,8 @@ from adaptive.errors import CalibrationError
 from adaptive.metrics import LatentStructure, Metric, rel_l2
 from adaptive.pool import Pool
 from adaptive.probing import batch_conditions
-from adaptive.schedule import Schedule, check_grid, euler_step, sigmas, unguided
+from adaptive.samplers import Run, Sampler, run_on, sampler_for
+from adaptive.schedule import Schedule, sigmas, unguided
 
 THRESHOLD = 0.05  # the probe's relative divergence below which a step is proposed safe
 
@@ -112,10 +113,11 @@ class FoundPlan:
     windows: dict[str, tuple[int, int]]
     trials: int
     alternatives: dict[str, dict[str, float]] = field(default_factory=dict)
+    sampler: Sampler | None = None  # the solver it was judged on (None: Euler at ``shift``)
 
     @property
     def grid(self) -> list[float]:
-        return sigmas(self.num_steps, self.shift).tolist()
+        return sigmas(self.num_steps, self.shift).tolist() if self.sampler is None else self.sampler.grid(self.num_steps)
 
     @property
     def fraction(self) -> float:
@@ -126,7 +128,8 @@ class FoundPlan:
         return {"schedule": self.schedule.to_dict(), "num_steps": self.num_steps, "shift": self.shift,
                 "cost": self.cost, "reference_cost": self.reference_cost, "quality": self.quality,
                 "target": self.target, "windows": {k: list(v) for k, v in self.windows.items()},
-                "trials": self.trials, "alternatives": self.alternatives}
+                "trials": self.trials, "alternatives": self.alternatives,
+                **({} if self.sampler is None else {"sampler": self.sampler.to_dict()})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FoundPlan:
@@ -140,20 +143,38 @@ class FoundPlan:
         return cls(Schedule.from_dict(data["schedule"]), int(data["num_steps"]), float(data["shift"]),
                    float(data["cost"]), float(data["reference_cost"]), float(data["quality"]),
                    float(data["target"]), {k: (int(v[0]), int(v[1])) for k, v in data["windows"].items()},
-                   int(data["trials"]), {k: dict(v) for k, v in data.get("alternatives", {}).items()})
+                   int(data["trials"]), {k: dict(v) for k, v in data.get("alternatives", {}).items()},
+                   Sampler.from_dict(data["sampler"]) if data.get("sampler") else None)
 
 
 class _Runs:
     """Plans run on the calibration batch, restarted from the cached trajectory of the plan that
-    shares their longest prefix of per-step models (the reference's and the current plan's)."""
+    shares their longest prefix of per-step models (the reference's and the current plan's), on
+    ``solver``'s steps (None: Euler on any grid). On a multistep solver a restart replays the
+    scheduler on the cached steps before it, so the cached runs keep their velocities too."""
 
     def __init__(self, pool: Pool, noise: torch.Tensor, cond: dict[str, Any], metric: Metric,
-                 ledger: Ledger | None = None) -> None:
+                 ledger: Ledger | None = None, solver: Sampler | None = None) -> None:
         self.pool, self.noise, self.cond, self.metric, self.ledger = pool, noise, cond, metric, ledger
+        self.solver = None if solver is None or solver.is_euler else solver
         self.cached: dict[tuple[tuple[float, ...], tuple[str, ...]], list[torch.Tensor]] = {}
+        self.slopes: dict[tuple[tuple[float, ...], tuple[str, ...]], list[torch.Tensor]] = {}
         self.target_final: torch.Tensor | None = None
         self.judged: dict[tuple[tuple[float, ...], tuple[str, ...]], float] = {}
         self.calls = 0.0  # reference-model calls spent, per sample
+
+    def grid(self, steps: int, shift: float) -> list[float]:
+        """The sigmas of ``steps`` steps: the solver's own, or Euler's at ``shift``."""
+        return sigmas(steps, shift).tolist() if self.solver is None else self.solver.grid(steps)
+
+    def keep(self, grid: Sequence[float], names: Sequence[str], states: list[torch.Tensor],
+             velocities: Sequence[torch.Tensor] = ()) -> None:
+        """Cache a run computed elsewhere (its states, and on a multistep solver its velocities: a
+        restart can only start where they are known)."""
+        key = (tuple(grid), tuple(names))
+        self.cached[key] = list(states)
+        if self.solver is not None:
+            self.slopes[key] = list(velocities)
 
     def affords(self, plan: Schedule, grid: list[float]) -> bool:
         """Whether the ledger's budget pays for ``plan``'s result on every sample (from the cached
@@ -164,17 +185,24 @@ class _Runs:
         start = self._restart(tuple(grid), tuple(names))[0]
         return self.ledger.affords(sum(self.pool.costs[n] for n in names[start:]), len(self.noise))
 
-    def _restart(self, grid: tuple[float, ...], names: tuple[str, ...]) -> tuple[int, list[torch.Tensor]]:
-        """The first step a run of ``names`` must compute, and the cached states it shares up to
-        there (``states[start]`` is where it starts; just the noise when nothing is shared)."""
-        start, shared = 0, [self.noise]
-        for (cached_grid, cached_names), states in self.cached.items():
-            if cached_grid != grid:
+    def _restart(self, grid: tuple[float, ...], names: tuple[str, ...]
+                 ) -> tuple[int, list[torch.Tensor], list[torch.Tensor]]:
+        """The first step a run of ``names`` must compute, and the cached states (and velocities) it
+        shares up to there (``states[start]`` is where it starts; just the noise when nothing is shared)."""
+        start, shared, slopes = 0, [self.noise], []
+        for key, states in self.cached.items():
+            if key[0] != grid:
                 continue
-            common = next((i for i, (a, b) in enumerate(zip(names, cached_names)) if a != b), len(names))
+            common = next((i for i, (a, b) in enumerate(zip(names, key[1])) if a != b), len(names))
+            if self.solver is not None:  # a multistep restart replays the velocities before it
+                common = min(common, len(self.slopes.get(key, [])))
             if common > start:
-                start, shared = common, states
-        return start, shared
+                start, shared, slopes = common, states, self.slopes.get(key, [])
+        return start, shared, slopes
+
+    def _run(self, grid: list[float], states: list[torch.Tensor], slopes: list[torch.Tensor], start: int) -> Run:
+        """A run of the solver on ``grid`` that has taken the recorded steps before ``start``."""
+        return run_on(self.solver, grid).replay(states, slopes[:start])
 
     def _step(self, name: str, x: torch.Tensor, sigma: float) -> torch.Tensor:
         self.calls += self.pool.costs[name]
@@ -187,23 +215,28 @@ class _Runs:
         """Every state of ``plan`` on ``grid``, cached (computed from the longest cached prefix), and
         with ``velocities`` every step's velocity too (then computed from the first step)."""
         names = tuple(plan.step_models(grid))
-        start, shared = (0, [self.noise]) if velocities else self._restart(tuple(grid), names)
-        states, slopes = list(shared[:start + 1]), []
+        start, shared, known = (0, [self.noise], []) if velocities else self._restart(tuple(grid), names)
+        run = self._run(grid, shared, known, start)
+        states, slopes = list(shared[:start + 1]), list(known[:start])
         for i in range(start, len(names)):
-            v = self._step(names[i], states[-1], grid[i])
+            v = self._step(names[i], states[-1], run.sigma(i))
             slopes.append(v)
-            states.append(euler_step(states[-1], v, grid[i], grid[i + 1]))
-        self.cached[(tuple(grid), names)] = states
-        return states, slopes
+            states.append(run.step(states[-1], v, i))
+        self.keep(grid, names, states, slopes)
+        return states, slopes[start:]
 
     def final(self, plan: Schedule, grid: list[float]) -> torch.Tensor:
         """``plan``'s result, restarted from the longest cached prefix on this grid."""
         names = tuple(plan.step_models(grid))
-        start, shared = self._restart(tuple(grid), names)
-        x = shared[start]
+        start, shared, known = self._restart(tuple(grid), names)
+        run, x = self._run(grid, shared, known, start), shared[start]
         for i in range(start, len(names)):
-            x = euler_step(x, self._step(names[i], x, grid[i]), grid[i], grid[i + 1])
+            x = run.step(x, self._step(names[i], x, run.sigma(i)), i)
         return x
+
+    def model_sigma(self, grid: list[float], i: int) -> float:
+        """The sigma the model is asked about at step ``i`` of ``grid``."""
+        return grid[i] if self.solver is None else self.solver.model_sigmas(len(grid) - 1)[i]
 
     def quality(self, plan: Schedule, grid: list[float]) -> float:
         """``plan``'s mean quality against the target (each plan's run once per grid)."""
@@ -247,7 +280,7 @@ def _probe(runs: _Runs, plan: Schedule, grid: list[float], axis: Axis) -> list[f
         if cheaper == name:
             out.append(None)
             continue
-        v = runs._step(cheaper, states[i], grid[i])
+        v = runs._step(cheaper, states[i], runs.model_sigma(grid, i))
         out.append(float(rel_l2(v, velocities[i]).float().mean()))
     return out
 
@@ -337,7 +370,7 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
               num_steps: int | Sequence[int], shift: float = 1.0, seeds: Sequence[int] = (0, 1),
               shape: Sequence[int], reference: Schedule | None = None, metric: Metric | None = None,
               target: float = 0.95, n_trials: int = 12, threshold: float = THRESHOLD, storage: Any = None,
-              seed: int = 0) -> FoundPlan:
+              seed: int = 0, sampler: Any = None) -> FoundPlan:
     """The cheapest plan over ``pool`` that keeps ``target`` quality against ``reference`` run on the
     first (the caller's) step count of ``num_steps``, placing one window per axis in order, on each
     step count of ``num_steps`` (several: searched jointly with the windows; the cheapest wins).
@@ -346,8 +379,15 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
     is). ``metric(generated, reference) -> per-sample quality`` defaults to
     :class:`~adaptive.metrics.LatentStructure`. ``n_trials`` Optuna trials per axis and step count
     (a trial that cannot beat the best known plan is pruned before any model call); ``storage`` an
-    Optuna storage URL for the studies (one per axis and step count).
+    Optuna storage URL for the studies (one per axis and step count). ``sampler``: the solver every
+    plan is run on (a name, a diffusers flow scheduler or a :class:`~adaptive.samplers.Sampler`; default
+    Euler at ``shift``), multistep history carried across a model switch as the drop-in runs it.
     """
+    try:
+        solver = sampler_for(sampler, shift)
+    except ValueError as err:
+        raise CalibrationError(f"sampler: {err}") from err
+    shift = solver.shift
     counts = [num_steps] if isinstance(num_steps, int) else list(num_steps)
     if not counts or not all(isinstance(k, int) and k >= 1 for k in counts):
         raise CalibrationError(f"num_steps must be a positive integer or a list of them, got {num_steps!r}")
@@ -371,14 +411,15 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
                    if isinstance(v, torch.Tensor)), torch.device("cpu"))
     noise, cond = batch_conditions(conds, seeds, shape, device)  # checks conds and seeds, before any model call
     pool.check(noise, **cond)
-    runs = _Runs(pool, noise, cond, metric or LatentStructure())
-    caller = sigmas(counts[0], shift).tolist()
+    runs = _Runs(pool, noise, cond, metric or LatentStructure(), solver=solver)
+    caller = runs.grid(counts[0], shift)
+    judged_on = None if solver.is_euler else solver
     with torch.no_grad():
         runs.target_final = runs.trajectory(reference, caller)[0][-1]
         reference_cost = pool.cost(reference, caller)
         found: FoundPlan | None = None
         for k in counts:
-            grid = sigmas(k, shift).tolist()
+            grid = runs.grid(k, shift)
             plan, windows, trials = reference, {}, 0
             for axis in axes:
                 proposal = _proposal(_probe(runs, plan, grid, axis), axis.inside, threshold)
@@ -390,9 +431,11 @@ def find_plan(pool: Pool, conds: Sequence[Mapping[str, Any]], axes: Sequence[Axi
             quality = runs.quality(plan, grid)
             cost = pool.cost(plan, grid)
             if quality >= target and (found is None or cost < found.cost):
-                found = FoundPlan(plan, k, shift, cost, reference_cost, quality, target, windows, trials)
+                found = FoundPlan(plan, k, shift, cost, reference_cost, quality, target, windows, trials,
+                                  sampler=judged_on)
         if found is None:  # no step count keeps the target, even unchanged: the caller's reference
-            found = FoundPlan(reference, counts[0], shift, reference_cost, reference_cost, 1.0, target, {}, 0)
+            found = FoundPlan(reference, counts[0], shift, reference_cost, reference_cost, 1.0, target, {}, 0,
+                              sampler=judged_on)
         alternatives = equal_compute(runs, pool, reference, found.cost, caller, shift)
         return FoundPlan(**{**found.__dict__, "alternatives": alternatives})
 
@@ -401,7 +444,7 @@ def equal_compute(runs: _Runs, pool: Pool, reference: Schedule, cost: float, cal
                   options: Sequence[str] = ("large_fewer", "no_guidance")) -> dict[str, dict[str, float]]:
     """The obvious alternatives at no more than ``cost``: the reference with fewer steps and, for a
     guided pool, the reference without guidance with as many steps as the cost buys (steps priced
-    at the plan's mean cost per step on the caller's grid)."""
+    at the plan's mean cost per step on the caller's grid), on the grids of ``runs``' solver."""
     out: dict[str, dict[str, float]] = {}
     plans = {"large_fewer": reference}
     unguided_reference = reference.relabel(0.0, 0.0, outside=unguided)
@@ -414,7 +457,7 @@ def equal_compute(runs: _Runs, pool: Pool, reference: Schedule, cost: float, cal
         steps = int(math.floor(cost / per_step + 1e-9))
         if steps < 1:
             continue
-        grid = sigmas(steps, shift).tolist()
+        grid = runs.grid(steps, shift)
         if not runs.affords(plan, grid):
             continue
         out[label] = {"steps": steps, "cost": pool.cost(plan, grid), "quality": runs.quality(plan, grid)}

@@ -20,7 +20,7 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=0, help="videos (default 32, quick 4)")
     p.add_argument("--repeats", type=int, default=2, help="interleaved timing rounds (default 2)")
     p.add_argument("--oracle", help="JSON with sigma_in/sigma_out of the exhaustive-sweep oracle "
-                   "(oracle.json from flowblend oracle or scripts/oracle.py)")
+                   "(oracle.json from flowblend oracle or benchmarks/oracle.py)")
     p.add_argument("--cache-threshold", type=float, default=0.1, help="First Block Cache threshold")
     return p
 

@@ -127,11 +127,11 @@ def calibrate_two_experts(args: argparse.Namespace) -> int:
     store = ProfileStore(args.store)
     print(f"calibrating the pool of {run.name} (high and low experts, boundary_ratio "
           f"{run.pipe.config['boundary_ratio']:g}) and Small on {len(run.prompt_embeds)} prompts x {args.seeds} seeds, "
-          f"{args.steps} steps (plans judged on Euler steps at the scheduler's shift {args.shift:g})")
+          f"{args.steps} steps (plans judged on the pipeline's own {args.sampler} steps at shift {args.shift:g})")
     profile = calibrate_pool(run.pipe, run.conds(), small=run.small, guidance_scale=args.guidance,
                              guidance_scale_2=args.guidance_2, uncond=run.uncond(), num_steps=args.steps,
                              shape=run.shape, seeds=list(range(args.seeds)), target=args.target, n_trials=args.trials,
-                             store=store, force=args.force, name=run.name)
+                             store=store, force=args.force, name=run.name, sampler=args.solver)
     rows = [("pipeline", f"{run.name} (Wan 2.2: two experts)"), ("sampler", profile.sampler),
             ("recommended plan", profile.decision),
             ("budget", "not applied: a pool's search runs its trials in full (--budget is for two-model pairs)"),

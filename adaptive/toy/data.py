@@ -112,6 +112,21 @@ def heldout_prompts(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     return prompts, list(range(HELDOUT_SEED_START + seed * n, HELDOUT_SEED_START + (seed + 1) * n))
 
 
+def check_prompts(n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``n`` prompts of the research bench's checks (any digit and direction, drawn from a fixed stream),
+    with their digits and direction indices: the training-check and pair-triage set, never the
+    acceptance set of :func:`heldout_prompts`.
+
+    Example:
+        >>> prompts, digits, directions = check_prompts(3)
+        >>> len(prompts), [parse_prompt(p)[0] for p in prompts] == list(digits)
+        (3, True)
+    """
+    rng = np.random.default_rng(2024)
+    digits, directions = rng.integers(0, 10, n), rng.integers(0, len(DIRECTION_NAMES), n)
+    return [prompt_for(int(d), int(m)) for d, m in zip(digits, directions)], digits, directions
+
+
 def parse_prompt(prompt: str) -> tuple[int, int]:
     """(digit, direction index) of a prompt made by :func:`prompt_for`; ValueError otherwise."""
     words = prompt.strip().split()

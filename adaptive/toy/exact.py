@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -35,8 +36,16 @@ from adaptive.samplers import Sampler
 from adaptive.schedule import sigmas
 
 DIM = 64
-SPECTRUM = torch.arange(1, DIM + 1, dtype=torch.float64) ** -1.0
-SPECTRUM = SPECTRUM / SPECTRUM.mean() * 0.25  # data variances: a few wide directions, many narrow ones
+
+
+def power_spectrum(dims: int, alpha: float, mean_variance: float = 0.25) -> torch.Tensor:
+    """``lam_k`` proportional to ``k^-alpha`` (k = 1..dims), scaled to mean ``mean_variance``: detail at
+    many scales, a few wide directions and many narrow ones."""
+    lam = torch.arange(1, dims + 1, dtype=torch.float64) ** -float(alpha)
+    return lam / lam.mean() * mean_variance
+
+
+SPECTRUM = power_spectrum(DIM, 1.0)  # the suite's data variances
 
 
 MISFIT_SIGNS = torch.where(torch.arange(DIM) % 3 == 1, -1.0, 1.0).double()  # which variances Small over-/underrates
@@ -98,6 +107,42 @@ class OneMinusRelL2:
         from adaptive.metrics import rel_l2
 
         return 1 - rel_l2(generated, reference)
+
+
+class MixtureVelocity:
+    """The exact flow-matching velocity for data ``sum_j w_j N(means_j, diag(lam))`` and noise N(0, I):
+
+    given component j, ``x ~ N((1 - s) mu_j, diag(D))`` with ``D = (1 - s)^2 lam + s^2`` and
+    ``E[noise - x0 | x, j] = (s - (1 - s) lam) / D * (x - (1 - s) mu_j) - mu_j``; the mixture's velocity
+    is that averaged with the posterior weights ``p(j | x)``. One mode at 0 is the Gaussian's
+    ``(s - (1 - s) lam) / D * x``. Finite at sigma = 0 (``-x0``) and sigma = 1 (``x - mean``).
+    """
+
+    def __init__(self, lam: torch.Tensor, means: torch.Tensor | None = None, weights: torch.Tensor | None = None):
+        self.lam = lam.double()
+        self.means = torch.zeros(1, lam.numel(), dtype=torch.float64) if means is None else means.double()
+        k = self.means.shape[0]
+        self.log_w = torch.full((k,), -math.log(k), dtype=torch.float64) if weights is None else weights.double().log()
+
+    def log_density(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """``log p_sigma(x)`` per sample (for checks: the velocity is ``-s * score - E[x0 | x]``)."""
+        s = sigma.double().view(-1, 1, 1)
+        var = (1 - s) ** 2 * self.lam + s**2
+        diff = x.double()[:, None, :] - (1 - s) * self.means[None]
+        log_n = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1)
+        return torch.logsumexp(log_n + self.log_w, dim=1)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = sigma.double().view(-1, 1)
+        x64 = x.double()
+        var = (1 - s) ** 2 * self.lam + s**2  # (batch, dims)
+        # p(j | x) from -|x - (1 - s) mu_j|^2 / (2 var) expanded into matrix products (the |x|^2 term is
+        # the same for every mode), so a mixture costs O(batch * modes * dims) in two matmuls.
+        cross = (x64 / var) @ self.means.T  # (batch, modes)
+        square = (1 / var) @ (self.means**2).T
+        post = torch.softmax(self.log_w + (1 - s) * cross - 0.5 * (1 - s) ** 2 * square, dim=1)
+        mean = post @ self.means  # E[mu_j | x]
+        return ((s - (1 - s) * self.lam) / var * (x64 - (1 - s) * mean) - mean).to(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,30 +354,31 @@ class GuidedCase:
     def cost(self, steps: int, guided: int) -> float:
         return (guided + 0.5 * (steps - guided)) / self.steps
 
-    def table(self) -> list[tuple[int, int, int, float, float]]:
+    def table(self, sampler: Sampler | None = None) -> list[tuple[int, int, int, float, float]]:
         """``(k, start, stop, quality, cost)`` of Large on every grid ``k <= steps`` with guidance on steps
-        ``start .. stop - 1`` (``start = stop = 0``: on none), cheapest first."""
+        ``start .. stop - 1`` (``start = stop = 0``: on none), cheapest first; on ``sampler``'s steps
+        (default Euler at the case's shift)."""
         noise = self.noise()
-        reference = self._finals(self.steps, [(0, self.steps)], noise)[0]
+        reference = self._finals(self.steps, [(0, self.steps)], noise, sampler)[0]
         rows = []
         for k in range(1, self.steps + 1):
             intervals = [(0, 0)] + [(a, b) for a in range(k) for b in range(a + 1, k + 1)]
-            final = self._finals(k, intervals, noise)
+            final = self._finals(k, intervals, noise, sampler)
             quality = (1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean(dim=1).tolist()
             rows += [(k, a, b, q, self.cost(k, b - a)) for (a, b), q in zip(intervals, quality)]
         return sorted(rows, key=lambda r: (r[4], -r[3]))
 
-    def optimum(self, margin: float = 0.0) -> MeasuredPlan:
+    def optimum(self, margin: float = 0.0, sampler: Sampler | None = None) -> MeasuredPlan:
         """The cheapest plan meeting ``target + margin`` (start/stop: its guidance interval)."""
-        for k, a, b, quality, cost in self.table():
+        for k, a, b, quality, cost in self.table(sampler):
             if quality >= self.target + margin or (k == self.steps and (a, b) == (0, k)):
                 return MeasuredPlan(k, a, b, quality, cost)
         raise AssertionError("guided Large with all steps is always a plan")
 
-    def quality_of(self, plan: tuple[int, int, int]) -> float:
+    def quality_of(self, plan: tuple[int, int, int], sampler: Sampler | None = None) -> float:
         noise = self.noise()
-        reference = self._finals(self.steps, [(0, self.steps)], noise)[0]
-        final = self._finals(plan[0], [(plan[1], plan[2])], noise)[0]
+        reference = self._finals(self.steps, [(0, self.steps)], noise, sampler)[0]
+        final = self._finals(plan[0], [(plan[1], plan[2])], noise, sampler)[0]
         return float((1 - (final - reference).norm(dim=-1) / reference.norm(dim=-1)).mean())
 
     def recommended(self, profile) -> tuple[int, int, int]:
@@ -342,8 +388,13 @@ class GuidedCase:
         interval = next((g for g in profile.guidance if g.steps == steps), None)
         return (steps, interval.start, interval.stop) if interval is not None else (steps, 0, steps)
 
-    def _finals(self, k: int, intervals: Sequence[tuple[int, int]], noise: torch.Tensor) -> torch.Tensor:
-        """Each interval's final samples on the grid of ``k`` (Euler steps composed as affine maps)."""
+    def _finals(self, k: int, intervals: Sequence[tuple[int, int]], noise: torch.Tensor,
+                sampler: Sampler | None = None) -> torch.Tensor:
+        """Each interval's final samples on the grid of ``k``: Euler steps composed as affine maps, or one
+        run of a multistep ``sampler`` over a batch of every interval x every sample (its steps act on
+        each row alone)."""
+        if sampler is not None and not sampler.is_euler:
+            return self._sampled_finals(k, intervals, noise, sampler)
         grid = sigmas(k, self.shift).double()
         starts = torch.tensor([a for a, _ in intervals]).unsqueeze(-1)
         stops = torch.tensor([b for _, b in intervals]).unsqueeze(-1)
@@ -359,6 +410,21 @@ class GuidedCase:
             scale, offset = scale * factor, offset * factor + shift
         return scale[:, None, :] * noise[None] + offset[:, None, :]
 
+    def _sampled_finals(self, k: int, intervals: Sequence[tuple[int, int]], noise: torch.Tensor,
+                        sampler: Sampler) -> torch.Tensor:
+        starts = torch.tensor([a for a, _ in intervals]).repeat_interleave(len(noise)).unsqueeze(-1)
+        stops = torch.tensor([b for _, b in intervals]).repeat_interleave(len(noise)).unsqueeze(-1)
+        x = noise.float().repeat(len(intervals), 1)
+        run = sampler.run(k)
+        for i in range(k):
+            sigma = torch.tensor([run.sigma(i)], dtype=torch.float64)
+            (c_cond, d_cond), (c_none, d_none) = (labelled_coefficients(sigma, torch.full((1,), label))
+                                                  for label in (1.0, 0.0))
+            cond, none = c_cond * x.double() + d_cond, c_none * x.double() + d_none
+            guided = (starts <= i) & (i < stops)
+            x = run.step(x, torch.where(guided, none + self.scale * (cond - none), cond).float(), i)
+        return x.view(len(intervals), len(noise), DIM).double()
+
 
 GUIDED_SUITE = (
     GuidedCase("guided-20", 20, 3.0, 0.97, scale=3.0),
@@ -367,8 +433,9 @@ GUIDED_SUITE = (
 """Known answers for the guidance interval: where guidance can be dropped on some steps."""
 
 
-def calibrate_guided_case(case: GuidedCase, budget: float | None = 3.0, n_trials: int = 24):
-    """``calibrate`` on a guided case (in-memory study, nothing stored): its profile."""
+def calibrate_guided_case(case: GuidedCase, budget: float | None = 3.0, n_trials: int = 24,
+                          sampler: Sampler | None = None):
+    """``calibrate`` on a guided case (in-memory study, nothing stored) on ``sampler``'s steps: its profile."""
     import tempfile
     import warnings
 
@@ -380,7 +447,7 @@ def calibrate_guided_case(case: GuidedCase, budget: float | None = 3.0, n_trials
         warnings.simplefilter("ignore")
         return calibrate(case.pair(), case.conds(), case.steps, seeds=list(case.seeds), shift=case.shift,
                          quality_target=case.target, n_trials=n_trials, store=store, progress=False, save=False,
-                         budget=budget, storage=optuna.storages.InMemoryStorage())
+                         budget=budget, storage=optuna.storages.InMemoryStorage(), sampler=sampler)
 
 
 def _plan_text(steps: int, start: int, stop: int, full: int) -> str:

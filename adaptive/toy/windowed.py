@@ -7,7 +7,7 @@ window ``(lo, hi)`` is part of the conditioning (``window``, shape ``(batch, 2)`
 has a known safe window (``lo = hi``: never safe). FLOPs are ballast matmuls of widths
 ``large_width``/``small_width``, so Small costs ``small_width / large_width`` of Large.
 
-Used by the controller's tests and ``scripts/online_windows.py``.
+Used by the controller's tests and ``benchmarks/online_windows.py``.
 
 Example:
     >>> import torch

@@ -6,7 +6,7 @@ guidance interval alone, Small window alone, both; then judges every plan and th
 alternatives at equal compute (guided Large with fewer steps, no guidance with more steps) on
 held-out prompts and seeds against guided Large with all steps, and draws them side by side.
 
-    python scripts/guidance_table.py --out docs/guidance --threads 1
+    python benchmarks/guidance_table.py --out docs/guidance --threads 1
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Per-prompt windows and the online controller against the best single pair window (issue #20).
 
-    python scripts/online_windows.py --set sliding --shift 1 --out docs/online
+    python benchmarks/online_windows.py --set sliding --shift 1 --out docs/online
 
 The pair is :mod:`adaptive.toy.windowed`: exact Gaussian velocity, Small exact only inside a sigma
 window that is part of the conditioning, off by a fixed vector elsewhere. Sets: ``issue`` (the

@@ -1,7 +1,7 @@
 """Real-scale speed: FlowBlending schedules on the Wan 2.1 T2V 14B / 1.3B architectures, one GPU.
 
-    python scripts/wan_scale.py --out docs/wan_scale/h100.json            # GPU, bf16, about 5 minutes
-    python scripts/wan_scale.py --tiny --device cpu --out /tmp/wan.json   # CPU rehearsal (tests/test_scripts.py)
+    python benchmarks/wan_scale.py --out docs/wan_scale/h100.json            # GPU, bf16, about 5 minutes
+    python benchmarks/wan_scale.py --tiny --device cpu --out /tmp/wan.json   # CPU rehearsal (tests/test_benchmarks.py)
 
 The FLOPs and the wall time of a diffusion transformer depend on its architecture, not its weights,
 so this builds diffusers' ``WanTransformer3DModel`` with the published Wan 2.1 T2V 14B and 1.3B

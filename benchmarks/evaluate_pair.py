@@ -1,12 +1,19 @@
 """Measure the embedded pair with the quality harness (issue: embedded default pair).
 
-    python scripts/evaluate_pair.py --videos 64 --out docs/pair
+    python benchmarks/evaluate_pair.py --videos 64 --out docs/pair
 
 Rows: Large (all steps), a second Large set with other seeds (the seed-to-seed noise band),
 Small (all steps), Large with a third of the steps on both seed sets (so "Large needs its steps" is
 a paired comparison against the noise band), and Large at the ``--sweep`` step counts. Writes
 docs/pair/pair_eval.json, pair_eval.md, large_vs_small.png, large_steps.png (quality vs
 Large steps) and prints the divergence curve along Large's trajectory.
+
+    python benchmarks/evaluate_pair.py --ink 5,10,30 --videos 32
+
+instead prints why the Frechet distance falls with fewer Large steps: for real held-out videos and for
+Large at each step count (the same prompts and noise), the share of pixels that are ink (> -0.8), how
+the ink's values spread over brightness bins, and the squared distance between the mean encoder
+features and the real ones (the mean term of the Frechet distance), in its motion and appearance halves.
 """
 
 from __future__ import annotations
@@ -20,16 +27,10 @@ import numpy as np
 import torch
 
 from adaptive import Schedule, flops_per_row, probe, sample, sigmas
-from adaptive.toy import WEIGHTS_DIR, generate, load_pair, prompt_conds, prompt_for, seeded_noise
-from adaptive.toy.data import DIRECTION_NAMES, encode_prompts, make_videos, variant_of
+from adaptive.toy import WEIGHTS_DIR, generate, load_pair, prompt_conds, seeded_noise
+from adaptive.toy.data import check_prompts, encode_prompts, make_videos, variant_of
 from adaptive.toy.harness import Harness, load_encoder
 from adaptive.toy.video import save_strip
-
-
-def heldout_prompts(n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(2024)
-    digits, directions = rng.integers(0, 10, n), rng.integers(0, len(DIRECTION_NAMES), n)
-    return [prompt_for(int(d), int(m)) for d, m in zip(digits, directions)], digits, directions
 
 
 def run(pair, prompts, seeds, schedule, steps, shift, chunk=32):
@@ -86,7 +87,35 @@ def plot_steps(path: Path, rows: dict, default_steps: int, decided: dict[str, li
     plt.close(fig)
 
 
-def main() -> None:
+BINS = np.array([-0.8, -0.4, 0.0, 0.4, 0.8, 1.0001])
+MOTION_DIM = 128  # the encoder's features are [motion (128), appearance (64)]
+
+
+def ink_levels(videos: torch.Tensor) -> tuple[float, np.ndarray]:
+    """(share of pixels that are ink, share of ink pixels in each brightness bin)."""
+    pixels = videos.float().clamp(-1, 1).flatten().numpy()
+    ink = pixels[pixels > BINS[0]]
+    return len(ink) / len(pixels), np.histogram(ink, BINS)[0] / max(1, len(ink))
+
+
+def ink_table(pair, harness: Harness, videos: int, steps: list[int]) -> None:
+    prompts, _, _ = check_prompts(videos)
+    seeds = list(range(1000, 1000 + videos))
+    real = torch.from_numpy(make_videos(512, np.random.default_rng(12345), "heldout", variant=harness.variant).videos)
+    rows = {"real held-out videos": real, **{f"Large, {k} steps": generate(pair, prompts, seeds, num_steps=k)
+                                             for k in steps}}
+    real_mean = harness.real_features().mean(0)
+    bins = " | ".join(f"{a:+.1f}..{b:+.1f}" for a, b in zip(BINS, BINS[1:]))
+    print(f"| videos | ink share | {bins} | mean-feature gap: motion | appearance |")
+    print("|---|---:|" + "---:|" * (len(BINS) + 1))
+    for name, video in rows.items():
+        share, spread = ink_levels(video)
+        gap = (harness.features(video).numpy().mean(0) - real_mean) ** 2
+        print(f"| {name} | {share:.3f} | " + " | ".join(f"{v:.3f}" for v in spread)
+              + f" | {gap[:MOTION_DIM].sum():.1f} | {gap[MOTION_DIM:].sum():.1f} |")
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
@@ -95,14 +124,17 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="weights folder (default: the shipped ones)")
     parser.add_argument("--sweep", default="5,15,20", help="more Large step counts to measure (comma list, '' for none)")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    parser.add_argument("--ink", default=None, help="only the ink table, at these Large step counts (see above)")
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     pair, _ = load_pair(args.weights, device=args.device)
     weights = Path(args.weights) if args.weights else WEIGHTS_DIR
     harness = Harness(load_encoder(weights / "encoder.safetensors"), variant=variant_of(weights))
-    prompts, digits, directions = heldout_prompts(args.videos)
+    if args.ink:
+        return ink_table(pair, harness, args.videos, [int(k) for k in args.ink.split(",")])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompts, digits, directions = check_prompts(args.videos)
     seeds = list(range(1000, 1000 + args.videos))
     other_seeds = list(range(5000, 5000 + args.videos))
     few = max(1, args.steps // 3)
@@ -141,7 +173,7 @@ def main() -> None:
     result = {"rows": rows, "flops_per_call_per_video": per_row, "commitment": decided,
               "divergence": {"sigmas": curve.sigmas.tolist(), "rel_l2": curve.mean().tolist(),
                              "cosine": curve.mean("cosine").tolist(), "weighted": curve.mean("weighted").tolist()},
-              "command": "python scripts/evaluate_pair.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())}
+              "command": "python benchmarks/evaluate_pair.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items())}
     (out / "pair_eval.json").write_text(json.dumps(result, indent=2) + "\n")
     keys = ["feature_sim", "frechet", "digit_acc", "direction_acc", "frame_agreement", "centroid_accel", "sharpness",
             "grain", "gflops_per_video", "seconds_per_video"]

@@ -1,7 +1,7 @@
 """When does a one-window blend beat Large with fewer steps? Exact Gaussian and Gaussian-mixture
 flows, where both velocities are known in closed form (the paper design of issue #18).
 
-    python scripts/gaussian_frontier.py --out docs/pair_design        # the table; about a minute of CPU
+    python benchmarks/gaussian_frontier.py --out docs/pair_design        # the table; about a minute of CPU
 
 Data ``x0 ~ sum_j w_j N(mu_j, diag((1 - share) * lam))`` with ``lam_k`` proportional to ``k^-alpha``
 (a power-law spectrum over ``--dims`` components, mean variance 0.25: detail at many scales) and the
@@ -14,7 +14,7 @@ costs ``--small-cost`` of a Large call. Both run through the package's probe and
 ``sigmas(steps, shift)``; quality is the relative L2 to Large with all steps on the same noise.
 
 A blend "wins" when it is closer to Large-with-all-steps than Large alone with the steps its compute
-buys (``floor(cost * steps)``, the rule of ``scripts/frontier.py``). Per case the JSON keeps Small's
+buys (``floor(cost * steps)``, the rule of ``benchmarks/frontier.py``). Per case the JSON keeps Small's
 divergence curve along Large's trajectory, its mean in the middle (sigma in [0.3, 0.7]), Large with
 k steps for every k, and every window's relative L2.
 """
@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 
 from adaptive.calibration import Evaluator, StepSearch
-from adaptive.metrics import rel_l2
 from adaptive.pair import ModelPair
 from adaptive.probing import run_probe
+from adaptive.toy.exact import MixtureVelocity, OneMinusRelL2, power_spectrum
 
 MIDDLE = (0.3, 0.7)
 
@@ -57,12 +57,6 @@ class Case:
         return f"{data}, alpha {self.alpha:g}; Small {small}"
 
 
-def power_spectrum(dims: int, alpha: float, mean_variance: float = 0.25) -> torch.Tensor:
-    """``lam_k`` proportional to ``k^-alpha`` (k = 1..dims), scaled to mean ``mean_variance``."""
-    lam = torch.arange(1, dims + 1, dtype=torch.float64) ** -float(alpha)
-    return lam / lam.mean() * mean_variance
-
-
 def misspecified(lam: torch.Tensor, mc: float, mf: float, coarse: int, fine: int) -> torch.Tensor:
     """``lam`` with the coarsest ``coarse`` components times ``mc`` and the finest ``fine`` times ``mf``."""
     wrong = lam.clone()
@@ -70,42 +64,6 @@ def misspecified(lam: torch.Tensor, mc: float, mf: float, coarse: int, fine: int
     if fine:
         wrong[-fine:] *= mf
     return wrong
-
-
-class MixtureVelocity:
-    """The exact flow-matching velocity for data ``sum_j w_j N(means_j, diag(lam))`` and noise N(0, I):
-
-    given component j, ``x ~ N((1 - s) mu_j, diag(D))`` with ``D = (1 - s)^2 lam + s^2`` and
-    ``E[noise - x0 | x, j] = (s - (1 - s) lam) / D * (x - (1 - s) mu_j) - mu_j``; the mixture's velocity
-    is that averaged with the posterior weights ``p(j | x)``. One mode at 0 is the Gaussian's
-    ``(s - (1 - s) lam) / D * x``. Finite at sigma = 0 (``-x0``) and sigma = 1 (``x - mean``).
-    """
-
-    def __init__(self, lam: torch.Tensor, means: torch.Tensor | None = None, weights: torch.Tensor | None = None):
-        self.lam = lam.double()
-        self.means = torch.zeros(1, lam.numel(), dtype=torch.float64) if means is None else means.double()
-        k = self.means.shape[0]
-        self.log_w = torch.full((k,), -math.log(k), dtype=torch.float64) if weights is None else weights.double().log()
-
-    def log_density(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """``log p_sigma(x)`` per sample (for checks: the velocity is ``-s * score - E[x0 | x]``)."""
-        s = sigma.double().view(-1, 1, 1)
-        var = (1 - s) ** 2 * self.lam + s**2
-        diff = x.double()[:, None, :] - (1 - s) * self.means[None]
-        log_n = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1)
-        return torch.logsumexp(log_n + self.log_w, dim=1)
-
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        s = sigma.double().view(-1, 1)
-        x64 = x.double()
-        var = (1 - s) ** 2 * self.lam + s**2  # (batch, dims)
-        # p(j | x) from -|x - (1 - s) mu_j|^2 / (2 var) expanded into matrix products (the |x|^2 term is
-        # the same for every mode), so a mixture costs O(batch * modes * dims) in two matmuls.
-        cross = (x64 / var) @ self.means.T  # (batch, modes)
-        square = (1 / var) @ (self.means**2).T
-        post = torch.softmax(self.log_w + (1 - s) * cross - 0.5 * (1 - s) ** 2 * square, dim=1)
-        mean = post @ self.means  # E[mu_j | x]
-        return ((s - (1 - s) * self.lam) / var * (x64 - (1 - s) * mean) - mean).to(x.dtype)
 
 
 def case_fields(case: Case, dims: int, coarse: int, fine: int, seed: int = 0) -> tuple[MixtureVelocity, MixtureVelocity]:
@@ -125,15 +83,6 @@ def case_fields(case: Case, dims: int, coarse: int, fine: int, seed: int = 0) ->
     large = MixtureVelocity(within, means)
     small = MixtureVelocity(misspecified(within, case.mc, case.mf, coarse, fine), small_means)
     return large, small
-
-
-class OneMinusRelL2:
-    """``1 - ||a - b|| / ||b||``: the similarity the evaluator maximises (relative L2 = 1 - it)."""
-
-    name = "one_minus_rel_l2"
-
-    def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        return 1 - rel_l2(generated, reference)
 
 
 @dataclass(frozen=True)
@@ -237,7 +186,7 @@ def main(argv: list[str] | None = None) -> list[CaseResult]:
                                args.coarse, args.fine))
         print(f"{case.label}: middle divergence {results[-1].middle_divergence:.3f}, "
               f"wins {results[-1].wins} of {results[-1].blends}", flush=True)
-    command = "python scripts/gaussian_frontier.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/gaussian_frontier.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = table(results, args.steps)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(text)

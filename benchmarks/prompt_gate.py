@@ -1,6 +1,6 @@
 """The gate before any frontier (issue #33): does a Large draw what its prompt asks?
 
-    python scripts/prompt_gate.py shipped=adaptive/toy/weights \\
+    python benchmarks/prompt_gate.py shipped=adaptive/toy/weights \\
         multi=docs/pair_design/candidates/multi cpu=docs/pair_design/candidates/cpu:docs/pair_design/candidates/multi \\
         --videos 32 --out docs/pair_design/gate
 
@@ -8,7 +8,7 @@ Each argument is ``NAME=FOLDER[:ENCODER_FOLDER]``: ``FOLDER/large`` (or ``FOLDER
 ``config.json``) is the Large; the encoder (``encoder.safetensors`` + ``encoder.json``) is ``FOLDER``'s unless a
 second folder is given. The data variant (whose real videos are the ceiling and the Frechet reference) is the
 one the Large's ``training.json`` records, else the encoder's. On ``--videos`` prompts and noise seeds that neither
-training checks (seeds 20000+, ``scripts/train_large.py``) nor any default calibration use
+training checks (seeds 20000+, ``training/large.py``) nor any default calibration use
 (:func:`adaptive.toy.heldout_prompts` with ``--prompt-seed``, seeds 10000+), 30 Euler steps at shift 3,
 guidance 4, the variant's encoder reads the prompted digit and direction (``Harness.alignment``: the
 CLIP-score analogue) and the Frechet distance of its features to real held-out videos of the variant is
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = "python scripts/prompt_gate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python benchmarks/prompt_gate.py " + " ".join(sys.argv[1:] if argv is None else argv)
     return run(args.candidates, args.videos, args.prompt_seed, args.threshold, args.out, args.steps, command)
 
 

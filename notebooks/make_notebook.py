@@ -1,6 +1,6 @@
 """Write notebooks/walkthrough.ipynb (then execute it with nbclient to store its outputs).
 
-    python scripts/make_notebook.py && python scripts/run_notebook.py --inplace
+    python notebooks/make_notebook.py && python notebooks/run_notebook.py --inplace
 """
 
 from pathlib import Path

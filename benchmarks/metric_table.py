@@ -1,6 +1,6 @@
 """Which plans does the quality metric pass? The embedded pair's metric against what a person sees.
 
-    python scripts/metric_table.py --videos 16 --out docs/metric
+    python benchmarks/metric_table.py --videos 16 --out docs/metric
 
 Samples ``--videos`` held-out prompts (fixed seeds) with Large and 30 Euler steps (shift 3) as the
 reference, and scores against it, per video: Large with another seed (the seed noise floor), Large
@@ -9,6 +9,13 @@ paper-like L-S-L window (Small for sigma in (0.45, 0.85]) and the stored profile
 Columns: the toy encoder's pooled feature cosine, per-frame SSIM (mean and worst video), their
 per-video minimum (the pair's calibration metric) and PSNR. Writes metric.json and metric.md, and
 metric.png: every plan's videos side by side for the first 6 prompts.
+
+    python benchmarks/metric_table.py --latent-steps 12
+
+instead asks whether the default latent metric fails what the pair's own metric fails (issue #26): Large
+with k of 12 Euler steps against all 12, on 6 held-out prompts and seeds, on the pair's own metric, on
+``LatentStructure`` (the default for pairs without an encoder) and on the latent cosine (the default
+before it). About half a minute on two cores.
 """
 
 from __future__ import annotations
@@ -19,18 +26,41 @@ from pathlib import Path
 
 import torch
 
-from adaptive import ProfileStore, Schedule
-from adaptive.metrics import StructuralSimilarity, psnr
-from adaptive.toy import generate, load_pair, prompt_for
+from adaptive import ProfileStore, Schedule, sample, sigmas
+from adaptive.metrics import LatentSimilarity, LatentStructure, StructuralSimilarity, psnr
+from adaptive.toy import generate, load_pair, prompt_conds, prompt_for, seeded_noise
 from adaptive.toy.harness import Harness
 from adaptive.toy.video import save_side_by_side
 
 
-def main() -> None:
+def latent_steps(steps: int) -> list[dict[str, float]]:
+    """Large with k of ``steps`` steps against all of them: the pair's metric and the latent ones."""
+    pair, _ = load_pair()
+    prompts = [prompt_for(d, m) for d, m in [(3, 1), (8, 6), (1, 2), (5, 0), (0, 7), (9, 4)]]
+    cond = {"encoder_hidden_states": torch.cat([c["encoder_hidden_states"] for c in prompt_conds(prompts)])}
+    noise = seeded_noise(range(100, 100 + len(prompts)))
+    rows = []
+    with torch.no_grad():
+        reference = sample(pair.models, noise, sigmas(steps, 3.0), None, **cond)
+        for k in range(1, steps + 1):
+            out = sample(pair.models, noise, sigmas(k, 3.0), None, **cond)
+            rows.append({"steps": k, "own": float(pair.metric(out, reference).mean()),
+                         "latent_structure": float(LatentStructure()(out, reference).mean()),
+                         "latent_cosine": float(LatentSimilarity()(out, reference).mean())})
+            print(f"Large {k:2d} of {steps}: " + "  ".join(f"{n} {v:.3f}" for n, v in rows[-1].items() if n != "steps"),
+                  flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", type=int, default=16)
     parser.add_argument("--out", default="docs/metric")
-    args = parser.parse_args()
+    parser.add_argument("--latent-steps", type=int, default=None, help="only the latent metrics' check (see above)")
+    args = parser.parse_args(argv)
+    if args.latent_steps:
+        latent_steps(args.latent_steps)
+        return
     pair, _ = load_pair()
     harness, ssim = Harness(), StructuralSimilarity()
     prompts = [prompt_for(i % 10, (3 * i) % 8) for i in range(args.videos)]

@@ -1,6 +1,6 @@
 """Per-prompt calibration and the online controller vs the fixed pair profile (issue: per-prompt).
 
-    python scripts/per_prompt_eval.py --out docs/per_prompt --store /tmp/pp_store
+    python benchmarks/per_prompt_eval.py --out docs/per_prompt --store /tmp/pp_store
 
 1. Calibrates the embedded pair with ``per_prompt=True`` on ``--calib-prompts`` prompts x 2 seeds
    (writes the profile, with its per-prompt windows and online controller, to ``--store``: a scratch
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     unseen_rows = evaluate(meter, per_row, methods_unseen, unseen, [200] * len(unseen), harness, args.chunk)
     print("\nunseen prompts\n" + table(unseen_rows))
 
-    result = {"command": "python scripts/per_prompt_eval.py " + " ".join(f"--{k.replace('_', '-')} {v}"
+    result = {"command": "python benchmarks/per_prompt_eval.py " + " ".join(f"--{k.replace('_', '-')} {v}"
                                                                            for k, v in vars(args).items()),
               "calibration_seconds": calibration_seconds, "seen_prompts": [prompt_for(*p) for p in seen],
               "profile": profile.to_dict(), "seen": seen_rows, "unseen": unseen_rows,

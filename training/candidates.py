@@ -1,9 +1,9 @@
 """Train candidate embedded pairs concurrently on one GPU within a wall budget, then check each one's
 frontier (issue #18: a Small that agrees with Large in the middle, a Large whose flow bends).
 
-    python scripts/train_candidates.py --device cuda --out $OUT        # one device call, under 10 minutes
-    python scripts/train_candidates.py --device cuda --init DIR --out $OUT        # continue DIR's run
-    python scripts/train_candidates.py --tiny --device cpu --budget-s 20 --out /tmp/c   # a CPU rehearsal
+    python training/candidates.py --device cuda --out $OUT        # one device call, under 10 minutes
+    python training/candidates.py --device cuda --init DIR --out $OUT        # continue DIR's run
+    python training/candidates.py --tiny --device cpu --budget-s 20 --out /tmp/c   # a CPU rehearsal
 
 Defaults: 3 variants x 3 recipes = 9 candidate pairs, 380 s of training from the start, then the
 frontier checks, waited for at most 150 s more.
@@ -29,7 +29,7 @@ the workers share the GPU. Beside it, each variant's quality encoder trains in i
 (``python -m adaptive.toy.train encoder``; for ``grain`` the shipped one is copied). Training stops
 ``--budget-s`` seconds after the start; EMA weights are saved (fp16 safetensors, ``training.json``
 with the loss curve and every earlier run's record) and packed into ``--out`` at once, then
-``scripts/pair_triage.py`` checks every candidate pair of the variant, one after another in one process
+``benchmarks/pair_triage.py`` checks every candidate pair of the variant, one after another in one process
 (``--frontier-prompts`` x ``--frontier-seeds`` videos, ``--frontier-steps`` Euler steps at shift 3,
 every window with ends on multiples of ``--frontier-stride``: the full frontier of every window,
 nine checks sharing the GPU, did not finish in 150 s on an H200); after ``--frontier-timeout-s`` more seconds whatever exists is packed. ``--out`` receives at most
@@ -67,7 +67,8 @@ from adaptive.toy.models import LARGE_CONFIG, SMALL_CONFIG, _SHARED
 from adaptive.toy.pair import GUIDANCE_SCALE, WEIGHTS_DIR
 from adaptive.toy.train import NUM_TRAIN_TIMESTEPS, noised_batch, optimizer_step, pruned_copy, save_transformer
 
-SCRIPTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"  # pair_triage checks each candidate
 SMALL_CONFIGS: dict[str, dict[str, Any]] = {
     "small": SMALL_CONFIG,  # 2 x 64 wide, 3 layers: 0.106 of Large's FLOPs per call
     "deep": dict(_SHARED, num_attention_heads=2, attention_head_dim=48, ffn_dim=192, num_layers=5),  # 0.099
@@ -168,7 +169,7 @@ class WorkerSettings:
 
 def _env(**extra: str) -> dict[str, str]:
     """The environment of a child process: this checkout first on its path, whatever the caller set."""
-    path = os.pathsep.join(p for p in (str(SCRIPTS.parent), os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **extra}
 
 
@@ -407,12 +408,12 @@ def pair_folder(root: Path, recipe: str) -> Path:
 
 
 def check_variant(settings: WorkerSettings) -> None:
-    """Every candidate's frontier on a coarse window grid (``scripts/pair_triage.py``, one process per
+    """Every candidate's frontier on a coarse window grid (``benchmarks/pair_triage.py``, one process per
     variant, its pairs one after another); results land in ``<variant>/frontier/pair-<recipe>.json``."""
     root = Path(settings.work) / settings.variant
     out = root / "frontier"
     out.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(SCRIPTS / "pair_triage.py"),
+    command = [sys.executable, str(BENCH / "pair_triage.py"),
                *(str(pair_folder(root, recipe)) for recipe in settings.recipes),
                "--device", settings.device, "--prompts", str(settings.frontier_prompts), "--seeds",
                str(settings.frontier_seeds), "--steps", str(settings.frontier_steps), "--stride",
@@ -423,7 +424,7 @@ def check_variant(settings: WorkerSettings) -> None:
 
 def frontier_results(work: Path, variant: str, recipes: tuple[str, ...]) -> dict[str, Any]:
     """``pair_triage.summary`` of every frontier check that finished; the log's end for one that did not."""
-    sys.path.insert(0, str(SCRIPTS))
+    sys.path.insert(0, str(BENCH))
     from pair_triage import summary
 
     from adaptive.frontier import Frontier
@@ -527,7 +528,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     threads = args.threads or max(1, (os.cpu_count() or 2) // len(variants))
-    command = "python scripts/train_candidates.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python training/candidates.py " + " ".join(sys.argv[1:] if argv is None else argv)
     procs = {}
     for variant in variants:
         settings = WorkerSettings(variant, recipes, command, str(work), args.device, started + args.budget_s, args.budget_s,

@@ -1,6 +1,6 @@
 """Check the GPU path on the embedded pair: CUDA, bf16 and torch.compile, with the shipped profile.
 
-    python scripts/gpu_check.py --out gpu_check.json
+    python benchmarks/gpu_check.py --out gpu_check.json
 
 For each precision (fp32, bf16) and mode (eager, compiled with inductor) it samples the same videos
 Large-only and with the shipped profile's schedule, and reports: agreement with fp32 eager (feature

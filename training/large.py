@@ -1,8 +1,8 @@
 """Train a prompt-following Large on this CPU, resumably, watching its prompt alignment (issue #33).
 
-    python scripts/train_large.py --work /tmp/large --data texture --init shipped --total-steps 4000 --budget-s 6000
-    python scripts/train_large.py --work /tmp/large --budget-s 3600        # continue the same run, same schedule
-    python scripts/train_large.py --work /tmp/l --tiny --total-steps 6 --check-every 3 --budget-s 60   # rehearsal
+    python training/large.py --work /tmp/large --data texture --init shipped --total-steps 4000 --budget-s 6000
+    python training/large.py --work /tmp/large --budget-s 3600        # continue the same run, same schedule
+    python training/large.py --work /tmp/l --tiny --total-steps 6 --check-every 3 --budget-s 60   # rehearsal
 
 Everything that training depends on lives in ``WORK/checkpoint.pt`` (fp32 weights, EMA, AdamW state, the step,
 the total the cosine schedule runs to, and both random streams), written atomically every ``--save-every-s``:
@@ -16,7 +16,7 @@ Every ``--check-every`` steps the EMA samples ``--check-videos`` videos (30 Eule
 from prompts and noise seeds of the check set (seeds 20000+, never the gate's :func:`heldout_prompts` seeds)
 and the variant's encoder reads their digit and direction: ``WORK/alignment.jsonl``. The EMA is exported
 for use as ``WORK/large/`` (fp16 safetensors + ``training.json`` with the command, steps, losses and
-alignment curve), the layout ``load_pair`` and ``scripts/prompt_gate.py`` read.
+alignment curve), the layout ``load_pair`` and ``benchmarks/prompt_gate.py`` read.
 
 ``--init shipped`` starts from the shipped Large (which follows its prompts on the grain data: the
 "conditioning first" lever); ``--init none`` from scratch; ``--init DIR`` from ``DIR/large``.
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run = {"data": args.data or "texture", "config": asked["config"] or "wide", "batch": args.batch or 32,
                "lr": args.lr or 5e-4, "total_steps": args.total_steps, "init": args.init or "shipped",
                "seed": 3 if args.seed is None else args.seed, "commands": []}
-    run["commands"] = [*run["commands"], "python scripts/train_large.py " + " ".join(sys.argv[1:] if argv is None
+    run["commands"] = [*run["commands"], "python training/large.py " + " ".join(sys.argv[1:] if argv is None
                                                                                       else argv)]
     torch.manual_seed(run["seed"])  # the fresh tensors of a new run (a resumed one loads them)
     model = WanTransformer3DModel(**CONFIGS[run["config"]])

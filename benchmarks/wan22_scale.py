@@ -1,10 +1,10 @@
 """Real-scale speed of plans over a pool: Wan 2.2 A14B's two experts with Wan 2.1 1.3B between them,
 and guidance only in an interval, through an unmodified ``diffusers.WanPipeline``, one GPU.
 
-    python scripts/wan22_scale.py --out docs/wan_scale/wan22.json           # GPU, bf16, about 5 minutes
-    python scripts/wan22_scale.py --tiny --device cpu --out /tmp/wan22.json  # CPU rehearsal (tests/test_scripts.py)
+    python benchmarks/wan22_scale.py --out docs/wan_scale/wan22.json           # GPU, bf16, about 5 minutes
+    python benchmarks/wan22_scale.py --tiny --device cpu --out /tmp/wan22.json  # CPU rehearsal (tests/test_benchmarks.py)
 
-Random weights in the published architectures (as ``scripts/wan_scale.py``, whose builders it uses):
+Random weights in the published architectures (as ``benchmarks/wan_scale.py``, whose builders it uses):
 both experts are ``WanTransformer3DModel`` with the Wan 2.2 T2V A14B expert configuration (the Wan
 team's ``t2v_A14B``: dim 5120, ffn 13824, 40 heads, 40 layers, the Wan 2.1 14B shape) and the Small is
 Wan 2.1 T2V 1.3B (it shares Wan 2.2 A14B's VAE and text encoder). The pipeline runs Wan 2.2 A14B's T2V
@@ -25,7 +25,6 @@ the speed-up over ``experts`` and the FLOP bound from the plan's calls and the m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path

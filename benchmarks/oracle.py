@@ -1,7 +1,7 @@
 """Detector proposal and Optuna refinement vs the exhaustive-sweep oracle on the embedded pair, on
 the calibration set and metric of docs/oracle/oracle.json (the measurement is ``adaptive.oracle``).
 
-    python scripts/oracle.py --steps 20 --prompts 4 --seeds 2 --trials 24 --budget 3 --out docs/oracle
+    python benchmarks/oracle.py --steps 20 --prompts 4 --seeds 2 --trials 24 --budget 3 --out docs/oracle
 
 All three use the same calibration set, metric (the toy encoder's feature similarity to Large-only)
 and quality target; compute is counted in Large-call equivalents per sample (Small calls weighted by
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     report = check_oracle(pair, prompt_conds(prompts), args.steps, seeds=list(range(100, 100 + args.seeds)),
                           shift=args.shift, metric=Harness().similarity, target=args.target, trials=args.trials,
                           budget=None if args.budget.lower() == "none" else float(args.budget),
-                          command="python scripts/oracle.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()))
+                          command="python benchmarks/oracle.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()))
     report.save(Path(args.out) / "oracle.json")
     summary = report.to_dict()
     print(json.dumps({k: summary[k] for k in ("proposal", "refined", "oracle", "compute_large_equivalents_per_sample",
