@@ -32,6 +32,17 @@ def test_ink_levels_bins_ink_pixels_by_brightness(monkeypatch):
     assert spread.tolist() == pytest.approx([0.25, 0.0, 0.25, 0.0, 0.5])
 
 
+def test_the_pair_and_metric_benches_print_their_tables_on_the_shipped_pair(monkeypatch, capsys):
+    """evaluate_pair.py --ink and metric_table.py --latent-steps, rehearsed on one video and two steps."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    importlib.import_module("evaluate_pair").main(["--ink", "1,2", "--videos", "1"])
+    rows = importlib.import_module("metric_table").latent_steps(2)
+    printed = capsys.readouterr().out
+    assert "| real held-out videos |" in printed and "| Large, 2 steps |" in printed
+    assert [r["steps"] for r in rows] == [1, 2] and rows[-1]["own"] == pytest.approx(1.0, abs=1e-4)
+    assert rows[0]["latent_structure"] < rows[0]["latent_cosine"]  # the cosine passes what the structure fails
+
+
 def _row(kind: str, cost: float, sim: list[float], grain: list[float], **where: int) -> dict:
     return {"kind": kind, "cost": cost, "feature_sim": sim, "grain": grain, "digit_ok": [1, 1],
             "direction_ok": [1, 1], "frechet": 1.0, **where}
