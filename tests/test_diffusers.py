@@ -419,7 +419,7 @@ def test_a_profile_of_the_pipelines_own_scheduler_runs_there_as_calibration_judg
     _run_wan(pipe, latents, prompts[0], null)
     plan = profile.schedule().step_models(pipe.scheduler.sigmas)
     assert pipe.transformer.decisions.models[0] == plan == [name for _, name in pipe.transformer.trace[::2]]
-    assert "small" in plan  # a window met the (low) target on these random models
+    assert any(m.split(":")[0] == "small" for m in plan)  # a window met the (low) target on these random models
 
     # A window across the multistep history: the pipeline's video is the one calibration judged.
     _, reference = run_probe(pair, [{"encoder_hidden_states": prompts[0]}], 8, [0], shape=(16, 2, 2, 2),
