@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP) postgres
 	$(PY) -m mypy adaptive
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal
 
 # The scale-out test runs workers against a real PostgreSQL (a throwaway cluster the test starts on
 # loopback). Install Debian's server package when it is missing and we may; otherwise that test is

@@ -276,7 +276,17 @@ def with_unguided(models: Mapping[str, Any], plain: bool = False) -> dict[str, A
     return out
 
 
-class DeviceDenoiser:
+class Passthrough:
+    """A denoiser that changes how ``model`` is called (where it runs, who counts its calls), not what it
+    computes: fingerprints and module lookups see through it to ``model``."""
+
+    model: Denoiser
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float, **cond: Any) -> torch.Tensor:
+        return self.model(x, sigma, **cond)
+
+
+class DeviceDenoiser(Passthrough):
     """Run ``model`` on its own device (and dtype): the input and the conditioning move there, the
     velocity comes back to the caller's device and dtype. How a pair keeps Small on a second GPU.
 
@@ -328,7 +338,7 @@ def as_denoiser(model: Any) -> Denoiser:
         >>> as_denoiser(lambda x, sigma: -x)(torch.ones(1, 2), 0.5).tolist()
         [[-1.0, -1.0]]
     """
-    if isinstance(model, (FunctionDenoiser, TransformerDenoiser, GuidedDenoiser, DeviceDenoiser)):
+    if isinstance(model, (FunctionDenoiser, TransformerDenoiser, GuidedDenoiser, Passthrough)):
         return model
     if isinstance(model, torch.nn.Module) and hasattr(model, "config"):
         return TransformerDenoiser(model)
@@ -342,7 +352,7 @@ def as_denoiser(model: Any) -> Denoiser:
 
 def underlying_module(model: Denoiser) -> torch.nn.Module | None:
     """The torch module behind a denoiser, if any (for fingerprints and device moves)."""
-    while isinstance(model, (GuidedDenoiser, DeviceDenoiser)):
+    while isinstance(model, (GuidedDenoiser, Passthrough)):
         model = model.model
     if isinstance(model, TransformerDenoiser):
         return model.transformer

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from adaptive.denoisers import Denoiser, first_row
+from adaptive.denoisers import Denoiser, Passthrough, first_row
 from adaptive.pair import ModelPair
 
 
@@ -39,7 +39,7 @@ def _sync_device(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _Counted:
+class _Counted(Passthrough):
     def __init__(self, name: str, model: Denoiser, meter: Meter) -> None:
         self.name, self.model, self.meter = name, model, meter
 

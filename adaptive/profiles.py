@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from adaptive.controller import ControllerConfig
-from adaptive.denoisers import DeviceDenoiser, FunctionDenoiser, GuidedDenoiser, TransformerDenoiser
+from adaptive.denoisers import FunctionDenoiser, GuidedDenoiser, Passthrough, TransformerDenoiser
 from adaptive.errors import ProfileError
 from adaptive.pair import ModelPair
 from adaptive.records import (CalibrationInfo, Cost, CurveSummary, GuidanceInterval, MeasuredPlan, PerPrompt, Proposal,
@@ -90,8 +90,8 @@ def _describe(h: Any, model: Any, unguided: bool = False) -> None:
         if not unguided:
             h.update(f"cfg:{model.scale}:{model.batched}".encode())
         return _describe(h, model.model, unguided)
-    if isinstance(model, DeviceDenoiser):
-        return _describe(h, model.model)  # where a model runs is not what it is
+    if isinstance(model, Passthrough):
+        return _describe(h, model.model, unguided)  # where a model runs, or who counts its calls, is not what it is
     if isinstance(model, TransformerDenoiser):
         model = model.transformer
     if isinstance(model, FunctionDenoiser):

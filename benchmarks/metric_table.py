@@ -29,7 +29,7 @@ import torch
 from adaptive import ProfileStore, Schedule, sample, sigmas
 from adaptive.metrics import LatentSimilarity, LatentStructure, StructuralSimilarity, psnr
 from adaptive.toy import generate, load_pair, prompt_conds, prompt_for, seeded_noise
-from adaptive.toy.harness import Harness
+from adaptive.toy.pair import pair_harness
 from adaptive.toy.video import save_side_by_side
 
 
@@ -57,12 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--videos", type=int, default=16)
     parser.add_argument("--out", default="docs/metric")
     parser.add_argument("--latent-steps", type=int, default=None, help="only the latent metrics' check (see above)")
+    parser.add_argument("--pair", default=None, help="an embedded pair's name or a weights folder (default: the shipped)")
     args = parser.parse_args(argv)
     if args.latent_steps:
         latent_steps(args.latent_steps)
         return
-    pair, _ = load_pair()
-    harness, ssim = Harness(), StructuralSimilarity()
+    pair, _ = load_pair(args.pair)
+    harness, ssim = pair_harness(args.pair), StructuralSimilarity()
     prompts = [prompt_for(i % 10, (3 * i) % 8) for i in range(args.videos)]
     seeds = list(range(100, 100 + args.videos))
     plans: dict[str, tuple[int, Schedule | None, list[int]]] = {

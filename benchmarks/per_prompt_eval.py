@@ -34,7 +34,7 @@ from adaptive.controller import ControllerConfig
 from adaptive.toy import load_pair, prompt_conds, prompt_for, seeded_noise
 from adaptive.toy.data import DIRECTION_NAMES, encode_prompts
 from adaptive.toy.harness import Harness
-from adaptive.toy.pair import NUM_STEPS, SHIFT
+from adaptive.toy.pair import NUM_STEPS, SHIFT, pair_harness
 
 SHIPPED_STORE = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -44,9 +44,9 @@ def all_prompts() -> list[tuple[int, int]]:
 
 
 def evaluate(meter: Meter, per_row: dict[str, int], methods: dict[str, object], prompts: list[tuple[int, int]],
-             seeds: list[int], harness: Harness, chunk: int) -> dict[str, dict[str, float]]:
+             seeds: list[int], harness: Harness, chunk: int, steps: int = NUM_STEPS) -> dict[str, dict[str, float]]:
     """Run every method on the same (prompt, seed) list in interleaved chunks; quality and cost."""
-    grid = sigmas(NUM_STEPS, SHIFT)
+    grid = sigmas(steps, SHIFT)
     texts = [prompt_for(d, m) for d, m in prompts]
     outputs: dict[str, list[torch.Tensor]] = {k: [] for k in methods}
     seconds = dict.fromkeys(methods, 0.0)
@@ -97,8 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seen-seeds", type=int, default=6)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--steps", type=int, default=NUM_STEPS, help="Euler steps (the pair's default grid)")
     parser.add_argument("--chunk", type=int, default=24)
     parser.add_argument("--unseen-limit", type=int, default=64, help="unseen prompts evaluated (0: all)")
+    parser.add_argument("--pair", default=None, help="an embedded pair's name or a weights folder (default: the shipped)")
     parser.add_argument("--store", help="scratch profile store (default: a temporary folder; never profiles/)")
     parser.add_argument("--out", default="docs/per_prompt")
     args = parser.parse_args(argv)
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    pair, _ = load_pair()
-    harness = Harness()
+    pair, _ = load_pair(args.pair)
+    harness = pair_harness(args.pair)
     rng = np.random.default_rng(11)
     every = all_prompts()
     order = rng.permutation(len(every))
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     unseen = [every[i] for i in order[args.calib_prompts:]][:args.unseen_limit or None]
 
     started = time.perf_counter()
-    profile = calibrate(pair, prompt_conds([prompt_for(d, m) for d, m in seen]), num_steps=NUM_STEPS,
+    profile = calibrate(pair, prompt_conds([prompt_for(d, m) for d, m in seen]), num_steps=args.steps,
                         seeds=[0, 1], shift=SHIFT, quality_target=args.target, n_trials=args.trials,
                         store=store, per_prompt=True)
     calibration_seconds = time.perf_counter() - started
@@ -141,10 +143,12 @@ def main(argv: list[str] | None = None) -> None:
                     online_name: online}
     seen_prompts = [p for p in seen for _ in range(args.seen_seeds)]
     seen_seeds = [100 + k for _ in seen for k in range(args.seen_seeds)]
-    seen_rows = evaluate(meter, per_row, methods_seen, seen_prompts, seen_seeds, harness, args.chunk)
+    seen_rows = evaluate(meter, per_row, methods_seen, seen_prompts, seen_seeds, harness, args.chunk,
+                         args.steps)
     print("\nseen prompts, new seeds\n" + table(seen_rows))
     methods_unseen = {"Large only": Schedule.large_only(), "fixed pair profile": fixed, online_name: online}
-    unseen_rows = evaluate(meter, per_row, methods_unseen, unseen, [200] * len(unseen), harness, args.chunk)
+    unseen_rows = evaluate(meter, per_row, methods_unseen, unseen, [200] * len(unseen), harness, args.chunk,
+                           args.steps)
     print("\nunseen prompts\n" + table(unseen_rows))
 
     result = {"command": "python benchmarks/per_prompt_eval.py " + " ".join(f"--{k.replace('_', '-')} {v}"

@@ -7,7 +7,11 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("ADAPTIVE_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
+# `make test` runs the suite on pytest-xdist workers (one per core): each worker then takes its share of
+# the cores, so two workers do not fight over the same two.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(int(os.environ.get("ADAPTIVE_TEST_THREADS",
+                                         max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))))
 
 
 def tiny_wan(heads: int = 2, layers: int = 2, in_channels: int = 16, text_dim: int = 32, seed: int = 0):

@@ -22,6 +22,27 @@ def frontier(monkeypatch):
     return importlib.import_module("frontier")
 
 
+@pytest.fixture
+def tiny_pair(monkeypatch, tmp_path) -> Path:
+    """A saved pair at toy widths (real Wan classes, ``training/candidates.py``'s tiny configs) with the
+    shipped encoder: the bench's scripts run on it in seconds where the shipped pair takes minutes."""
+    import shutil
+
+    from diffusers import WanTransformer3DModel
+
+    from adaptive.toy.pair import WEIGHTS_DIR
+
+    monkeypatch.syspath_prepend(str(TRAINING))
+    candidates = importlib.import_module("candidates")
+    pair = tmp_path / "tiny-pair"
+    for size, config in (("large", "coarse"), ("small", "coarse-thin")):  # 8x8 patches: 32 tokens a video
+        torch.manual_seed(len(size))
+        WanTransformer3DModel(**candidates.TINY_CONFIGS[config]).save_pretrained(pair / size)
+    for name in ("encoder.safetensors", "encoder.json"):
+        shutil.copy2(WEIGHTS_DIR / name, pair / name)
+    return pair
+
+
 def test_ink_levels_bins_ink_pixels_by_brightness(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     ink_levels = importlib.import_module("evaluate_pair").ink_levels
@@ -41,6 +62,79 @@ def test_the_pair_and_metric_benches_print_their_tables_on_the_shipped_pair(monk
     assert "| real held-out videos |" in printed and "| Large, 2 steps |" in printed
     assert [r["steps"] for r in rows] == [1, 2] and rows[-1]["own"] == pytest.approx(1.0, abs=1e-4)
     assert rows[0]["latent_structure"] < rows[0]["latent_cosine"]  # the cosine passes what the structure fails
+
+
+def test_the_pair_table_writes_its_documented_record_rows_and_pictures(monkeypatch, tmp_path, tiny_pair):
+    """evaluate_pair.py's full table (docs/pair/) on a tiny pair, two videos and three steps: every documented
+    row kind, each with the documented columns, the divergence and commitment curves, and the pictures."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    importlib.import_module("evaluate_pair").main(["--weights", str(tiny_pair), "--videos", "2", "--steps", "3",
+                                                   "--sweep", "2", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "pair_eval.json").read_text())
+    documented = json.loads((BENCH.parent / "docs" / "pair" / "pair_eval.json").read_text())
+    assert list(data["rows"]) == ["Large, 3 steps", "Large, 3 steps, other seeds", "Small, 3 steps", "Large, 1 steps",
+                                  "Large, 1 steps, other seeds", "Large, 2 steps", "Real held-out videos"]
+    assert {k: set(v) for k, v in data["rows"].items()} == {
+        k: set(documented["rows"]["Large, 30 steps"]) for k in data["rows"] if k != "Real held-out videos"} | {
+        "Real held-out videos": set(documented["rows"]["Real held-out videos"])}
+    assert set(data) == set(documented) and len(data["divergence"]["rel_l2"]) == 3
+    assert data["rows"]["Large, 3 steps"]["feature_sim"] == pytest.approx(1.0, abs=1e-4)
+    assert data["rows"]["Small, 3 steps"]["feature_sim"] < 1.0
+    assert "| Small, 3 steps |" in (tmp_path / "pair_eval.md").read_text()
+    assert all((tmp_path / f).stat().st_size > 0 for f in ("large_steps.png", "large_vs_small.png"))
+
+
+def test_the_metric_table_scores_every_documented_plan(monkeypatch, tmp_path, tiny_pair):
+    """metric_table.py's full table (docs/metric/) on a tiny pair and two videos: the documented plans in the
+    documented layout (a pair with no stored profile has no profile row), and the picture."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    importlib.import_module("metric_table").main(["--pair", str(tiny_pair), "--videos", "2", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "metric.json").read_text())
+    documented = json.loads((BENCH.parent / "docs" / "metric" / "metric.json").read_text())
+    assert _keys(data) == _keys(documented) and data["videos"] == 2
+    plans = [r["plan"] for r in data["rows"]]
+    assert plans == [r["plan"] for r in documented["rows"]][:-1]  # all but the shipped pair's profile row
+    for row in data["rows"]:
+        assert row["metric"] <= min(row["feature_cosine"], row["ssim"]) + 1e-6  # a mean of per-video minima
+    assert (tmp_path / "metric.png").stat().st_size > 0
+
+
+def test_per_prompt_eval_calibrates_per_prompt_and_compares_every_method(monkeypatch, tmp_path, tiny_pair):
+    """per_prompt_eval.py (docs/per_prompt/) on a tiny pair, six steps, two calibrated prompts, three trials and
+    two unseen prompts: the documented record, every method on seen and unseen prompts, compute counted."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    importlib.import_module("per_prompt_eval").main([
+        "--pair", str(tiny_pair), "--steps", "6", "--calib-prompts", "2", "--seen-seeds", "1", "--trials", "3",
+        "--unseen-limit", "2", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "out")])
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    documented = json.loads((BENCH.parent / "docs" / "per_prompt" / "results.json").read_text())
+    assert set(data) == set(documented) and data["videos"] == {"seen": 2, "unseen": 2}
+    assert list(data["seen"])[:3] == ["Large only", "fixed pair profile", "per-prompt calibration"]
+    assert list(data["unseen"])[:2] == ["Large only", "fixed pair profile"] and len(data["unseen"]) == 3
+    for rows in (data["seen"], data["unseen"]):
+        assert rows["Large only"]["compute_fraction"] == pytest.approx(1.0)
+        assert rows["Large only"]["feature_sim"] == pytest.approx(1.0, abs=1e-4)
+        assert all(set(r) == set(documented["seen"]["Large only"]) for r in rows.values())
+    assert "unseen prompts" in (tmp_path / "out" / "results.md").read_text().lower()
+
+
+def test_gpu_check_runs_its_checks_on_the_cpu_in_the_documented_layout(monkeypatch, tmp_path, tiny_pair):
+    """gpu_check.py --device cpu (docs/gpu/) on a tiny pair and a given plan: Large and the plan, fp32 as the
+    reference and bf16 beside it, one batch of one video, in the layout of the recorded GPU run."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    out = tmp_path / "gpu_check.json"
+    gpu_check = importlib.import_module("gpu_check")
+    with pytest.raises(SystemExit, match="no profile for this pair"):  # before any sampling
+        gpu_check.main(["--device", "cpu", "--pair", str(tiny_pair), "--out", str(out)])
+    gpu_check.main(["--device", "cpu", "--pair", str(tiny_pair), "--schedule", "lsl:0.85,0.3", "--batches", "1",
+                    "--repeats", "1", "--configs", "fp32,bf16", "--out", str(out)])
+    data = json.loads(out.read_text())
+    documented = json.loads((BENCH.parent / "docs" / "gpu" / "gpu_check.json").read_text())
+    assert _keys(data) == _keys(documented) and [r["config"] for r in data["rows"]] == ["fp32", "bf16"]
+    assert data["small_steps"] == list(range(11, 26))  # sigma in (0.3, 0.85] on 30 steps at shift 3
+    fp32, bf16 = data["rows"]
+    assert fp32["large"]["sim_to_reference"] == pytest.approx(1.0, abs=1e-4) and fp32["large"]["finite"]
+    assert bf16["large"]["finite"] and bf16["large"]["rel_l2_to_reference"] < 0.1
 
 
 def _row(kind: str, cost: float, sim: list[float], grain: list[float], **where: int) -> dict:
@@ -289,27 +383,15 @@ def test_a_young_teacher_is_distilled_from_only_once_it_has_trained(monkeypatch)
     assert candidates._distil_weight(0.0, teacher_trained=True) == 1.0
 
 
-def test_pair_triage_measures_a_coarse_frontier_of_a_saved_pair(monkeypatch, tmp_path):
+def test_pair_triage_measures_a_coarse_frontier_of_a_saved_pair(monkeypatch, tmp_path, tiny_pair):
     """A tiny saved pair (real Wan classes, the shipped encoder): the frontier on a stride-2 window
     grid holds Large at every step count and exactly the windows whose ends lie on the grid, the
     divergence curve has one value per step, and the markdown names every metric."""
-    import shutil
-
-    from diffusers import WanTransformer3DModel
-
     from adaptive.frontier import Frontier
-    from adaptive.toy.pair import WEIGHTS_DIR
 
     monkeypatch.syspath_prepend(str(BENCH))
     triage = importlib.import_module("pair_triage")
-    monkeypatch.syspath_prepend(str(TRAINING))
-    candidates = importlib.import_module("candidates")
-    pair = tmp_path / "tiny-pair"
-    for size, config in (("large", "large"), ("small", "coarse")):
-        torch.manual_seed(len(size))
-        WanTransformer3DModel(**candidates.TINY_CONFIGS[config]).save_pretrained(pair / size)
-    for name in ("encoder.safetensors", "encoder.json"):
-        shutil.copy2(WEIGHTS_DIR / name, pair / name)
+    pair = tiny_pair
     out = tmp_path / "out"
     triage.main([str(pair), "--prompts", "1", "--seeds", "2", "--steps", "4", "--stride", "2", "--out", str(out)])
     assert torch.is_grad_enabled()  # the script must not switch autograd off for whoever runs next

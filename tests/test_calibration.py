@@ -239,6 +239,26 @@ def test_fingerprint_ignores_where_weights_were_loaded_from(tmp_path):
     assert fingerprint(ModelPair(loaded[0], loaded[0])) != fingerprint(ModelPair(loaded[0], tiny_wan(seed=6)))
 
 
+def test_a_metered_or_moved_pair_is_the_pair_its_profile_was_calibrated_on(tmp_path):
+    """Counting calls (``Meter``) or moving a model to a device changes how it runs, not what it is: its
+    profile runs there (per_prompt_eval.py samples a per-prompt profile through a Meter)."""
+    from conftest import tiny_wan
+
+    from adaptive import Meter, sample, sigmas
+    from adaptive.denoisers import DeviceDenoiser
+
+    pair = ModelPair(tiny_wan(seed=5), tiny_wan(heads=1, layers=1, seed=6), sample_shape=(16, 1, 4, 4)).guided(
+        3.0, {"encoder_hidden_states": torch.zeros(1, 3, 32)})
+    meter = Meter(pair)
+    moved = ModelPair(DeviceDenoiser(pair.large, "cpu"), pair.small, sample_shape=pair.sample_shape)
+    assert fingerprint(meter.pair) == fingerprint(pair) == fingerprint(moved)
+    assert fingerprint(meter.pair) != fingerprint(ModelPair(pair.small, pair.large))
+    cond = [{"encoder_hidden_states": torch.randn(1, 3, 32)}]
+    profile = calibrate(pair, cond, num_steps=4, seeds=[0], n_trials=2, store=tmp_path, progress=False)
+    out = sample(meter.pair, torch.randn(1, 16, 1, 4, 4), sigmas(4, 3.0), profile, **cond[0])
+    assert torch.isfinite(out).all() and meter.calls["large"] > 0
+
+
 def test_shipped_profile_is_found_for_the_embedded_pair():
     from pathlib import Path
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from adaptive.toy.data import GRAINED, VARIANTS, encode_prompts, make_videos, variant_of
+from adaptive.toy.harness import load_encoder
 from adaptive.toy.models import VideoEncoder, build_transformer
 
 CFG_DROPOUT = 0.1
@@ -172,15 +173,21 @@ def train_transformer(size: str, steps: int, batch: int, lr: float, seed: int, o
     return float(smoothed or 0.0)
 
 
-def train_encoder(steps: int, batch: int, seed: int, out: Path, data: str = "plain", device: str = "cpu") -> float:
+def train_encoder(steps: int, batch: int, seed: int, out: Path, data: str = "plain", device: str = "cpu",
+                  init: Path | None = None, lr_scale: float = 1.0) -> float:
     """Train the digit/direction (and, on grain data, grain-contrast) video encoder on real videos;
-    reports held-out accuracy."""
+    reports held-out accuracy. ``init``: a folder whose ``encoder.safetensors`` the run continues from
+    (a new warm-up and cosine at ``lr_scale`` times the rate; give a new ``seed`` so it sees new videos)."""
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = VideoEncoder().to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    if init is not None:
+        model = load_encoder(Path(init) / "encoder.safetensors").requires_grad_(True).train().to(device)
+    else:
+        model = VideoEncoder().to(device)
+    peak = 2e-3 * lr_scale
+    opt = torch.optim.AdamW(model.parameters(), lr=peak, weight_decay=0.01)
     # Generated grain can be anything from crisp to averaged away: train the reading down to none.
     contrast_range = (0.0, 0.7)
     # Generated videos are never exact; small noise keeps the encoder robust without hiding the grain.
@@ -198,14 +205,15 @@ def train_encoder(steps: int, batch: int, seed: int, out: Path, data: str = "pla
         if data in GRAINED:
             loss = loss + 10.0 * F.mse_loss(model.grain(videos), torch.from_numpy(real.grain).to(device))
         for group in opt.param_groups:
-            group["lr"] = 2e-3 * _lr_factor(step, steps)
+            group["lr"] = peak * _lr_factor(step, steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if step % 50 == 0:
             print(f"encoder step {step} loss {loss.item():.4f}", flush=True)
     model = model.cpu().eval()
-    record: dict = dict(command=_command(), steps=steps, batch=batch, data_seed=seed, final_loss=round(loss.item(), 5))
+    record: dict = dict(command=_command(), steps=steps, batch=batch, data_seed=seed, final_loss=round(loss.item(), 5),
+                        init=None if init is None else str(init), lr_scale=lr_scale)
     with torch.no_grad():
         held = make_videos(512, np.random.default_rng(seed + 1), "heldout", variant=data)
         held_videos = torch.from_numpy(held.videos)
@@ -252,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.allow_tf32 = True
     common = dict(init=args.init, data=args.data, device=args.device, max_minutes=args.max_minutes)
     if args.what in ("encoder", "all"):
-        train_encoder(args.encoder_steps, args.encoder_batch, args.seed + 100, args.out, args.data, args.device)
+        train_encoder(args.encoder_steps, args.encoder_batch, args.seed + 100, args.out, args.data, args.device,
+                      init=args.init, lr_scale=args.lr_scale)
     if args.what in ("small", "all"):
         train_transformer("small", args.small_steps, args.batch, 1e-3 * args.lr_scale, args.seed + 1, args.out,
                           **common)
